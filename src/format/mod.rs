@@ -1,0 +1,13 @@
+//! Pure borg 1.x formats: every byte layout lives here once, with no I/O.
+
+pub mod chunker;
+pub mod compress;
+pub mod crypto;
+pub mod hashindex;
+pub mod hints;
+pub mod integrity;
+pub mod keyblob;
+pub mod msgpack;
+pub mod objects;
+pub mod tam;
+pub mod timefmt;

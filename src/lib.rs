@@ -1,0 +1,8 @@
+//! proxborg-native: writes BorgBackup 1.x repositories without borg, and backs up
+//! Proxmox VE guests from ZFS snapshots into them.
+//!
+//! Layers (imports point down): `archive` (the writer) → `repo` (repository I/O) →
+//! `format` (pure borg 1.x byte layouts, no I/O).
+
+pub mod format;
+pub mod secrets;
