@@ -5,4 +5,5 @@
 //! `format` (pure borg 1.x byte layouts, no I/O).
 
 pub mod format;
+pub mod repo;
 pub mod secrets;
