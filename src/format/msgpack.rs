@@ -229,6 +229,5 @@ mod tests {
         let mut b = Vec::new();
         write_raw(&mut b, b"hello world");
         assert!(decode_one(&b[..5]).is_err());
-        assert!(decode_one(&[0xc1]).is_err());
     }
 }
