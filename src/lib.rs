@@ -7,3 +7,6 @@
 pub mod format;
 pub mod repo;
 pub mod secrets;
+pub mod location;
+pub mod paths;
+pub mod placeholders;
