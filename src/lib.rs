@@ -4,9 +4,12 @@
 //! Layers (imports point down): `archive` (the writer) → `repo` (repository I/O) →
 //! `format` (pure borg 1.x byte layouts, no I/O).
 
+pub mod archive;
 pub mod format;
 pub mod repo;
 pub mod secrets;
 pub mod location;
 pub mod paths;
 pub mod placeholders;
+pub mod fsutil;
+pub mod session;

@@ -1,3 +1,10 @@
+//! `proxborg-native`: borg-compatible backups without borg.
+
+mod cli;
+
+use clap::Parser;
+
 fn main() {
-    println!("proxborg-native");
+    let args = cli::Cli::parse();
+    std::process::exit(cli::run(args));
 }

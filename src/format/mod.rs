@@ -11,3 +11,6 @@ pub mod msgpack;
 pub mod objects;
 pub mod tam;
 pub mod timefmt;
+
+/// borg's `MAX_DATA_SIZE`: the largest object a repository accepts (20 MiB - 41).
+pub const MAX_DATA_SIZE: usize = 20_971_479;

@@ -1,0 +1,997 @@
+//! `create`: walk sources in borg's order, read and chunk files on a worker pool, and
+//! write one archive. The walker emits one *slot* per item in traversal order; regular
+//! files become jobs for the workers and their slot waits for the result, so the item
+//! stream keeps borg's order (directory before contents, hardlink master before slaves)
+//! while contents are processed in parallel. Lookahead and queued data are bounded.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use rayon::prelude::*;
+
+use super::cache::{CacheDir, CacheError, FilesCache, FilesCacheMode};
+use super::fsmeta::{self, FsMeta, MetaOptions};
+use super::itemstream::ItemStream;
+use super::patterns::{MatchResult, PatternMatcher};
+use super::stats::Stats;
+use super::store::{ChunkStore, Entry, StoreError};
+use crate::format::chunker::{Allocation, Chunker, ChunkerParams};
+use crate::format::compress::Compression;
+use crate::format::objects::{ArchiveMeta, ChunkRef, Item, ManifestArchive};
+use crate::repo::ObjectId;
+use crate::session::{Session, SessionError};
+
+/// Items the walker may run ahead of the slowest unfinished file.
+const LOOKAHEAD: usize = 4096;
+/// Bytes of chunk data one file worker hands to the pool at once.
+const BATCH_BYTES: usize = 32 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("archive {0:?} already exists")]
+    ArchiveExists(String),
+    #[error("invalid archive name {0:?}: {1}")]
+    BadName(String, String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error("archive metadata: {0}")]
+    Meta(String),
+    #[error("reading {path}: {reason}")]
+    Source { path: String, reason: String },
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// Which timestamp decides "changed while we read it" (borg's `--files-changed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FilesChanged {
+    Ctime,
+    Mtime,
+    Disabled,
+}
+
+/// What to store for data read from stdin (borg's `--stdin-*`).
+#[derive(Clone, Debug)]
+pub struct StdinSpec {
+    pub name: String,
+    pub mode: u32,
+    pub user: String,
+    pub group: String,
+}
+
+/// One tree to back up.
+#[derive(Clone, Debug)]
+pub struct Root {
+    /// Where to read.
+    pub fs_path: PathBuf,
+    /// The root's own path inside the archive (`.` for a snapshot root).
+    pub archive_path: Vec<u8>,
+    /// Match patterns on the archive path (proxborg roots) instead of the fs path (create).
+    pub match_archive_path: bool,
+    /// Store the root directory item itself (false for intermediate slashdot levels).
+    pub emit_root: bool,
+}
+
+/// A source of one archive: a tree, or a stream stored as one file.
+pub enum Source {
+    Tree(Root),
+    Stream {
+        spec: StdinSpec,
+        reader: Box<dyn Read + Send>,
+    },
+}
+
+/// borg's `create` options that shape the archive.
+pub struct CreateOptions {
+    pub compression: Compression,
+    pub chunker: ChunkerParams,
+    pub meta: MetaOptions,
+    pub atime: bool,
+    pub noctime: bool,
+    pub read_special: bool,
+    pub sparse: bool,
+    pub one_file_system: bool,
+    pub exclude_caches: bool,
+    pub exclude_if_present: Vec<String>,
+    pub keep_exclude_tags: bool,
+    pub exclude_nodump: bool,
+    pub files_cache: FilesCacheMode,
+    pub files_changed: FilesChanged,
+    pub files_cache_ttl: u8,
+    pub matcher: PatternMatcher,
+    pub dry_run: bool,
+    pub comment: String,
+    pub timestamp: Option<DateTime<Utc>>,
+    /// Prefix of files-cache keys (e.g. a guest id), so different sources never collide.
+    pub cache_tag: Vec<u8>,
+    pub cmdline: Vec<Vec<u8>>,
+    pub hostname: String,
+    pub username: String,
+    pub cwd: Vec<u8>,
+    /// Map (uid, gid) of stored items (unprivileged container id shifting).
+    pub id_map: Option<Arc<dyn Fn(u32, u32) -> (u32, u32) + Send + Sync>>,
+    pub workers: usize,
+}
+
+/// Per-item status line (borg's `--list` letters).
+pub type StatusFn<'a> = &'a (dyn Fn(char, &str) + Sync);
+
+/// What a finished `create` reports.
+pub struct CreateResult {
+    pub name: String,
+    pub id: ObjectId,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub stats: Arc<ChunkStore>,
+    pub nfiles: u64,
+    pub size: u64,
+    pub csize: u64,
+    pub warnings: Vec<String>,
+    pub dry_run: bool,
+}
+
+struct FileJob {
+    fs_path: PathBuf,
+    arch_path: Vec<u8>,
+    ino: u64,
+    dev: u64,
+    hardlink_master: bool,
+    special: bool,
+    reply: Sender<FileOutcome>,
+}
+
+struct FileOutcome {
+    item: Option<Item>,
+    status: char,
+    warning: Option<String>,
+    memorize: Option<(Vec<u8>, u64, u64, i64, Vec<ChunkRef>)>,
+}
+
+enum Slot {
+    Ready(FileOutcome, Vec<u8>),
+    Pending(Receiver<FileOutcome>, Vec<u8>),
+}
+
+struct Shared {
+    store: Arc<ChunkStore>,
+    files: Arc<FilesCache>,
+    opts: Arc<CreateOptions>,
+    seed: u32,
+}
+
+fn lossy(p: &[u8]) -> String {
+    String::from_utf8_lossy(p).into_owned()
+}
+
+/// borg's `make_path_safe`: no leading `/` or `../` runs; empty → `.`.
+pub fn make_path_safe(p: &[u8]) -> Vec<u8> {
+    let mut s = p;
+    loop {
+        if let Some(r) = s.strip_prefix(b"../") {
+            s = r;
+        } else if let Some(r) = s.strip_prefix(b"/") {
+            s = r;
+        } else {
+            break;
+        }
+    }
+    if s.is_empty() {
+        b".".to_vec()
+    } else {
+        s.to_vec()
+    }
+}
+
+fn join(a: &[u8], b: &[u8]) -> Vec<u8> {
+    if a == b"." || a.is_empty() {
+        return b.to_vec();
+    }
+    let mut v = a.to_vec();
+    if !v.ends_with(b"/") {
+        v.push(b'/');
+    }
+    v.extend_from_slice(b);
+    v
+}
+
+fn item_from_meta(path: Vec<u8>, m: &FsMeta, opts: &CreateOptions) -> Item {
+    let (uid, gid) = match &opts.id_map {
+        Some(f) => f(m.uid, m.gid),
+        None => (m.uid, m.gid),
+    };
+    let (user, group) = if opts.meta.numeric_ids || opts.id_map.is_some() {
+        (None, None)
+    } else {
+        (m.user.clone(), m.group.clone())
+    };
+    let xattrs = if m.xattrs.is_empty() {
+        None
+    } else {
+        Some(
+            m.xattrs
+                .iter()
+                .map(|(k, v)| (k.clone(), if v.is_empty() { None } else { Some(v.clone()) }))
+                .collect::<BTreeMap<_, _>>(),
+        )
+    };
+    Item {
+        path,
+        mode: m.mode,
+        uid,
+        gid,
+        user,
+        group,
+        mtime: m.mtime_ns,
+        ctime: (!opts.noctime).then_some(m.ctime_ns),
+        atime: opts.atime.then_some(m.atime_ns),
+        xattrs,
+        acl_access: m.acl_access.clone(),
+        acl_default: m.acl_default.clone(),
+        bsdflags: m.bsdflags,
+        ..Default::default()
+    }
+}
+
+/// Chunks a reader into the store; large inputs are processed in parallel batches.
+fn chunk_reader<R: Read>(
+    mut chunker: Chunker<R>,
+    store: &ChunkStore,
+) -> Result<Result<Vec<ChunkRef>, std::io::Error>, StoreError> {
+    let mut refs = Vec::new();
+    let mut batch = Vec::new();
+    let mut batch_bytes = 0usize;
+    let flush = |batch: &mut Vec<(Allocation, usize, Vec<u8>)>, refs: &mut Vec<ChunkRef>| -> Result<(), StoreError> {
+        let out: Result<Vec<ChunkRef>, StoreError> = if batch.len() == 1 {
+            batch.iter().map(|(a, n, d)| store_one(store, *a, *n, d)).collect()
+        } else {
+            batch.par_iter().map(|(a, n, d)| store_one(store, *a, *n, d)).collect()
+        };
+        refs.extend(out?);
+        batch.clear();
+        Ok(())
+    };
+    for c in chunker.by_ref() {
+        let c = match c {
+            Ok(c) => c,
+            Err(e) => {
+                flush(&mut batch, &mut refs)?;
+                return Ok(Err(e));
+            }
+        };
+        store.stats.bytes_read.fetch_add(c.size as u64, std::sync::atomic::Ordering::Relaxed);
+        batch_bytes += c.data.len();
+        batch.push((c.allocation, c.size, c.data));
+        if batch_bytes >= BATCH_BYTES {
+            flush(&mut batch, &mut refs)?;
+            batch_bytes = 0;
+        }
+    }
+    flush(&mut batch, &mut refs)?;
+    Ok(Ok(refs))
+}
+
+fn store_one(store: &ChunkStore, a: Allocation, size: usize, data: &[u8]) -> Result<ChunkRef, StoreError> {
+    match a {
+        Allocation::Data => store.store(data),
+        Allocation::Alloc | Allocation::Hole => store.store_zeros(size),
+    }
+}
+
+fn stat_changed(a: &std::fs::Metadata, b: &std::fs::Metadata, how: FilesChanged) -> bool {
+    match how {
+        FilesChanged::Disabled => false,
+        FilesChanged::Ctime => (a.ctime(), a.ctime_nsec()) != (b.ctime(), b.ctime_nsec()),
+        FilesChanged::Mtime => (a.mtime(), a.mtime_nsec()) != (b.mtime(), b.mtime_nsec()),
+    }
+}
+
+fn process_file(sh: &Shared, job: &FileJob) -> Result<FileOutcome, StoreError> {
+    let opts = &sh.opts;
+    let warn = |status: char, msg: String| FileOutcome {
+        item: None,
+        status,
+        warning: Some(msg),
+        memorize: None,
+    };
+    let shown = job.fs_path.display().to_string();
+    let mut oo = std::fs::OpenOptions::new();
+    oo.read(true);
+    let flags = if job.special { libc::O_NOFOLLOW } else { libc::O_NOFOLLOW | libc::O_NONBLOCK };
+    oo.custom_flags(flags | libc::O_NOATIME);
+    let file = match oo.open(&job.fs_path) {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            // O_NOATIME needs ownership; retry without it as borg does
+            let mut oo = std::fs::OpenOptions::new();
+            oo.read(true).custom_flags(flags);
+            match oo.open(&job.fs_path) {
+                Ok(f) => f,
+                Err(e) => return Ok(warn('E', format!("{shown}: open: {e}"))),
+            }
+        }
+        Err(e) => return Ok(warn('E', format!("{shown}: open: {e}"))),
+    };
+    let st = match file.metadata() {
+        Ok(m) => m,
+        Err(e) => return Ok(warn('E', format!("{shown}: fstat: {e}"))),
+    };
+    if st.ino() != job.ino || st.dev() != job.dev {
+        return Ok(warn('E', format!("{shown}: file inode changed (race condition), skipping file")));
+    }
+    let meta = match fsmeta::read_meta_fd(std::os::fd::AsFd::as_fd(&file), &job.fs_path, &opts.meta) {
+        Ok(m) => m,
+        Err(e) => return Ok(warn('E', format!("{shown}: {e}"))),
+    };
+    let mut item = item_from_meta(job.arch_path.clone(), &meta, opts);
+    if job.special {
+        item.mode = libc::S_IFREG | (item.mode & 0o7777);
+    }
+    let mut status = 'A';
+    let mut memorize = None;
+    let key: Vec<u8> = [&opts.cache_tag[..], b"\0", &job.arch_path[..]].concat();
+    let cmtime = sh.files.cmtime(meta.ctime_ns, meta.mtime_ns);
+    let mut chunks = None;
+    if !job.special {
+        if let Some(cached) = sh.files.lookup(&key, meta.ino, meta.size, cmtime) {
+            status = 'M';
+            if cached.iter().all(|c| sh.store.seen(&c.id)) {
+                let refs: Option<Vec<ChunkRef>> = cached.iter().map(|c| sh.store.incref(&c.id)).collect();
+                if let Some(refs) = refs {
+                    status = 'U';
+                    sh.store.stats.files_unchanged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    memorize = Some((key.clone(), meta.ino, meta.size, cmtime, refs.clone()));
+                    chunks = Some(refs);
+                }
+            }
+        }
+    }
+    let mut warning = None;
+    let chunks = match chunks {
+        Some(c) => c,
+        None => {
+            let mut chunker = Chunker::new(&opts.chunker, sh.seed, &file);
+            if opts.sparse && !job.special && matches!(opts.chunker, ChunkerParams::Fixed { .. }) {
+                if let Ok(Some(map)) = crate::format::chunker::sparse_map(&file) {
+                    chunker = chunker.with_sparse_map(map);
+                }
+            }
+            let refs = match chunk_reader(chunker, &sh.store)? {
+                Ok(r) => r,
+                Err(e) => return Ok(warn('E', format!("{shown}: read: {e}"))),
+            };
+            let st2 = file.metadata();
+            let changed = match &st2 {
+                Ok(st2) => !job.special && stat_changed(&st, st2, opts.files_changed),
+                Err(_) => false,
+            };
+            if changed {
+                status = 'C';
+                warning = Some(format!("{shown}: file changed while we backed it up"));
+            } else if !job.special {
+                memorize = Some((key, meta.ino, meta.size, cmtime, refs.clone()));
+            }
+            refs
+        }
+    };
+    item.size = Some(chunks.iter().map(|c| c.size as u64).sum());
+    item.chunks = Some(chunks);
+    item.hardlink_master = Some(job.hardlink_master);
+    Ok(FileOutcome {
+        item: Some(item),
+        status,
+        warning,
+        memorize,
+    })
+}
+
+fn worker_loop(sh: Arc<Shared>, jobs: Receiver<FileJob>, fatal: Arc<Mutex<Option<StoreError>>>) {
+    for job in jobs {
+        if fatal.lock().expect("fatal lock").is_some() {
+            let _ = job.reply.send(FileOutcome {
+                item: None,
+                status: 'E',
+                warning: None,
+                memorize: None,
+            });
+            continue;
+        }
+        match process_file(&sh, &job) {
+            Ok(out) => {
+                let _ = job.reply.send(out);
+            }
+            Err(e) => {
+                fatal.lock().expect("fatal lock").get_or_insert(e);
+                let _ = job.reply.send(FileOutcome {
+                    item: None,
+                    status: 'E',
+                    warning: None,
+                    memorize: None,
+                });
+            }
+        }
+    }
+}
+
+/// The walker: borg's `_rec_walk`, emitting slots in traversal order.
+struct Walker<'a> {
+    sh: Arc<Shared>,
+    slots: Sender<Slot>,
+    jobs: Sender<FileJob>,
+    hardlinks: HashMap<(u64, u64), Vec<u8>>,
+    skip_inodes: std::collections::HashSet<(u64, u64)>,
+    status: StatusFn<'a>,
+    warnings: Vec<String>,
+}
+
+fn is_cache_tagged(dir: &Path) -> bool {
+    super::patterns::is_cachedir(dir)
+}
+
+impl Walker<'_> {
+    fn ready(&mut self, item: Item, status: char) {
+        let p = item.path.clone();
+        let _ = self.slots.send(Slot::Ready(
+            FileOutcome {
+                item: Some(item),
+                status,
+                warning: None,
+                memorize: None,
+            },
+            p,
+        ));
+    }
+
+    fn warn(&mut self, path: &Path, msg: impl std::fmt::Display) {
+        let w = format!("{}: {msg}", path.display());
+        (self.status)('E', &path.display().to_string());
+        self.warnings.push(w);
+    }
+
+    fn match_path(root: &Root, fs_path: &Path, arch: &[u8]) -> String {
+        if root.match_archive_path {
+            lossy(arch)
+        } else {
+            lossy(&make_path_safe(crate::location::normpath(&fs_path.to_string_lossy()).as_bytes()))
+        }
+    }
+
+    fn walk(&mut self, root: &Root, fs_path: &Path, arch: Vec<u8>, restrict_dev: Option<u64>, is_root: bool) {
+        let opts = self.sh.opts.clone();
+        let mpath = Self::match_path(root, fs_path, &arch);
+        let mut recurse_excluded_dir = false;
+        match opts.matcher.matches(&mpath) {
+            MatchResult::Include | MatchResult::NoMatch(true) => {}
+            MatchResult::ExcludeNoRecurse | MatchResult::NoMatch(false) => {
+                (self.status)('x', &lossy(&arch));
+                return;
+            }
+            MatchResult::Exclude => {
+                (self.status)('x', &lossy(&arch));
+                recurse_excluded_dir = true;
+            }
+        }
+        let st = match std::fs::symlink_metadata(fs_path) {
+            Ok(s) => s,
+            Err(e) => {
+                self.warn(fs_path, e);
+                return;
+            }
+        };
+        if recurse_excluded_dir && !st.is_dir() {
+            return;
+        }
+        if self.skip_inodes.contains(&(st.dev(), st.ino())) {
+            return;
+        }
+        let recurse = restrict_dev.is_none_or(|d| d == st.dev());
+        let ft = st.file_type();
+        if opts.exclude_nodump && !ft.is_symlink() {
+            if let Ok(m) = fsmeta::read_meta(fs_path, &opts.meta) {
+                if m.bsdflags.unwrap_or(0) & 1 != 0 {
+                    (self.status)('x', &lossy(&arch));
+                    return;
+                }
+            }
+        }
+        let emit = !(is_root && !root.emit_root);
+        if ft.is_dir() {
+            if recurse {
+                let mut tags: Vec<String> = Vec::new();
+                if opts.exclude_caches && is_cache_tagged(fs_path) {
+                    tags.push("CACHEDIR.TAG".into());
+                }
+                for t in &opts.exclude_if_present {
+                    if fs_path.join(t).symlink_metadata().is_ok() {
+                        tags.push(t.clone());
+                    }
+                }
+                if !tags.is_empty() {
+                    if !recurse_excluded_dir {
+                        if opts.keep_exclude_tags {
+                            self.emit_dir(fs_path, arch.clone(), emit);
+                            for t in tags {
+                                let child_arch = join(&arch, t.as_bytes());
+                                self.walk(root, &fs_path.join(&t), child_arch, restrict_dev, false);
+                            }
+                        }
+                        (self.status)('x', &lossy(&arch));
+                    }
+                    return;
+                }
+            }
+            if !recurse_excluded_dir {
+                self.emit_dir(fs_path, arch.clone(), emit);
+            }
+            if recurse {
+                let mut names: Vec<std::ffi::OsString> = match std::fs::read_dir(fs_path) {
+                    Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
+                    Err(e) => {
+                        self.warn(fs_path, format!("scandir: {e}"));
+                        return;
+                    }
+                };
+                names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+                for n in names {
+                    let child_arch = join(&arch, n.as_bytes());
+                    self.walk(root, &fs_path.join(&n), child_arch, restrict_dev, false);
+                }
+            }
+            return;
+        }
+        if !emit {
+            return;
+        }
+        if ft.is_file() || (opts.read_special && (ft.is_block_device() || ft.is_char_device() || ft.is_fifo())) {
+            self.emit_file(fs_path, arch, &st, false);
+        } else if ft.is_symlink() {
+            if opts.read_special {
+                if let Ok(target) = std::fs::metadata(fs_path) {
+                    let tt = target.file_type();
+                    if tt.is_block_device() || tt.is_char_device() || tt.is_fifo() {
+                        self.emit_file(fs_path, arch, &target, true);
+                        return;
+                    }
+                }
+            }
+            match (std::fs::read_link(fs_path), fsmeta::read_meta(fs_path, &opts.meta)) {
+                (Ok(target), Ok(m)) => {
+                    let mut item = item_from_meta(arch, &m, &opts);
+                    item.source = Some(target.as_os_str().as_bytes().to_vec());
+                    self.ready(item, 's');
+                }
+                (Err(e), _) => self.warn(fs_path, format!("readlink: {e}")),
+                (_, Err(e)) => self.warn(fs_path, e),
+            }
+        } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
+            let letter = if ft.is_fifo() {
+                'f'
+            } else if ft.is_char_device() {
+                'c'
+            } else {
+                'b'
+            };
+            match fsmeta::read_meta(fs_path, &opts.meta) {
+                Ok(m) => {
+                    let mut item = item_from_meta(arch.clone(), &m, &opts);
+                    if !ft.is_fifo() {
+                        item.rdev = Some(m.rdev);
+                    }
+                    let (slave_of, master) = self.hardlink(&st, &arch);
+                    match slave_of {
+                        Some(src) => {
+                            item.source = Some(src);
+                            self.ready(item, 'h');
+                        }
+                        None => {
+                            item.hardlink_master = Some(master);
+                            self.ready(item, letter);
+                        }
+                    }
+                }
+                Err(e) => self.warn(fs_path, e),
+            }
+        } else {
+            // sockets and doors are not archived (as borg)
+            (self.status)('x', &lossy(&arch));
+        }
+    }
+
+    /// Hardlink bookkeeping: (Some(master path), _) for a slave, (None, is_master) otherwise.
+    fn hardlink(&mut self, st: &std::fs::Metadata, arch: &[u8]) -> (Option<Vec<u8>>, bool) {
+        if st.nlink() <= 1 {
+            return (None, false);
+        }
+        match self.hardlinks.get(&(st.ino(), st.dev())) {
+            Some(src) => (Some(src.clone()), false),
+            None => {
+                self.hardlinks.insert((st.ino(), st.dev()), arch.to_vec());
+                (None, true)
+            }
+        }
+    }
+
+    fn emit_dir(&mut self, fs_path: &Path, arch: Vec<u8>, emit: bool) {
+        if !emit {
+            return;
+        }
+        match fsmeta::read_meta(fs_path, &self.sh.opts.meta) {
+            Ok(m) => {
+                let item = item_from_meta(arch, &m, &self.sh.opts);
+                self.ready(item, 'd');
+            }
+            Err(e) => self.warn(fs_path, e),
+        }
+    }
+
+    fn emit_file(&mut self, fs_path: &Path, arch: Vec<u8>, st: &std::fs::Metadata, special_via_link: bool) {
+        let special = special_via_link || !st.file_type().is_file();
+        let (slave_of, master) = if special_via_link { (None, false) } else { self.hardlink(st, &arch) };
+        if let Some(src) = slave_of {
+            match fsmeta::read_meta(fs_path, &self.sh.opts.meta) {
+                Ok(m) => {
+                    let mut item = item_from_meta(arch, &m, &self.sh.opts);
+                    if special {
+                        item.mode = libc::S_IFREG | (item.mode & 0o7777);
+                    }
+                    item.source = Some(src);
+                    self.ready(item, 'h');
+                }
+                Err(e) => self.warn(fs_path, e),
+            }
+            return;
+        }
+        let (tx, rx) = bounded(1);
+        let _ = self.slots.send(Slot::Pending(rx, arch.clone()));
+        let _ = self.jobs.send(FileJob {
+            fs_path: fs_path.to_path_buf(),
+            arch_path: arch,
+            ino: st.ino(),
+            dev: st.dev(),
+            hardlink_master: master,
+            special,
+            reply: tx,
+        });
+    }
+}
+
+struct SinkOut {
+    items: Vec<ObjectId>,
+    nfiles: u64,
+    size: u64,
+    csize: u64,
+    warnings: Vec<String>,
+    memorize: Vec<(Vec<u8>, u64, u64, i64, Vec<ChunkRef>)>,
+}
+
+fn sink(store: &ChunkStore, seed: u32, slots: Receiver<Slot>, status: StatusFn, dry_run: bool) -> Result<SinkOut, StoreError> {
+    let mut stream = ItemStream::new(seed);
+    let mut out = SinkOut {
+        items: Vec::new(),
+        nfiles: 0,
+        size: 0,
+        csize: 0,
+        warnings: Vec::new(),
+        memorize: Vec::new(),
+    };
+    for slot in slots {
+        let (res, path) = match slot {
+            Slot::Ready(o, p) => (o, p),
+            Slot::Pending(rx, p) => match rx.recv() {
+                Ok(o) => (o, p),
+                Err(_) => continue,
+            },
+        };
+        status(if dry_run && res.item.is_some() { '-' } else { res.status }, &lossy(&path));
+        if let Some(w) = res.warning {
+            out.warnings.push(w);
+        }
+        if let Some(m) = res.memorize {
+            out.memorize.push(m);
+        }
+        if let Some(item) = res.item {
+            if let Some(chunks) = &item.chunks {
+                out.nfiles += 1;
+                out.size += item.size.unwrap_or(0);
+                out.csize += chunks.iter().map(|c| c.csize as u64).sum::<u64>();
+            }
+            if !dry_run {
+                stream.add(&item, store)?;
+            }
+        }
+    }
+    if !dry_run {
+        out.items = stream.finish(store)?;
+    }
+    Ok(out)
+}
+
+/// Validates an archive name as borg does (no `/`, at most 255 bytes, not empty).
+pub fn check_archive_name(name: &str) -> Result<(), CreateError> {
+    if name.is_empty() {
+        return Err(CreateError::BadName(name.into(), "empty".into()));
+    }
+    if name.contains('/') {
+        return Err(CreateError::BadName(name.into(), "must not contain '/'".into()));
+    }
+    if name.len() > 255 {
+        return Err(CreateError::BadName(name.into(), "longer than 255 bytes".into()));
+    }
+    Ok(())
+}
+
+/// Runs one backup into a new archive `name` and commits it.
+pub fn create(
+    env: crate::paths::Env,
+    session: &mut Session,
+    name: &str,
+    sources: Vec<Source>,
+    opts: CreateOptions,
+    status: StatusFn,
+) -> Result<CreateResult, CreateError> {
+    check_archive_name(name)?;
+    if session.manifest.archives.contains_key(name.as_bytes()) {
+        return Err(CreateError::ArchiveExists(name.into()));
+    }
+    let start = opts.timestamp.unwrap_or_else(Utc::now);
+    let t0 = Instant::now();
+    let cache = CacheDir::open(env, &session.repo.lock().expect("repository lock").id())?;
+    let known = cache.load_chunks(session)?;
+    let before: HashMap<ObjectId, u32> = known.iter().map(|(k, e)| (*k, e.refcount)).collect();
+    let files = FilesCache::load(&cache, opts.files_cache, opts.files_cache_ttl);
+    let seed = session.key.chunk_seed();
+    let dry_run = opts.dry_run;
+    let store = Arc::new(ChunkStore::new(
+        session.repo.clone(),
+        session.key.clone(),
+        session.nonces.clone(),
+        opts.compression.clone(),
+        known,
+        dry_run,
+    ));
+    let workers = opts.workers.max(1);
+    let sh = Arc::new(Shared {
+        store: store.clone(),
+        files: Arc::new(files),
+        opts: Arc::new(opts),
+        seed,
+    });
+    let (slot_tx, slot_rx) = bounded::<Slot>(LOOKAHEAD);
+    let (job_tx, job_rx) = bounded::<FileJob>(workers * 4);
+    let fatal = Arc::new(Mutex::new(None::<StoreError>));
+
+    let (walk_warnings, sink_out) = std::thread::scope(|s| {
+        let mut handles = Vec::new();
+        for _ in 0..workers {
+            let (sh, rx, fatal) = (sh.clone(), job_rx.clone(), fatal.clone());
+            handles.push(s.spawn(move || worker_loop(sh, rx, fatal)));
+        }
+        drop(job_rx);
+        let store_ref = store.clone();
+        let sink_handle = s.spawn(move || sink(&store_ref, seed, slot_rx, status, dry_run));
+        let mut walker = Walker {
+            sh: sh.clone(),
+            slots: slot_tx,
+            jobs: job_tx,
+            hardlinks: HashMap::new(),
+            skip_inodes: Default::default(),
+            status,
+            warnings: Vec::new(),
+        };
+        let mut stream_err = None;
+        for src in sources {
+            match src {
+                Source::Tree(root) => {
+                    let restrict = if sh.opts.one_file_system {
+                        std::fs::symlink_metadata(&root.fs_path).ok().map(|m| m.dev())
+                    } else {
+                        None
+                    };
+                    let rp = root.fs_path.clone();
+                    let ra = root.archive_path.clone();
+                    walker.walk(&root, &rp, ra, restrict, true);
+                    if let Ok(m) = std::fs::symlink_metadata(&rp) {
+                        walker.skip_inodes.insert((m.dev(), m.ino()));
+                    }
+                }
+                Source::Stream { spec, reader } => {
+                    match stream_item(&sh, &spec, reader) {
+                        Ok(Ok(item)) => walker.ready(item, 'i'),
+                        Ok(Err(msg)) => walker.warnings.push(msg),
+                        Err(e) => {
+                            stream_err = Some(e);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        let Walker { slots, jobs, warnings, .. } = walker;
+        drop(jobs);
+        drop(slots);
+        for h in handles {
+            let _ = h.join();
+        }
+        let sink_res = sink_handle.join().expect("sink thread");
+        (warnings, stream_err.map(Err).unwrap_or(sink_res))
+    });
+    if let Some(e) = fatal.lock().expect("fatal lock").take() {
+        let _ = store.finish_writes();
+        return Err(e.into());
+    }
+    let sink_out = match sink_out {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = store.finish_writes();
+            return Err(e.into());
+        }
+    };
+    let mut warnings = walk_warnings;
+    warnings.extend(sink_out.warnings);
+    // with --timestamp the archive keeps its real duration after the given start
+    let end = start + chrono::Duration::from_std(t0.elapsed()).unwrap_or_default();
+    let meta = ArchiveMeta {
+        version: 1,
+        name: name.as_bytes().to_vec(),
+        items: sink_out.items,
+        cmdline: sh.opts.cmdline.clone(),
+        hostname: sh.opts.hostname.as_bytes().to_vec(),
+        username: sh.opts.username.as_bytes().to_vec(),
+        time: crate::format::timefmt::format(start),
+        time_end: crate::format::timefmt::format(end),
+        comment: sh.opts.comment.as_bytes().to_vec(),
+        chunker_params: sh.opts.chunker.archive_value(),
+        cwd: Some(sh.opts.cwd.clone()),
+        size: sink_out.size,
+        csize: sink_out.csize,
+        nfiles: sink_out.nfiles,
+        size_parts: 0,
+        csize_parts: 0,
+        nfiles_parts: 0,
+        ..Default::default()
+    };
+    if dry_run {
+        store.finish_writes()?;
+        return Ok(CreateResult {
+            name: name.into(),
+            id: [0; 32],
+            start,
+            end,
+            stats: store,
+            nfiles: sink_out.nfiles,
+            size: sink_out.size,
+            csize: sink_out.csize,
+            warnings,
+            dry_run,
+        });
+    }
+    let raw = meta.encode_with_tam(session.key.as_ref()).map_err(|e| CreateError::Meta(e.to_string()))?;
+    let archive_ref = store.store(&raw)?;
+    store.finish_writes()?;
+    session.manifest.archives.insert(
+        name.as_bytes().to_vec(),
+        ManifestArchive {
+            id: archive_ref.id,
+            time: meta.time.clone(),
+        },
+    );
+    session.write_manifest()?;
+    session.commit()?;
+    // caches only after a durable commit: a crash before leaves them describing the old state
+    let all = store.entries();
+    let share: Vec<(ObjectId, Entry)> = all
+        .iter()
+        .filter_map(|(id, e)| {
+            let d = e.refcount - before.get(id).copied().unwrap_or(0);
+            (d > 0).then_some((*id, Entry { refcount: d, ..*e }))
+        })
+        .collect();
+    cache.save_chunks(&session.manifest_id, &all, Some((&archive_ref.id, &share)))?;
+    let mut files = Arc::try_unwrap(sh)
+        .ok()
+        .and_then(|s| Arc::try_unwrap(s.files).ok())
+        .unwrap_or_else(|| FilesCache::new(FilesCacheMode::default(), 20));
+    for (k, ino, size, cm, chunks) in sink_out.memorize {
+        files.memorize(k, ino, size, cm, chunks);
+    }
+    files.save(&cache)?;
+    Ok(CreateResult {
+        name: name.into(),
+        id: archive_ref.id,
+        start,
+        end,
+        stats: store,
+        nfiles: sink_out.nfiles,
+        size: sink_out.size,
+        csize: sink_out.csize,
+        warnings,
+        dry_run,
+    })
+}
+
+fn stream_item(sh: &Shared, spec: &StdinSpec, reader: Box<dyn Read + Send>) -> Result<Result<Item, String>, StoreError> {
+    let uid = nix::unistd::User::from_name(&spec.user).ok().flatten().map(|u| u.uid.as_raw());
+    let gid = nix::unistd::Group::from_name(&spec.group).ok().flatten().map(|g| g.gid.as_raw());
+    let (Some(uid), Some(gid)) = (uid, gid) else {
+        return Ok(Err(format!("{}: no such user {:?} or group {:?}", spec.name, spec.user, spec.group)));
+    };
+    let chunker = Chunker::new(&sh.opts.chunker, sh.seed, reader);
+    let refs = match chunk_reader(chunker, &sh.store)? {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(format!("{}: reading stdin: {e}", spec.name))),
+    };
+    let t = Utc::now().timestamp() * 1_000_000_000;
+    Ok(Ok(Item {
+        path: make_path_safe(spec.name.as_bytes()),
+        mode: (spec.mode & 0o107777) | 0o100000,
+        uid,
+        gid,
+        user: Some(spec.user.as_bytes().to_vec()),
+        group: Some(spec.group.as_bytes().to_vec()),
+        mtime: t,
+        atime: Some(t),
+        ctime: Some(t),
+        size: Some(refs.iter().map(|c| c.size as u64).sum()),
+        chunks: Some(refs),
+        hardlink_master: Some(false),
+        ..Default::default()
+    }))
+}
+
+/// Archive path of a command-line path, with borg's slashdot hack (`/a/b/./c` → `c`).
+pub fn root_for_path(path: &str) -> Root {
+    let strip = path.find("/./").filter(|&p| p > 0);
+    let norm = crate::location::normpath(path);
+    let arch = match strip {
+        Some(p) => {
+            let prefix = crate::location::normpath(&path[..p]);
+            let rest = norm.strip_prefix(&prefix).unwrap_or(&norm).trim_start_matches('/');
+            if rest.is_empty() {
+                b".".to_vec()
+            } else {
+                rest.as_bytes().to_vec()
+            }
+        }
+        None => make_path_safe(norm.as_bytes()),
+    };
+    Root {
+        fs_path: PathBuf::from(OsStr::from_bytes(norm.as_bytes())),
+        archive_path: arch,
+        match_archive_path: false,
+        emit_root: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_safety_like_borg() {
+        assert_eq!(make_path_safe(b"/etc/x"), b"etc/x");
+        assert_eq!(make_path_safe(b"../../a"), b"a");
+        assert_eq!(make_path_safe(b"/"), b".");
+        assert_eq!(make_path_safe(b"a/../b"), b"a/../b");
+    }
+
+    #[test]
+    fn slashdot_roots() {
+        assert_eq!(root_for_path("/srv/./data/x").archive_path, b"data/x");
+        assert_eq!(root_for_path("/srv/./").archive_path, b".");
+        assert_eq!(root_for_path("./").archive_path, b".");
+        assert_eq!(root_for_path("src/").archive_path, b"src");
+        assert_eq!(root_for_path("/etc").archive_path, b"etc");
+    }
+}

@@ -1,0 +1,10 @@
+//! The writer: walk → read → chunk → hash → dedup → compress → encrypt → put, plus the
+//! item stream, archive object, manifest update and client caches.
+
+pub mod cache;
+pub mod create;
+pub mod fsmeta;
+pub mod itemstream;
+pub mod patterns;
+pub mod stats;
+pub mod store;

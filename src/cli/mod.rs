@@ -1,0 +1,139 @@
+//! The command line: borg-compatible commands, options, environment and exit codes
+//! (0 success, 1 warning, 2 error).
+
+mod cmd_create;
+mod cmd_init;
+mod cmd_list;
+pub mod output;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use proxborg::location::{Location, Repo};
+use proxborg::repo::local::{LocalRepository, OpenOptions};
+use proxborg::repo::Repository;
+
+/// Exit status of a command that did not fail outright.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    Success = 0,
+    Warning = 1,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "proxborg-native",
+    version,
+    about = "Writes BorgBackup 1.x repositories natively (no borg needed) and backs up Proxmox VE guests",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub cmd: Command,
+}
+
+/// Options every command accepts (as borg's common options).
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// Wait at most SECONDS for the repository lock (borg's default: 1)
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 1.0)]
+    pub lock_wait: f64,
+    /// Print the return code at the end, as borg does
+    #[arg(long, global = true)]
+    pub show_rc: bool,
+    /// Log more (borg's --info / -v)
+    #[arg(short = 'v', long = "verbose", visible_alias = "info", global = true)]
+    pub verbose: bool,
+    /// Log debugging output
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Only log errors
+    #[arg(long, global = true)]
+    pub error: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Initialise an empty repository
+    Init(cmd_init::InitArgs),
+    /// Create a new archive
+    Create(Box<cmd_create::CreateArgs>),
+    /// List archives or the contents of an archive
+    List(cmd_list::ListArgs),
+    /// Show repository or archive information
+    Info(cmd_list::InfoArgs),
+    /// Back up this source tree into a local demo repository (what the README's first command runs)
+    Demo(cmd_init::DemoArgs),
+}
+
+/// Parses a location argument, falling back to `BORG_REPO` like borg.
+pub fn parse_location(text: Option<&str>) -> Result<Location> {
+    let cwd = std::env::current_dir().context("current directory")?;
+    let env_repo = std::env::var("BORG_REPO").ok();
+    Ok(Location::parse(text.unwrap_or(""), env_repo.as_deref(), &cwd)?)
+}
+
+/// Opens the repository behind a location.
+pub fn open_repository(repo: &Repo, exclusive: bool, lock_wait: f64) -> Result<Box<dyn Repository>> {
+    match repo {
+        Repo::Local(path) => {
+            let r = LocalRepository::open(
+                path,
+                OpenOptions {
+                    exclusive,
+                    lock_wait: Duration::from_secs_f64(lock_wait.max(0.0)),
+                    append_only: false,
+                },
+            )?;
+            Ok(Box::new(r))
+        }
+        Repo::Ssh { .. } => bail!(
+            "{}: remote (ssh) repositories are not supported by this build yet; use a local path",
+            repo.canonical()
+        ),
+    }
+}
+
+pub fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Runs the parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    let show_rc = cli.common.show_rc;
+    let res = match cli.cmd {
+        Command::Init(a) => cmd_init::run(&cli.common, a),
+        Command::Create(a) => cmd_create::run(&cli.common, *a),
+        Command::List(a) => cmd_list::run_list(&cli.common, a),
+        Command::Info(a) => cmd_list::run_info(&cli.common, a),
+        Command::Demo(a) => cmd_init::run_demo(&cli.common, a),
+    };
+    let rc = match res {
+        Ok(o) => o as i32,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            2
+        }
+    };
+    if show_rc {
+        let what = match rc {
+            0 => "success",
+            1 => "warning",
+            _ => "error",
+        };
+        eprintln!("terminating with {what} status, rc {rc}");
+    }
+    rc
+}
+
+/// Where the demo repository lives (`PROXBORG_DEMO_DIR` or a temp dir).
+pub fn demo_dir() -> PathBuf {
+    std::env::var_os("PROXBORG_DEMO_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("proxborg-native-demo"))
+}

@@ -1,0 +1,341 @@
+//! An open repository with its key and manifest: everything a command needs before it
+//! reads or writes archives. Loads the key the way borg finds it (repokey in `config`,
+//! keyfile in the keys dir or `BORG_KEY_FILE`), decrypts and authenticates the manifest,
+//! runs borg's security checks and owns the AES-CTR counter allocator.
+
+pub mod nonce;
+pub mod security;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crate::format::compress::{self, Compression};
+use crate::format::crypto::{Key, KeyMode, KeyStorage};
+use crate::format::keyblob;
+use crate::format::objects::{Manifest, TamStatus};
+use crate::location::Repo;
+use crate::paths::Env;
+use crate::repo::{ObjectId, RepoError, Repository, MANIFEST_ID};
+
+pub use nonce::{NonceAllocator, NonceError};
+pub use security::{SecurityDir, SecurityError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Security(#[from] SecurityError),
+    #[error(transparent)]
+    Nonce(#[from] NonceError),
+    #[error("repository {0} has no manifest; it is not initialised or is damaged (borg check --repair may help)")]
+    NoManifest(String),
+    #[error("manifest of {0} uses an unknown key type byte {1:#04x}")]
+    UnknownKeyType(String, u8),
+    #[error("no key file for repository {id} found in {dir} (set BORG_KEY_FILE?)")]
+    KeyfileNotFound { id: String, dir: PathBuf },
+    #[error("key file {path}: {reason}")]
+    KeyFile { path: PathBuf, reason: String },
+    #[error("repository {0} has no key in its config although its manifest needs one")]
+    NoRepoKey(String),
+    #[error("passphrase supplied in BORG_PASSPHRASE, by BORG_PASSCOMMAND or via BORG_PASSPHRASE_FD is incorrect")]
+    WrongPassphrase,
+    #[error("{0}")]
+    Passphrase(String),
+    #[error("key: {0}")]
+    Key(String),
+    #[error("object {id}: {reason}")]
+    Object { id: String, reason: String },
+    #[error("manifest: {0}")]
+    Manifest(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, SessionError>;
+
+/// Shared handle to the repository (workers reserve nonces while the writer puts).
+pub type SharedRepo = Arc<Mutex<Box<dyn Repository>>>;
+
+/// An open repository, its key and its current manifest.
+pub struct Session {
+    pub repo: SharedRepo,
+    pub key: Arc<Key>,
+    pub manifest: Manifest,
+    pub location: Repo,
+    pub security: SecurityDir,
+    pub nonces: Arc<NonceAllocator>,
+    /// Id hash of the manifest plaintext as loaded (borg's cache compares it).
+    pub manifest_id: ObjectId,
+}
+
+fn passphrase_error(e: crate::secrets::SecretError) -> SessionError {
+    SessionError::Passphrase(e.to_string())
+}
+
+/// Finds the keyfile for `repo_id`: `BORG_KEY_FILE`, else any file in the keys dir that
+/// starts with `BORG_KEY <id hex>`.
+pub fn find_keyfile(env: Env, repo_id: &[u8; 32]) -> Result<(PathBuf, String)> {
+    if let Some(p) = crate::paths::key_file_override(env) {
+        let text = std::fs::read_to_string(&p).map_err(|e| SessionError::Io {
+            path: p.clone(),
+            source: e,
+        })?;
+        let (id, blob) = keyblob::parse_keyfile(&text).map_err(|e| SessionError::KeyFile {
+            path: p.clone(),
+            reason: e.to_string(),
+        })?;
+        if &id != repo_id {
+            return Err(SessionError::KeyFile {
+                path: p,
+                reason: format!("belongs to repository {}, not {}", hex::encode(id), hex::encode(repo_id)),
+            });
+        }
+        return Ok((p, blob));
+    }
+    let dir = crate::paths::keys_dir(env);
+    let want = format!("BORG_KEY {}", hex::encode(repo_id));
+    if let Ok(rd) = std::fs::read_dir(&dir) {
+        let mut entries: Vec<_> = rd.flatten().map(|e| e.path()).collect();
+        entries.sort();
+        for p in entries {
+            let Ok(text) = std::fs::read_to_string(&p) else {
+                continue;
+            };
+            if !text.starts_with(&want) {
+                continue;
+            }
+            if let Ok((id, blob)) = keyblob::parse_keyfile(&text) {
+                if &id == repo_id {
+                    return Ok((p, blob));
+                }
+            }
+        }
+    }
+    Err(SessionError::KeyfileNotFound {
+        id: hex::encode(repo_id),
+        dir,
+    })
+}
+
+/// Where a new keyfile goes: `BORG_KEY_FILE`, else `<keys dir>/<name>[.N]` like borg.
+pub fn new_keyfile_path(env: Env, location: &Repo) -> PathBuf {
+    if let Some(p) = crate::paths::key_file_override(env) {
+        return p;
+    }
+    let dir = crate::paths::keys_dir(env);
+    let base = dir.join(location.key_filename());
+    let mut p = base.clone();
+    let mut n = 1;
+    while p.exists() {
+        n += 1;
+        p = PathBuf::from(format!("{}.{n}", base.display()));
+    }
+    p
+}
+
+fn decrypt_blob(blob: &str, mode: KeyMode) -> Result<Key> {
+    // borg tries the empty passphrase first only when it would prompt; with a passphrase
+    // from the environment a mismatch is final.
+    let pass = crate::secrets::passphrase_for_existing().map_err(passphrase_error)?;
+    match keyblob::decrypt_key_blob(blob, pass.as_bytes()) {
+        Ok(material) => Ok(Key::from_material(mode, material)),
+        Err(keyblob::KeyBlobError::WrongPassphrase) => Err(SessionError::WrongPassphrase),
+        Err(e) => Err(SessionError::Key(e.to_string())),
+    }
+}
+
+/// Loads the key for a repository whose manifest envelope starts with `type_byte`.
+pub fn load_key(env: Env, repo: &mut dyn Repository, type_byte: u8) -> Result<Key> {
+    let loc = repo.location();
+    let mode = KeyMode::from_type_byte(type_byte).ok_or(SessionError::UnknownKeyType(loc.clone(), type_byte))?;
+    let repo_id = repo.id();
+    match mode.key_storage() {
+        KeyStorage::None => Ok(Key::plaintext(repo_id)),
+        KeyStorage::Repository => {
+            let data = repo.load_key()?;
+            let text = String::from_utf8_lossy(&data).trim().to_string();
+            if text.is_empty() {
+                return Err(SessionError::NoRepoKey(loc));
+            }
+            let key = decrypt_blob(&text, mode)?;
+            check_key_repo_id(&key, &repo_id)?;
+            Ok(key)
+        }
+        KeyStorage::KeyFile => {
+            let (_, blob) = find_keyfile(env, &repo_id)?;
+            let key = decrypt_blob(&blob, mode)?;
+            check_key_repo_id(&key, &repo_id)?;
+            Ok(key)
+        }
+    }
+}
+
+fn check_key_repo_id(key: &Key, repo_id: &[u8; 32]) -> Result<()> {
+    if &key.material().repository_id != repo_id {
+        return Err(SessionError::Key(format!(
+            "key belongs to repository {}, not {}",
+            hex::encode(key.material().repository_id),
+            hex::encode(repo_id)
+        )));
+    }
+    Ok(())
+}
+
+impl Session {
+    /// Opens an initialised repository: manifest, key, security checks.
+    pub fn open(env: Env, mut repo: Box<dyn Repository>, location: Repo) -> Result<Session> {
+        let loc = repo.location();
+        let envelope = match repo.get(&MANIFEST_ID) {
+            Ok(e) => e,
+            Err(RepoError::ObjectNotFound(..)) => return Err(SessionError::NoManifest(loc)),
+            Err(e) => return Err(e.into()),
+        };
+        let type_byte = *envelope.first().ok_or_else(|| SessionError::NoManifest(loc.clone()))?;
+        let key = load_key(env, repo.as_mut(), type_byte)?;
+        let security = SecurityDir::new(env, &repo.id());
+        let payload = key
+            .open(&envelope)
+            .map_err(|e| SessionError::Manifest(e.to_string()))?;
+        let plain = compress::decompress(&payload).map_err(|e| SessionError::Manifest(e.to_string()))?;
+        let tam_required = key.material().tam_required || (key.mode().is_encrypted() && security.tam_required());
+        let tam_required = tam_required && key.mode() != KeyMode::Plaintext;
+        let (manifest, tam) =
+            Manifest::decode(&plain, &key, tam_required).map_err(|e| SessionError::Manifest(e.to_string()))?;
+        if matches!(tam, TamStatus::Verified) && key.mode() != KeyMode::Plaintext {
+            security.set_tam_required(true)?;
+        }
+        security.assert_secure(
+            env,
+            &location.canonical(),
+            key.mode().type_byte(),
+            key.mode() != KeyMode::Plaintext,
+            &manifest.timestamp,
+            true,
+        )?;
+        let manifest_id = key.id_hash(&plain);
+        let manifest_nonce = Key::envelope_iv(&envelope).map(|iv| iv + (envelope.len() as u64).div_ceil(16));
+        let repo: SharedRepo = Arc::new(Mutex::new(repo));
+        let nonces = Arc::new(NonceAllocator::new(repo.clone(), security.nonce_file(), manifest_nonce));
+        Ok(Session {
+            repo,
+            key: Arc::new(key),
+            manifest,
+            location,
+            security,
+            nonces,
+            manifest_id,
+        })
+    }
+
+    /// Initialises a freshly created repository: new key (stored per its mode), empty
+    /// manifest, commit, security dir — what `borg init` does after creating the directory.
+    pub fn init(env: Env, mut repo: Box<dyn Repository>, location: Repo, mode: KeyMode) -> Result<(Session, Option<PathBuf>)> {
+        let repo_id = repo.id();
+        let key = if mode == KeyMode::Plaintext {
+            Key::plaintext(repo_id)
+        } else {
+            Key::generate(mode, repo_id)
+        };
+        let mut keyfile = None;
+        if mode != KeyMode::Plaintext {
+            let pass = crate::secrets::passphrase_for_new().map_err(passphrase_error)?;
+            let blob = keyblob::encrypt_key_blob(key.material(), pass.as_bytes(), keyblob::PBKDF2_ITERATIONS);
+            match mode.key_storage() {
+                KeyStorage::Repository => repo.save_key(blob.as_bytes())?,
+                KeyStorage::KeyFile => {
+                    let path = new_keyfile_path(env, &location);
+                    if let Some(dir) = path.parent() {
+                        crate::fsutil::ensure_private_dir(dir).map_err(|e| SessionError::Io {
+                            path: dir.to_path_buf(),
+                            source: e,
+                        })?;
+                    }
+                    crate::fsutil::save_file(&path, keyblob::keyfile_text(&repo_id, &blob).as_bytes())
+                        .map_err(|e| SessionError::Io {
+                            path: path.clone(),
+                            source: e,
+                        })?;
+                    keyfile = Some(path);
+                }
+                KeyStorage::None => {}
+            }
+        }
+        let security = SecurityDir::new(env, &repo_id);
+        let manifest = Manifest::new_empty(key.material().tam_required && mode != KeyMode::Plaintext);
+        let repo: SharedRepo = Arc::new(Mutex::new(repo));
+        let nonces = Arc::new(NonceAllocator::new(repo.clone(), security.nonce_file(), None));
+        let mut s = Session {
+            repo,
+            key: Arc::new(key),
+            manifest,
+            location,
+            security,
+            nonces,
+            manifest_id: [0; 32],
+        };
+        s.write_manifest()?;
+        s.commit()?;
+        if mode != KeyMode::Plaintext {
+            s.security.set_tam_required(true)?;
+        }
+        Ok((s, keyfile))
+    }
+
+    /// Compresses (lz4, like borg's metadata), seals with a fresh counter range.
+    pub fn seal(&self, plaintext: &[u8], compression: &Compression) -> Result<Vec<u8>> {
+        let payload = compression.compress(plaintext);
+        let blocks = self.key.cipher_blocks(payload.len());
+        let iv = if blocks > 0 { self.nonces.allocate(blocks)? } else { 0 };
+        Ok(self.key.seal(&payload, iv))
+    }
+
+    /// Writes the manifest with a strictly newer timestamp (not yet committed).
+    pub fn write_manifest(&mut self) -> Result<()> {
+        self.manifest.timestamp =
+            crate::format::timefmt::next_manifest_timestamp(Some(&self.manifest.timestamp).filter(|t| !t.is_empty()).map(|s| s.as_str()), chrono::Utc::now());
+        let plain = self
+            .manifest
+            .encode_with_tam(self.key.as_ref())
+            .map_err(|e| SessionError::Manifest(e.to_string()))?;
+        let envelope = self.seal(&plain, &Compression::Lz4)?;
+        self.repo.lock().expect("repository lock").put(&MANIFEST_ID, &envelope)?;
+        self.manifest_id = self.key.id_hash(&plain);
+        Ok(())
+    }
+
+    /// Commits the repository and remembers the new manifest timestamp.
+    pub fn commit(&mut self) -> Result<()> {
+        self.repo.lock().expect("repository lock").commit()?;
+        self.security.save(
+            &self.location.canonical(),
+            self.key.mode().type_byte(),
+            &self.manifest.timestamp,
+        )?;
+        Ok(())
+    }
+
+    /// Reads, authenticates, decrypts, decompresses and id-checks one object.
+    pub fn get_object(&self, id: &ObjectId) -> Result<Vec<u8>> {
+        let envelope = self.repo.lock().expect("repository lock").get(id)?;
+        self.open_object(id, &envelope)
+    }
+
+    /// Decodes an envelope fetched for `id`.
+    pub fn open_object(&self, id: &ObjectId, envelope: &[u8]) -> Result<Vec<u8>> {
+        let err = |reason: String| SessionError::Object {
+            id: hex::encode(id),
+            reason,
+        };
+        let payload = self.key.open(envelope).map_err(|e| err(e.to_string()))?;
+        let plain = compress::decompress(&payload).map_err(|e| err(e.to_string()))?;
+        if &self.key.id_hash(&plain) != id {
+            return Err(err("id verification failed (data does not match its id)".into()));
+        }
+        Ok(plain)
+    }
+}
