@@ -259,20 +259,25 @@ impl Default for FilesCacheMode {
 }
 
 /// The files cache with borg's ageing (`BORG_FILES_CACHE_TTL`, default 20 runs).
+///
+/// A file read in this run is only trusted later if its c/mtime is older than
+/// `trust_before` (the run's start minus a second): a file changed again within the same
+/// timestamp tick after we read it would otherwise look unchanged. borg instead drops the
+/// entries with the run's newest c/mtime, which re-reads the newest file on every run.
 pub struct FilesCache {
     entries: HashMap<Vec<u8>, FileEntry>,
     mode: FilesCacheMode,
     ttl: u8,
-    newest_cmtime: i64,
+    trust_before: i64,
 }
 
 impl FilesCache {
-    pub fn new(mode: FilesCacheMode, ttl: u8) -> Self {
+    pub fn new(mode: FilesCacheMode, ttl: u8, trust_before: i64) -> Self {
         FilesCache {
             entries: HashMap::new(),
             mode,
             ttl,
-            newest_cmtime: i64::MIN,
+            trust_before,
         }
     }
 
@@ -281,8 +286,8 @@ impl FilesCache {
     }
 
     /// Loads the cache file (missing or damaged → empty); every entry ages by one run.
-    pub fn load(cache: &CacheDir, mode: FilesCacheMode, ttl: u8) -> Self {
-        let mut fc = FilesCache::new(mode, ttl);
+    pub fn load(cache: &CacheDir, mode: FilesCacheMode, ttl: u8, trust_before: i64) -> Self {
+        let mut fc = FilesCache::new(mode, ttl, trust_before);
         if mode.disabled {
             return fc;
         }
@@ -325,7 +330,6 @@ impl FilesCache {
         if self.mode.disabled {
             return;
         }
-        self.newest_cmtime = self.newest_cmtime.max(cmtime_ns);
         self.entries.insert(
             key,
             FileEntry {
@@ -338,14 +342,14 @@ impl FilesCache {
         );
     }
 
-    /// Writes the entries borg would keep: fresh ones older than the newest c/mtime of
-    /// this run (same-tick changes could be missed otherwise), and aged ones below the TTL.
+    /// Writes the entries worth keeping: fresh ones with a c/mtime safely in the past,
+    /// and aged ones below the TTL.
     pub fn save(&self, cache: &CacheDir) -> Result<(), CacheError> {
         if self.mode.disabled {
             return Ok(());
         }
         let keep = self.entries.iter().filter(|(_, e)| {
-            (e.age == 0 && e.cmtime_ns < self.newest_cmtime) || (e.age > 0 && e.age < self.ttl)
+            (e.age == 0 && e.cmtime_ns < self.trust_before) || (e.age > 0 && e.age < self.ttl)
         });
         let data = encode_files(keep);
         let p = cache.dir.join("files");
@@ -440,7 +444,7 @@ mod tests {
 
     #[test]
     fn files_cache_modes_and_ageing() {
-        let mut fc = FilesCache::new(FilesCacheMode::default(), 20);
+        let mut fc = FilesCache::new(FilesCacheMode::default(), 20, 200);
         let c = vec![ChunkRef { id: [1; 32], size: 5, csize: 9 }];
         fc.memorize(b"a".to_vec(), 1, 5, 100, c.clone());
         fc.memorize(b"b".to_vec(), 2, 5, 200, c.clone());
@@ -450,7 +454,7 @@ mod tests {
         assert_eq!(fc.lookup(b"a", 1, 5, 101), None);
         let data = encode_files(fc.entries.iter().filter(|(_, e)| e.cmtime_ns < 200));
         let back = decode_files(&data).unwrap();
-        assert_eq!(back.len(), 1, "newest-cmtime entry is not trusted yet");
+        assert_eq!(back.len(), 1, "an entry changed too recently is not trusted");
         assert!("ctime,mtime".parse::<FilesCacheMode>().is_err());
         assert!("mtime,size".parse::<FilesCacheMode>().unwrap().mtime);
         assert!("bogus".parse::<FilesCacheMode>().is_err());

@@ -750,7 +750,8 @@ pub fn create(
     let cache = CacheDir::open(env, &session.repo.lock().expect("repository lock").id())?;
     let known = cache.load_chunks(session)?;
     let before: HashMap<ObjectId, u32> = known.iter().map(|(k, e)| (*k, e.refcount)).collect();
-    let files = FilesCache::load(&cache, opts.files_cache, opts.files_cache_ttl);
+    let trust_before = Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX) - 1_000_000_000;
+    let files = FilesCache::load(&cache, opts.files_cache, opts.files_cache_ttl, trust_before);
     let seed = session.key.chunk_seed();
     let dry_run = opts.dry_run;
     let store = Arc::new(ChunkStore::new(
@@ -902,7 +903,7 @@ pub fn create(
     let mut files = Arc::try_unwrap(sh)
         .ok()
         .and_then(|s| Arc::try_unwrap(s.files).ok())
-        .unwrap_or_else(|| FilesCache::new(FilesCacheMode::default(), 20));
+        .unwrap_or_else(|| FilesCache::new(FilesCacheMode::default(), 20, trust_before));
     for (k, ino, size, cm, chunks) in sink_out.memorize {
         files.memorize(k, ino, size, cm, chunks);
     }
