@@ -1,0 +1,141 @@
+//! stdin backups, `--read-special` on a device-like file, and crash safety.
+
+mod common;
+
+use std::io::Write;
+use std::process::Stdio;
+
+use common::{ok, prng_bytes, run, Borg, TestEnv};
+
+#[test]
+fn stdin_backup_extracts_identically() {
+    let env = TestEnv::new();
+    let repo = env.path().join("repo").display().to_string();
+    ok(env.ours().args(["init", "-e", "repokey-blake2", &repo]));
+    // 1 GiB: random blocks, repeats and zeros, generated on the fly
+    let block = prng_bytes(11, 16 << 20);
+    let mut hasher_in = blake2b_digest_new();
+    let mut child = env
+        .ours()
+        .args(["create", "--stdin-name", "vm.raw", &format!("{repo}::stdin"), "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut si = child.stdin.take().unwrap();
+        for i in 0..64u32 {
+            let chunk: Vec<u8> = match i % 4 {
+                0 => vec![0u8; 16 << 20],
+                1 => block.clone(),
+                _ => prng_bytes(100 + i as u64, 16 << 20),
+            };
+            hasher_in.update(&chunk);
+            si.write_all(&chunk).unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut c = env.borg(Borg::V14);
+    c.args(["extract", "--stdout", &format!("{repo}::stdin")]).stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut h = blake2b_digest_new();
+    let mut so = child.stdout.take().unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = std::io::Read::read(&mut so, &mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        h.update(&buf[..n]);
+    }
+    assert!(child.wait().unwrap().success());
+    assert_eq!(total, 1 << 30);
+    assert_eq!(h.finalize().as_bytes(), hasher_in.finalize().as_bytes(), "stdin content differs");
+    let list = ok(env.borg(Borg::V12).args(["list", &format!("{repo}::stdin")]));
+    assert!(list.contains("vm.raw"), "{list}");
+}
+
+fn blake2b_digest_new() -> blake2b_simd::State {
+    blake2b_simd::Params::new().hash_length(32).to_state()
+}
+
+#[test]
+fn read_special_reads_device_content() {
+    let env = TestEnv::new();
+    let repo = env.path().join("repo").display().to_string();
+    ok(env.ours().args(["init", "-e", "none", &repo]));
+    // a FIFO fed with an image stands in for a block device (no loop devices here)
+    let dir = env.path().join("dev");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("disk0");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let data = prng_bytes(5, 5 << 20);
+    let writer = {
+        let (fifo, data) = (fifo.clone(), data.clone());
+        std::thread::spawn(move || {
+            let mut f = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+            f.write_all(&data).unwrap();
+        })
+    };
+    ok(env.ours().current_dir(env.path()).args(["create", "--read-special", &format!("{repo}::img"), "dev/disk0"]));
+    writer.join().unwrap();
+    let out = std::process::Command::new(Borg::V14.exe())
+        .env("BORG_BASE_DIR", env.path().join("home"))
+        .env("BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK", "yes")
+        .args(["extract", "--stdout", &format!("{repo}::img"), "dev/disk0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout == data, "read-special content differs");
+    let list = ok(env.borg(Borg::V14).args(["list", "--format", "{mode} {path}{NL}", &format!("{repo}::img")]));
+    assert!(list.contains("-rw------- dev/disk0"), "special file must be stored as a regular file: {list}");
+}
+
+#[test]
+fn kill_during_create_leaves_a_clean_repo() {
+    let env = TestEnv::new();
+    let repo = env.path().join("repo").display().to_string();
+    ok(env.ours().args(["init", "-e", "repokey", &repo]));
+    let src = env.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..48 {
+        std::fs::write(src.join(format!("f{i}")), prng_bytes(1000 + i, 4 << 20)).unwrap();
+    }
+    ok(env.ours().current_dir(env.path()).args(["create", &format!("{repo}::before"), "src/f0"]));
+    let mut child = env
+        .ours()
+        .current_dir(env.path())
+        .args(["create", &format!("{repo}::killed"), "src"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // kill once data segments are being written
+    let data = std::path::Path::new(&repo).join("data/0");
+    let start = std::time::Instant::now();
+    loop {
+        let segs = std::fs::read_dir(&data).map(|d| d.count()).unwrap_or(0);
+        if segs >= 4 || start.elapsed().as_secs() > 30 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for v in Borg::ALL {
+        let (rc, out, err) = run(env.borg(v).args(["check", &repo]));
+        assert_eq!(rc, 0, "{} check after kill: {out}{err}", v.name());
+    }
+    ok(env.ours().current_dir(env.path()).args(["create", &format!("{repo}::after"), "src"]));
+    for v in Borg::ALL {
+        let (rc, out, err) = run(env.borg(v).args(["check", "--verify-data", &repo]));
+        assert_eq!(rc, 0, "{} check after rerun (orphans?): {out}{err}", v.name());
+        assert!(!err.contains("orphan"), "{err}");
+    }
+    let list = ok(env.ours().args(["list", "--short", &repo]));
+    assert_eq!(list.lines().collect::<Vec<_>>(), vec!["before", "after"]);
+}
