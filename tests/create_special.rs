@@ -118,8 +118,10 @@ fn kill_during_create_leaves_a_clean_repo() {
     let data = std::path::Path::new(&repo).join("data/0");
     let start = std::time::Instant::now();
     loop {
-        let segs = std::fs::read_dir(&data).map(|d| d.count()).unwrap_or(0);
-        if segs >= 4 || start.elapsed().as_secs() > 30 {
+        let bytes: u64 = std::fs::read_dir(&data)
+            .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+            .unwrap_or(0);
+        if bytes >= 64 << 20 || start.elapsed().as_secs() > 30 {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
