@@ -4,6 +4,7 @@
 //! Layers (imports point down): `archive` (the writer) → `repo` (repository I/O) →
 //! `format` (pure borg 1.x byte layouts, no I/O).
 
+pub mod archive;
 pub mod format;
 pub mod repo;
 pub mod secrets;

@@ -1,0 +1,2 @@
+pub mod fsmeta;
+pub mod patterns;
