@@ -135,10 +135,7 @@ impl Pattern {
                     "/*"
                 };
                 let p = if pattern.ends_with('/') {
-                    format!(
-                        "{}{tail}/",
-                        pystr::normpath(pattern).trim_end_matches('/')
-                    )
+                    format!("{}{tail}/", pystr::normpath(pattern).trim_end_matches('/'))
                 } else {
                     format!("{}{tail}", pystr::normpath(pattern))
                 };
@@ -167,11 +164,12 @@ impl Pattern {
         if let (Some(_), Some(_), Some((colon_at, ':'))) = (it.next(), it.next(), it.next()) {
             let prefix = &text[..colon_at];
             if pystr::py_isalnum(prefix) {
-                let style =
-                    PatternStyle::from_prefix(prefix).ok_or_else(|| PatternError::UnknownStyle {
+                let style = PatternStyle::from_prefix(prefix).ok_or_else(|| {
+                    PatternError::UnknownStyle {
                         style: prefix.to_string(),
                         pattern: text.to_string(),
-                    })?;
+                    }
+                })?;
                 return Pattern::new(style, &text[colon_at + 1..]);
             }
         }
@@ -392,8 +390,8 @@ impl PatternMatcher {
                 if matches!(cmd, 'R' | 'r') {
                     return Ok(Some(PathBuf::from(rest)));
                 }
-                *style = PatternStyle::from_prefix(rest)
-                    .ok_or_else(|| bad("invalid pattern style"))?;
+                *style =
+                    PatternStyle::from_prefix(rest).ok_or_else(|| bad("invalid pattern style"))?;
                 return Ok(None);
             }
             _ => return Err(bad("must start with one of -, !, +, R, r, P, p")),
@@ -526,7 +524,13 @@ mod tests {
 
     #[test]
     fn styles() {
-        let pm = m(&["- fm:*.o", "- sh:**/tmp/*", "+ re:^keep", "! pp:/var/cache", "- pf:/a/b"]);
+        let pm = m(&[
+            "- fm:*.o",
+            "- sh:**/tmp/*",
+            "+ re:^keep",
+            "! pp:/var/cache",
+            "- pf:/a/b",
+        ]);
         assert_eq!(pm.matches("/x/y.o"), MatchResult::Exclude);
         assert_eq!(pm.matches("a/tmp/x"), MatchResult::Exclude);
         assert_eq!(pm.matches("tmp/x"), MatchResult::Exclude);

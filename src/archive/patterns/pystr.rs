@@ -76,7 +76,11 @@ pub fn universal_lines(text: &str) -> Vec<&str> {
             }
             b'\r' => {
                 out.push(&text[start..i]);
-                i += if bytes.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
+                i += if bytes.get(i + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
                 start = i;
             }
             _ => i += 1,
@@ -123,7 +127,10 @@ mod tests {
 
     #[test]
     fn lines_and_strip() {
-        assert_eq!(universal_lines("a\r\nb\rc\n\nd"), vec!["a", "b", "c", "", "d"]);
+        assert_eq!(
+            universal_lines("a\r\nb\rc\n\nd"),
+            vec!["a", "b", "c", "", "d"]
+        );
         assert_eq!(py_strip("\u{1f} x \u{a0}"), "x");
         let v: Vec<&str> = clean_lines(" # c\n\n  a \r\n#x\nb").collect();
         assert_eq!(v, vec!["a", "b"]);

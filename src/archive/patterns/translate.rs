@@ -302,7 +302,9 @@ mod tests {
         Regex::new(&shell_to_regex(p).unwrap()).unwrap().is_match(s)
     }
     fn fm(p: &str, s: &str) -> bool {
-        Regex::new(&fnmatch_to_regex(p).unwrap()).unwrap().is_match(s)
+        Regex::new(&fnmatch_to_regex(p).unwrap())
+            .unwrap()
+            .is_match(s)
     }
 
     #[test]
@@ -316,7 +318,10 @@ mod tests {
         assert!(sh("[a", "[a"));
         assert!(sh("[a&&b]", "&") && sh("[[]", "["));
         assert!(sh("[\\]", "\\"));
-        assert_eq!(shell_to_regex("[b-a]"), Err(TranslateError::BadRange('b', 'a')));
+        assert_eq!(
+            shell_to_regex("[b-a]"),
+            Err(TranslateError::BadRange('b', 'a'))
+        );
     }
 
     #[test]
