@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use super::cache::{CacheDir, CacheError, FilesCache, FilesCacheMode};
 use super::fsmeta::{self, FsMeta, MetaOptions};
 use super::itemstream::ItemStream;
-use super::patterns::{MatchResult, PatternMatcher};
+use super::patterns::PatternMatcher;
 use super::stats::Stats;
 use super::store::{ChunkStore, Entry, StoreError};
 use crate::format::chunker::{Allocation, Chunker, ChunkerParams};
@@ -472,16 +472,13 @@ impl Walker<'_> {
         let opts = self.sh.opts.clone();
         let mpath = Self::match_path(root, fs_path, &arch);
         let mut recurse_excluded_dir = false;
-        match opts.matcher.matches(&mpath) {
-            MatchResult::Include | MatchResult::NoMatch(true) => {}
-            MatchResult::ExcludeNoRecurse | MatchResult::NoMatch(false) => {
-                (self.status)('x', &lossy(&arch));
+        let decision = opts.matcher.decide(&mpath);
+        if !decision.included {
+            (self.status)('x', &lossy(&arch));
+            if !decision.recurse_dir {
                 return;
             }
-            MatchResult::Exclude => {
-                (self.status)('x', &lossy(&arch));
-                recurse_excluded_dir = true;
-            }
+            recurse_excluded_dir = true;
         }
         let st = match std::fs::symlink_metadata(fs_path) {
             Ok(s) => s,
