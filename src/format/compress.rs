@@ -22,6 +22,9 @@ pub const MAX_DATA_SIZE: usize = 20_971_479;
 pub const DEFAULT_MAX_OUTPUT: usize = 3 * 20 * 1024 * 1024;
 
 /// A compression setting, as given to `borg create --compression`.
+///
+/// Levels outside a codec's range (possible only when building the value directly, the
+/// parser rejects them) are clamped by the codec rather than failing at compression time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Compression {
     /// `00 00` + raw data.
