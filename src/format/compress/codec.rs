@@ -1,0 +1,342 @@
+//! The individual codecs: append-style compressors and size-bounded decompressors.
+
+use std::cell::RefCell;
+use std::io::Cursor;
+
+use super::{Codec, CompressError, HEADER_LEN};
+
+pub(super) const HDR_NONE: [u8; 2] = [0x00, 0x00];
+pub(super) const HDR_LZ4: [u8; 2] = [0x01, 0x00];
+pub(super) const HDR_LZMA: [u8; 2] = [0x02, 0x00];
+pub(super) const HDR_ZSTD: [u8; 2] = [0x03, 0x00];
+
+/// Memory a single LZMA decoder may use. Preset 9 (64 MiB dictionary) needs about 65 MiB;
+/// a header asking for much more is not something borg writes.
+const LZMA_MEMLIMIT: u64 = 256 * 1024 * 1024;
+
+/// Initial output capacity for decoders that cannot learn the decompressed size up front.
+fn initial_capacity(input_len: usize, max_output: usize) -> usize {
+    input_len
+        .saturating_mul(4)
+        .max(64 * 1024)
+        .min(max_output.saturating_add(1))
+}
+
+/// Makes room for more output, never beyond `max_output + 1` (one byte more than allowed is
+/// how an over-long stream is detected). Returns false when no room may be added.
+fn grow(out: &mut Vec<u8>, max_output: usize) -> bool {
+    let cap_limit = max_output.saturating_add(1);
+    if out.capacity() >= cap_limit {
+        return out.len() < out.capacity();
+    }
+    let target = out.capacity().saturating_mul(2).clamp(64 * 1024, cap_limit);
+    out.reserve_exact(target - out.len());
+    true
+}
+
+/// zlib streams are recognised like borg's `ZLIB.detect`: deflate method and a valid
+/// header checksum. No other codec header may match this.
+pub(super) fn is_zlib_header([cmf, flg]: [u8; 2]) -> bool {
+    cmf & 0x0f == 8 && (u16::from(cmf) * 256 + u16::from(flg)) % 31 == 0
+}
+
+pub(super) fn none_into(data: &[u8], out: &mut Vec<u8>) {
+    out.reserve(HEADER_LEN + data.len());
+    out.extend_from_slice(&HDR_NONE);
+    out.extend_from_slice(data);
+}
+
+/// borg's `DecidingCompressor`: write `header` + body, but fall back to `none` when the
+/// body is not smaller than the input (or, defensively, if the codec failed).
+fn deciding_into(
+    data: &[u8],
+    out: &mut Vec<u8>,
+    header: [u8; 2],
+    body: impl FnOnce(&[u8], &mut Vec<u8>) -> Result<(), String>,
+) {
+    let start = out.len();
+    out.extend_from_slice(&header);
+    let ok = body(data, out);
+    debug_assert!(ok.is_ok(), "compression failed: {ok:?}");
+    if ok.is_err() || out.len() - start - HEADER_LEN >= data.len() {
+        out.truncate(start);
+        none_into(data, out);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// LZ4: a raw block (`LZ4_compress_default`), no frame and no size prefix.
+
+pub(super) fn lz4_into(data: &[u8], out: &mut Vec<u8>) {
+    deciding_into(data, out, HDR_LZ4, |data, out| {
+        let base = out.len();
+        out.resize(
+            base + lz4_flex::block::get_maximum_output_size(data.len()),
+            0,
+        );
+        let n = lz4_flex::block::compress_into(data, &mut out[base..]).map_err(|e| e.to_string());
+        out.truncate(base + n.as_ref().copied().unwrap_or(0));
+        n.map(drop)
+    })
+}
+
+/// The decompressed size of an LZ4 block, from its sequence headers alone. borg's
+/// format stores no size, and walking the tokens is far cheaper than decoding into
+/// ever larger guesses.
+fn lz4_block_len(block: &[u8], max_output: usize) -> Result<usize, CompressError> {
+    let corrupt = |why: &str| CompressError::corrupt(Codec::Lz4, why);
+    // Length extension bytes: 255 means "add and continue".
+    fn ext(block: &[u8], pos: &mut usize) -> Option<usize> {
+        let mut n = 0usize;
+        loop {
+            let b = *block.get(*pos)?;
+            *pos += 1;
+            n = n.checked_add(usize::from(b))?;
+            if b != 255 {
+                return Some(n);
+            }
+        }
+    }
+    let too_large = || CompressError::TooLarge {
+        codec: Codec::Lz4,
+        limit: max_output,
+    };
+    let mut pos = 0usize;
+    let mut total = 0usize;
+    loop {
+        let token = *block
+            .get(pos)
+            .ok_or_else(|| corrupt("block ends inside a sequence"))?;
+        pos += 1;
+        let mut literals = usize::from(token >> 4);
+        if literals == 15 {
+            literals += ext(block, &mut pos).ok_or_else(|| corrupt("truncated literal length"))?;
+        }
+        pos = pos
+            .checked_add(literals)
+            .filter(|&end| end <= block.len())
+            .ok_or_else(|| corrupt("literals run past the end of the block"))?;
+        total = total.checked_add(literals).ok_or_else(too_large)?;
+        if total > max_output {
+            return Err(too_large());
+        }
+        if pos == block.len() {
+            return Ok(total); // the last sequence carries literals only
+        }
+        if block.len() - pos < 2 {
+            return Err(corrupt("truncated match offset"));
+        }
+        pos += 2;
+        let mut match_len = usize::from(token & 0x0f);
+        if match_len == 15 {
+            match_len += ext(block, &mut pos).ok_or_else(|| corrupt("truncated match length"))?;
+        }
+        total = total
+            .checked_add(match_len + 4)
+            .filter(|&t| t <= max_output)
+            .ok_or_else(too_large)?;
+    }
+}
+
+pub(super) fn lz4_decompress(block: &[u8], max_output: usize) -> Result<Vec<u8>, CompressError> {
+    let len = lz4_block_len(block, max_output)?;
+    let mut out = vec![0u8; len];
+    let n = lz4_flex::block::decompress_into(block, &mut out)
+        .map_err(|e| CompressError::corrupt(Codec::Lz4, e))?;
+    if n != len {
+        return Err(CompressError::corrupt(
+            Codec::Lz4,
+            format!("decoded {n} bytes, sequences promise {len}"),
+        ));
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// zstd: one frame from the simple API, which records the content size borg's reader needs.
+
+thread_local! {
+    /// Compression contexts are costly to set up; keep one per thread (and level).
+    static ZSTD_CCTX: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+    static ZSTD_DCTX: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
+pub(super) fn zstd_into(data: &[u8], level: i32, out: &mut Vec<u8>) {
+    deciding_into(data, out, HDR_ZSTD, |data, out| {
+        ZSTD_CCTX.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if !matches!(&*slot, Some((l, _)) if *l == level) {
+                let c = zstd::bulk::Compressor::new(level).map_err(|e| e.to_string())?;
+                *slot = Some((level, c));
+            }
+            let (_, cctx) = slot.as_mut().ok_or("zstd context missing")?;
+            let base = out.len();
+            out.reserve(zstd::zstd_safe::compress_bound(data.len()));
+            let mut cursor = Cursor::new(&mut *out);
+            cursor.set_position(base as u64);
+            cctx.compress_to_buffer(data, &mut cursor)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+    })
+}
+
+pub(super) fn zstd_decompress(frame: &[u8], max_output: usize) -> Result<Vec<u8>, CompressError> {
+    let corrupt = |why: String| CompressError::corrupt(Codec::Zstd, why);
+    let size = match zstd::zstd_safe::get_frame_content_size(frame) {
+        Ok(Some(size)) => size,
+        Ok(None) => return Err(corrupt("frame does not record its content size".into())),
+        Err(_) => return Err(corrupt("not a zstd frame".into())),
+    };
+    let size = usize::try_from(size)
+        .ok()
+        .filter(|&s| s <= max_output)
+        .ok_or(CompressError::TooLarge {
+            codec: Codec::Zstd,
+            limit: max_output,
+        })?;
+    let mut out = Vec::with_capacity(size);
+    let n = ZSTD_DCTX.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new().map_err(|e| corrupt(e.to_string()))?);
+        }
+        let dctx = slot
+            .as_mut()
+            .ok_or_else(|| corrupt("no decompression context".into()))?;
+        dctx.decompress_to_buffer(frame, &mut out)
+            .map_err(|e| corrupt(e.to_string()))
+    })?;
+    if n != size {
+        return Err(corrupt(format!(
+            "decoded {n} bytes, frame header says {size}"
+        )));
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// LZMA: Python's `lzma.compress(data, preset=level, check=CHECK_NONE)`, i.e. an .xz stream.
+
+pub(super) fn lzma_into(data: &[u8], level: u32, out: &mut Vec<u8>) {
+    deciding_into(data, out, HDR_LZMA, |data, out| {
+        let preset = level.min(9);
+        let mut stream =
+            liblzma::stream::Stream::new_easy_encoder(preset, liblzma::stream::Check::None)
+                .map_err(|e| e.to_string())?;
+        // Anything larger than the input is discarded by the caller anyway.
+        out.reserve(data.len() / 2 + 256);
+        loop {
+            if out.len() == out.capacity() {
+                out.reserve(out.capacity() / 2 + 4096);
+            }
+            let consumed = usize::try_from(stream.total_in()).unwrap_or(data.len());
+            let rest = data.get(consumed..).unwrap_or_default();
+            match stream.process_vec(rest, out, liblzma::stream::Action::Finish) {
+                Ok(liblzma::stream::Status::StreamEnd) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+}
+
+pub(super) fn lzma_decompress(xz: &[u8], max_output: usize) -> Result<Vec<u8>, CompressError> {
+    use liblzma::stream::{Action, Status, Stream};
+    let corrupt = |why: String| CompressError::corrupt(Codec::Lzma, why);
+    // Python's lzma.decompress uses FORMAT_AUTO, so accept legacy .lzma as well as .xz.
+    let mut stream =
+        Stream::new_auto_decoder(LZMA_MEMLIMIT, 0).map_err(|e| corrupt(e.to_string()))?;
+    let mut out = Vec::with_capacity(initial_capacity(xz.len(), max_output));
+    loop {
+        let (in_before, out_before) = (stream.total_in(), stream.total_out());
+        let consumed = usize::try_from(in_before).unwrap_or(xz.len());
+        let rest = xz.get(consumed..).unwrap_or_default();
+        let status = stream
+            .process_vec(rest, &mut out, Action::Finish)
+            .map_err(|e| corrupt(format!("{e:?}")))?;
+        if out.len() > max_output {
+            return Err(CompressError::TooLarge {
+                codec: Codec::Lzma,
+                limit: max_output,
+            });
+        }
+        if status == Status::StreamEnd {
+            return Ok(out);
+        }
+        if out.len() == out.capacity() {
+            if !grow(&mut out, max_output) {
+                return Err(CompressError::TooLarge {
+                    codec: Codec::Lzma,
+                    limit: max_output,
+                });
+            }
+        } else if stream.total_in() == in_before && stream.total_out() == out_before {
+            return Err(corrupt("stream is truncated".into()));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// zlib: the bare stream from Python's `zlib.compress(data, level)`; no borg header.
+
+pub(super) fn zlib_into(data: &[u8], level: u32, out: &mut Vec<u8>) {
+    use flate2::{Compress, Compression, FlushCompress, Status};
+    let start = out.len();
+    let mut z = Compress::new(Compression::new(level.min(9)), true);
+    out.reserve(data.len() + data.len() / 1000 + 64);
+    loop {
+        if out.len() == out.capacity() {
+            out.reserve(out.capacity() / 2 + 4096);
+        }
+        let consumed = usize::try_from(z.total_in()).unwrap_or(data.len());
+        let rest = data.get(consumed..).unwrap_or_default();
+        match z.compress_vec(rest, out, FlushCompress::Finish) {
+            Ok(Status::StreamEnd) => return,
+            Ok(_) => {}
+            Err(e) => {
+                // Cannot happen for a fresh in-memory deflate; never emit a broken stream.
+                debug_assert!(false, "zlib compression failed: {e}");
+                out.truncate(start);
+                return none_into(data, out);
+            }
+        }
+    }
+}
+
+pub(super) fn zlib_decompress(stream: &[u8], max_output: usize) -> Result<Vec<u8>, CompressError> {
+    use flate2::{Decompress, FlushDecompress, Status};
+    let corrupt = |why: String| CompressError::corrupt(Codec::Zlib, why);
+    let mut z = Decompress::new(true);
+    let mut out = Vec::with_capacity(initial_capacity(stream.len(), max_output));
+    loop {
+        let (in_before, out_before) = (z.total_in(), z.total_out());
+        let consumed = usize::try_from(in_before).unwrap_or(stream.len());
+        let rest = stream.get(consumed..).unwrap_or_default();
+        let status = z
+            .decompress_vec(rest, &mut out, FlushDecompress::None)
+            .map_err(|e| corrupt(e.to_string()))?;
+        if out.len() > max_output {
+            return Err(CompressError::TooLarge {
+                codec: Codec::Zlib,
+                limit: max_output,
+            });
+        }
+        // Like Python's zlib.decompress, bytes after the end of the stream are ignored.
+        if status == Status::StreamEnd {
+            return Ok(out);
+        }
+        if out.len() == out.capacity() {
+            if !grow(&mut out, max_output) {
+                return Err(CompressError::TooLarge {
+                    codec: Codec::Zlib,
+                    limit: max_output,
+                });
+            }
+        } else if z.total_in() == in_before && z.total_out() == out_before {
+            return Err(corrupt("incomplete or truncated stream".into()));
+        }
+    }
+}
