@@ -25,7 +25,12 @@ fn dump_ns(ix: &NsIndex) -> BTreeMap<String, Vec<u64>> {
 
 fn dump_chunks(ix: &ChunkIndex) -> BTreeMap<String, Vec<u64>> {
     ix.iter()
-        .map(|(k, e)| (hex::encode(k), vec![e.refcount as u64, e.size as u64, e.csize as u64]))
+        .map(|(k, e)| {
+            (
+                hex::encode(k),
+                vec![e.refcount as u64, e.size as u64, e.csize as u64],
+            )
+        })
         .collect()
 }
 
@@ -36,7 +41,12 @@ fn json_entries(v: &serde_json::Value) -> BTreeMap<String, Vec<u64>> {
 fn build_ns(n: u64, seed: u64) -> NsIndex {
     let mut ix = NsIndex::new();
     for i in 0..n {
-        ix.insert(&key(seed, i), (i % 7000) as u32, (8 + i * 97 % 500_000_000) as u32).unwrap();
+        ix.insert(
+            &key(seed, i),
+            (i % 7000) as u32,
+            (8 + i * 97 % 500_000_000) as u32,
+        )
+        .unwrap();
     }
     for i in (0..n).step_by(9) {
         ix.remove(&key(seed, i));
@@ -67,8 +77,18 @@ fn borg_reads_our_index_files() {
             let bytes = ns.to_bytes();
             let built = t.elapsed();
             let p = common::write_file(dir.path(), &format!("ns{n}"), &bytes);
-            let v = run_py_json(borg, "hashindex.py", &["dump", "ns", p.to_str().unwrap()], b"");
-            assert_eq!(v["len"].as_u64(), Some(ns.len() as u64), "{} n={n}", borg.name());
+            let v = run_py_json(
+                borg,
+                "hashindex.py",
+                &["dump", "ns", p.to_str().unwrap()],
+                b"",
+            );
+            assert_eq!(
+                v["len"].as_u64(),
+                Some(ns.len() as u64),
+                "{} n={n}",
+                borg.name()
+            );
             assert_eq!(json_entries(&v), dump_ns(&ns), "{} n={n}", borg.name());
             if n == 100_000 {
                 eprintln!(
@@ -81,9 +101,19 @@ fn borg_reads_our_index_files() {
 
             let ch = build_chunks(n, seed);
             let p = common::write_file(dir.path(), &format!("chunks{n}"), &ch.to_bytes());
-            let v = run_py_json(borg, "hashindex.py", &["dump", "chunks", p.to_str().unwrap()], b"");
+            let v = run_py_json(
+                borg,
+                "hashindex.py",
+                &["dump", "chunks", p.to_str().unwrap()],
+                b"",
+            );
             assert_eq!(v["len"].as_u64(), Some(ch.len() as u64));
-            assert_eq!(json_entries(&v), dump_chunks(&ch), "{} chunks n={n}", borg.name());
+            assert_eq!(
+                json_entries(&v),
+                dump_chunks(&ch),
+                "{} chunks n={n}",
+                borg.name()
+            );
         }
     }
 }
@@ -94,12 +124,21 @@ fn we_read_borgs_index_files() {
     for borg in Borg::ALL {
         for n in [0u64, 1, 100_000] {
             let p = dir.path().join(format!("{}-ns{n}", borg.name()));
-            let v = run_py_json(borg, "hashindex.py", &["write", "ns", p.to_str().unwrap(), &n.to_string(), "7"], b"");
+            let v = run_py_json(
+                borg,
+                "hashindex.py",
+                &["write", "ns", p.to_str().unwrap(), &n.to_string(), "7"],
+                b"",
+            );
             let data = std::fs::read(&p).unwrap();
             let t = Instant::now();
             let ix = NsIndex::from_bytes(&data).unwrap();
             if n == 100_000 {
-                eprintln!("NsIndex::from_bytes of {} bytes: {:?}", data.len(), t.elapsed());
+                eprintln!(
+                    "NsIndex::from_bytes of {} bytes: {:?}",
+                    data.len(),
+                    t.elapsed()
+                );
             }
             assert_eq!(ix.len() as u64, v["len"].as_u64().unwrap());
             assert_eq!(dump_ns(&ix), json_entries(&v), "{} n={n}", borg.name());
@@ -109,7 +148,12 @@ fn we_read_borgs_index_files() {
             }
             // And back: our canonical re-serialisation still reads the same in borg.
             let p2 = common::write_file(dir.path(), "rt", &ix.to_bytes());
-            let v2 = run_py_json(borg, "hashindex.py", &["dump", "ns", p2.to_str().unwrap()], b"");
+            let v2 = run_py_json(
+                borg,
+                "hashindex.py",
+                &["dump", "ns", p2.to_str().unwrap()],
+                b"",
+            );
             assert_eq!(json_entries(&v2), json_entries(&v));
 
             let p = dir.path().join(format!("{}-chunks{n}", borg.name()));
@@ -120,13 +164,20 @@ fn we_read_borgs_index_files() {
                 b"",
             );
             let ix = ChunkIndex::from_bytes(&std::fs::read(&p).unwrap()).unwrap();
-            assert_eq!(dump_chunks(&ix), json_entries(&v), "{} chunks n={n}", borg.name());
+            assert_eq!(
+                dump_chunks(&ix),
+                json_entries(&v),
+                "{} chunks n={n}",
+                borg.name()
+            );
         }
     }
 }
 
 fn digests_of(v: &serde_json::Value) -> IntegrityData {
-    IntegrityData::parse("x", v["integrity"].as_str().unwrap()).unwrap().unwrap()
+    IntegrityData::parse("x", v["integrity"].as_str().unwrap())
+        .unwrap()
+        .unwrap()
 }
 
 #[test]
@@ -151,26 +202,51 @@ fn integrity_digests_equal_borgs() {
     let hp = common::write_file(dir.path(), "hints-file", &hints_bytes);
 
     for borg in Borg::ALL {
-        for (name, path, bytes) in [("index.17", &ip, &index_bytes), ("chunks", &cp, &chunk_bytes)] {
-            let v = run_py_json(borg, "hashindex.py", &["digests", "index", name, path.to_str().unwrap()], b"");
+        for (name, path, bytes) in [
+            ("index.17", &ip, &index_bytes),
+            ("chunks", &cp, &chunk_bytes),
+        ] {
+            let v = run_py_json(
+                borg,
+                "hashindex.py",
+                &["digests", "index", name, path.to_str().unwrap()],
+                b"",
+            );
             assert_eq!(v["same_bytes"], true, "borg rewrote {name} differently");
             let ours = integrity::index_digests(name, bytes);
             assert_eq!(digests_of(&v), ours, "{} {name}", borg.name());
             let out = run_py(
                 borg,
                 "hashindex.py",
-                &["verify", "index", name, path.to_str().unwrap(), &ours.to_json()],
+                &[
+                    "verify",
+                    "index",
+                    name,
+                    path.to_str().unwrap(),
+                    &ours.to_json(),
+                ],
                 b"",
             );
             assert_eq!(out, b"ok\n");
         }
-        let v = run_py_json(borg, "hashindex.py", &["digests", "plain", "hints.17", hp.to_str().unwrap()], b"");
+        let v = run_py_json(
+            borg,
+            "hashindex.py",
+            &["digests", "plain", "hints.17", hp.to_str().unwrap()],
+            b"",
+        );
         let ours = integrity::plain_digests("hints.17", &hints_bytes);
         assert_eq!(digests_of(&v), ours, "{} hints", borg.name());
         let out = run_py(
             borg,
             "hashindex.py",
-            &["verify", "plain", "hints.17", hp.to_str().unwrap(), &ours.to_json()],
+            &[
+                "verify",
+                "plain",
+                "hints.17",
+                hp.to_str().unwrap(),
+                &ours.to_json(),
+            ],
             b"",
         );
         assert_eq!(out, b"ok\n");
@@ -184,7 +260,15 @@ fn million_entries_timing() {
     let t = Instant::now();
     let mut ix = ChunkIndex::new();
     for (i, k) in keys.iter().enumerate() {
-        ix.insert(k, ChunkEntry { refcount: 1, size: i as u32, csize: 1 }).unwrap();
+        ix.insert(
+            k,
+            ChunkEntry {
+                refcount: 1,
+                size: i as u32,
+                csize: 1,
+            },
+        )
+        .unwrap();
     }
     let ins = t.elapsed();
     let t = Instant::now();
@@ -201,5 +285,8 @@ fn million_entries_timing() {
     let de = t.elapsed();
     assert_eq!(hits, n);
     assert_eq!(back.len(), ix.len());
-    eprintln!("1M entries: insert {ins:?}, get {get:?}, to_bytes {ser:?}, from_bytes {de:?} ({} MB)", b.len() >> 20);
+    eprintln!(
+        "1M entries: insert {ins:?}, get {get:?}, to_bytes {ser:?}, from_bytes {de:?} ({} MB)",
+        b.len() >> 20
+    );
 }

@@ -51,12 +51,14 @@ impl Expect {
     }
 
     fn json(&self) -> Vec<u8> {
-        serde_json::to_vec(&serde_json::json!({"objects": self.objects, "absent": self.absent})).unwrap()
+        serde_json::to_vec(&serde_json::json!({"objects": self.objects, "absent": self.absent}))
+            .unwrap()
     }
 
     fn apply_borg(&mut self, v: &serde_json::Value) {
         for (k, s) in v["put"].as_object().unwrap() {
-            self.objects.insert(k.clone(), s.as_str().unwrap().to_string());
+            self.objects
+                .insert(k.clone(), s.as_str().unwrap().to_string());
             self.absent.remove(k);
         }
         for k in v["deleted"].as_array().unwrap() {
@@ -80,23 +82,37 @@ impl Expect {
 fn verify_with_borg(borg: Borg, repo: &Path, exp: &Expect) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let ef = common::write_file(dir.path(), "expected.json", &exp.json());
-    let mut v = run_py_json(borg, "repo.py", &["verify", repo.to_str().unwrap(), ef.to_str().unwrap()], b"");
-    let (stale, rest): (Vec<_>, Vec<_>) = v["log"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .cloned()
-        .partition(|m| m.as_str().unwrap().starts_with("WARNING borg.locking: ") && m.as_str().unwrap().contains("stale"));
+    let mut v = run_py_json(
+        borg,
+        "repo.py",
+        &["verify", repo.to_str().unwrap(), ef.to_str().unwrap()],
+        b"",
+    );
+    let (stale, rest): (Vec<_>, Vec<_>) =
+        v["log"].as_array().unwrap().iter().cloned().partition(|m| {
+            m.as_str().unwrap().starts_with("WARNING borg.locking: ")
+                && m.as_str().unwrap().contains("stale")
+        });
     v["log"] = serde_json::Value::Array(rest);
     v["stale_locks"] = serde_json::Value::Array(stale);
     let ctx = format!("{} on {}: {}", borg.name(), repo.display(), v["log"]);
-    for k in ["missing", "extra", "mismatched", "absent_but_present", "log"] {
+    for k in [
+        "missing",
+        "extra",
+        "mismatched",
+        "absent_but_present",
+        "log",
+    ] {
         assert_eq!(v[k], serde_json::json!([]), "{k} not empty ({ctx})");
     }
     assert_eq!(v["check"], true, "{ctx}");
     assert_eq!(v["index_unchanged"], true, "borg rewrote the index ({ctx})");
     assert_eq!(v["len"].as_u64(), Some(exp.objects.len() as u64), "{ctx}");
-    assert_eq!(v["listed"].as_u64(), Some(exp.objects.len() as u64), "{ctx}");
+    assert_eq!(
+        v["listed"].as_u64(),
+        Some(exp.objects.len() as u64),
+        "{ctx}"
+    );
     // The index borg used is exactly the file we wrote.
     let name = v["index_file"].as_str().unwrap();
     let ours = NsIndex::from_bytes(&std::fs::read(repo.join(name)).unwrap()).unwrap();
@@ -114,7 +130,12 @@ fn verify_ours(repo: &Path, exp: &Expect) {
     let mut r = open_excl(repo);
     assert_eq!(r.len().unwrap(), exp.objects.len() as u64);
     for id in exp.ids() {
-        assert_eq!(sha(&r.get(&id).unwrap()), exp.objects[&hex::encode(id)], "object {}", hex::encode(id));
+        assert_eq!(
+            sha(&r.get(&id).unwrap()),
+            exp.objects[&hex::encode(id)],
+            "object {}",
+            hex::encode(id)
+        );
     }
     for a in &exp.absent {
         let id: ObjectId = hex::decode(a).unwrap().try_into().unwrap();
@@ -174,12 +195,26 @@ fn write_two_transactions(path: &Path, exp: &mut Expect, seed: u64) {
 /// Segment refcounts, quota use and (1.4) the shadow index we keep equal what borg
 /// computes when it rebuilds the hints from our segments.
 fn compare_hints_with_replay(borg: Borg, repo: &Path) {
-    let v = run_py_json(borg, "repo.py", &["replay-hints", repo.to_str().unwrap()], b"");
+    let v = run_py_json(
+        borg,
+        "repo.py",
+        &["replay-hints", repo.to_str().unwrap()],
+        b"",
+    );
     let ctx = format!("{}: {}", borg.name(), v);
-    assert_eq!(v["ours"]["segments"], v["borg"]["segments"], "segments ({ctx})");
-    assert_eq!(v["ours"]["storage_quota_use"], v["borg"]["storage_quota_use"], "{ctx}");
+    assert_eq!(
+        v["ours"]["segments"], v["borg"]["segments"],
+        "segments ({ctx})"
+    );
+    assert_eq!(
+        v["ours"]["storage_quota_use"], v["borg"]["storage_quota_use"],
+        "{ctx}"
+    );
     if borg == Borg::V14 {
-        assert_eq!(v["ours"]["shadow_index"], v["borg"]["shadow_index"], "{ctx}");
+        assert_eq!(
+            v["ours"]["shadow_index"], v["borg"]["shadow_index"],
+            "{ctx}"
+        );
     }
 }
 
@@ -192,11 +227,19 @@ fn borg_reads_checks_extends_and_compacts_our_repo() {
         write_two_transactions(&repo, &mut exp, 1);
         verify_ours(&repo, &exp);
         let v = verify_with_borg(borg, &repo, &exp);
-        assert_eq!(v["transaction_id"].as_u64(), Some(open_excl(&repo).transaction_id().unwrap().unwrap() as u64));
+        assert_eq!(
+            v["transaction_id"].as_u64(),
+            Some(open_excl(&repo).transaction_id().unwrap().unwrap() as u64)
+        );
         compare_hints_with_replay(borg, &repo);
 
         // borg writes into our repository; we read its additions without replaying.
-        let bw = run_py_json(borg, "repo.py", &["borg-write", repo.to_str().unwrap(), "9", "60"], b"");
+        let bw = run_py_json(
+            borg,
+            "repo.py",
+            &["borg-write", repo.to_str().unwrap(), "9", "60"],
+            b"",
+        );
         assert_eq!(bw["log"], serde_json::json!([]));
         exp.apply_borg(&bw);
         verify_ours(&repo, &exp);
@@ -239,13 +282,21 @@ fn we_extend_a_borg_created_repo() {
     for borg in Borg::ALL {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("repo");
-        let v = run_py_json(borg, "repo.py", &["create", repo.to_str().unwrap(), "3", "120"], b"");
+        let v = run_py_json(
+            borg,
+            "repo.py",
+            &["create", repo.to_str().unwrap(), "3", "120"],
+            b"",
+        );
         let mut exp = Expect::default();
         exp.apply_borg(&v);
         verify_ours(&repo, &exp);
         {
             let mut r = open_excl(&repo);
-            assert_eq!(r.transaction_id().unwrap(), v["transaction_id"].as_u64().map(|t| t as u32));
+            assert_eq!(
+                r.transaction_id().unwrap(),
+                v["transaction_id"].as_u64().map(|t| t as u32)
+            );
             let ids = exp.ids();
             exp.delete(&mut r, &MANIFEST_ID);
             exp.put(&mut r, &MANIFEST_ID, b"our manifest");
@@ -260,7 +311,10 @@ fn we_extend_a_borg_created_repo() {
                 exp.put(&mut r, &id, &data);
             }
             r.commit().unwrap();
-            assert!(r.take_warnings().is_empty(), "we replayed borg's repository");
+            assert!(
+                r.take_warnings().is_empty(),
+                "we replayed borg's repository"
+            );
         }
         verify_with_borg(borg, &repo, &exp);
         compare_hints_with_replay(borg, &repo);
@@ -289,15 +343,24 @@ fn locks_exclude_each_other() {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let pid: u32 = line.trim().strip_prefix("locked ").unwrap().parse().unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let pid: u32 = line
+            .trim()
+            .strip_prefix("locked ")
+            .unwrap()
+            .parse()
+            .unwrap();
         let t = Instant::now();
         let opts = OpenOptions {
             lock_wait: Duration::from_secs(1),
             ..Default::default()
         };
         match LocalRepository::open(&repo, opts.clone()) {
-            Err(RepoError::LockTimeout(_, who)) => assert!(who.contains(&format!(".{pid}-0")), "{who}"),
+            Err(RepoError::LockTimeout(_, who)) => {
+                assert!(who.contains(&format!(".{pid}-0")), "{who}")
+            }
             Err(e) => panic!("expected a lock timeout, got {e}"),
             Ok(_) => panic!("opened a repository borg holds locked"),
         }
@@ -306,7 +369,10 @@ fn locks_exclude_each_other() {
             exclusive: false,
             ..opts.clone()
         };
-        assert!(matches!(LocalRepository::open(&repo, shared), Err(RepoError::LockTimeout(..))));
+        assert!(matches!(
+            LocalRepository::open(&repo, shared),
+            Err(RepoError::LockTimeout(..))
+        ));
 
         // Kill borg: its lock is stale (same host id, dead pid) and gets removed.
         child.kill().unwrap();
@@ -317,11 +383,20 @@ fn locks_exclude_each_other() {
         // We hold the lock: borg times out.
         let base = tempfile::tempdir().unwrap();
         let out = Command::new(borg.exe())
-            .args(["with-lock", "--lock-wait", "1", repo.to_str().unwrap(), "true"])
+            .args([
+                "with-lock",
+                "--lock-wait",
+                "1",
+                repo.to_str().unwrap(),
+                "true",
+            ])
             .env("BORG_BASE_DIR", base.path())
             .output()
             .unwrap();
-        assert!(!out.status.success(), "borg with-lock succeeded while we hold the lock");
+        assert!(
+            !out.status.success(),
+            "borg with-lock succeeded while we hold the lock"
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("lock"), "{err}");
         drop(r);
@@ -337,7 +412,9 @@ const CRASH_ENV: &str = "PROXBORG_TEST_CRASH_REPO";
 /// dies like `kill -9` (no destructors, lock left behind).
 #[test]
 fn crash_child() {
-    let Ok(path) = std::env::var(CRASH_ENV) else { return };
+    let Ok(path) = std::env::var(CRASH_ENV) else {
+        return;
+    };
     let mut r = open_excl(Path::new(&path));
     r.put(&MANIFEST_ID, b"uncommitted manifest").unwrap();
     for i in 0..200 {
@@ -381,23 +458,48 @@ fn crash_mid_transaction() {
             .status()
             .unwrap();
         assert!(!status.success(), "the writer was supposed to die");
-        assert!(repo.join("lock.exclusive").exists(), "a killed writer leaves its lock");
+        assert!(
+            repo.join("lock.exclusive").exists(),
+            "a killed writer leaves its lock"
+        );
         // Also tear the last uncommitted segment mid-entry, as a crash during a write would.
-        let segs: Vec<_> = std::fs::read_dir(repo.join("data/0")).unwrap().map(|e| e.unwrap().path()).collect();
+        let segs: Vec<_> = std::fs::read_dir(repo.join("data/0"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         let last = segs
             .iter()
-            .max_by_key(|p| p.file_name().unwrap().to_str().unwrap().parse::<u32>().unwrap())
+            .max_by_key(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .parse::<u32>()
+                    .unwrap()
+            })
             .unwrap();
         let len = std::fs::metadata(last).unwrap().len();
-        assert!(len > 5 << 20, "the dead writer's data reached the segment file");
-        std::fs::OpenOptions::new().write(true).open(last).unwrap().set_len(len - 20).unwrap();
+        assert!(
+            len > 5 << 20,
+            "the dead writer's data reached the segment file"
+        );
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(last)
+            .unwrap()
+            .set_len(len - 20)
+            .unwrap();
 
         let mut exp_b = committed.clone();
         exp_b.absent = exp.absent.clone();
         let v = verify_with_borg(borg, &repo, &exp_b);
         // borg recognised our lock as its own host's dead process (same host id) and removed it.
         assert!(
-            v["stale_locks"].as_array().unwrap().iter().any(|m| m.as_str().unwrap().contains("Killed stale lock")),
+            v["stale_locks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m.as_str().unwrap().contains("Killed stale lock")),
             "{}",
             v["stale_locks"]
         );
@@ -439,13 +541,19 @@ fn append_only_and_quota() {
             r.put(&obj(8, 2).0, &vec![0u8; 1_100_000]),
             Err(RepoError::StorageQuotaExceeded { .. })
         ));
-        assert!(matches!(r.commit(), Err(RepoError::StorageQuotaExceeded { .. })));
+        assert!(matches!(
+            r.commit(),
+            Err(RepoError::StorageQuotaExceeded { .. })
+        ));
     }
     let log = std::fs::read_to_string(repo.join("transactions")).unwrap();
     assert_eq!(log.lines().count(), 2, "{log}");
     assert!(log.starts_with("transaction 1, UTC time "), "{log}");
     let cfg = std::fs::read_to_string(repo.join("config")).unwrap();
-    assert!(cfg.contains("\nappend_only = 1\nstorage_quota = 1000000\n"), "{cfg}");
+    assert!(
+        cfg.contains("\nappend_only = 1\nstorage_quota = 1000000\n"),
+        "{cfg}"
+    );
     for borg in Borg::ALL {
         verify_with_borg(borg, &repo, &exp);
     }

@@ -29,13 +29,13 @@ const DELETED: u32 = 0xffff_fffe;
 /// borg's table sizes (`hash_sizes[]`): a table only ever has one of these sizes when
 /// borg builds it, and borg's writer picks the same.
 pub const HASH_SIZES: [usize; 58] = [
-    1031, 2053, 4099, 8209, 16411, 32771, 65537, 131101, 262147, 445649, 757607, 1287917,
-    2189459, 3065243, 4291319, 6007867, 8410991, 11775359, 16485527, 23079703, 27695653,
-    33234787, 39881729, 47858071, 57429683, 68915617, 82698751, 99238507, 119086189, 144378011,
-    157223263, 173476439, 190253911, 209915011, 230493629, 253169431, 278728861, 306647623,
-    337318939, 370742809, 408229973, 449387209, 493428073, 543105119, 596976533, 657794869,
-    722676499, 795815791, 874066969, 962279771, 1057701643, 1164002657, 1280003147, 1407800297,
-    1548442699, 1703765389, 1873768367, 2062383853,
+    1031, 2053, 4099, 8209, 16411, 32771, 65537, 131101, 262147, 445649, 757607, 1287917, 2189459,
+    3065243, 4291319, 6007867, 8410991, 11775359, 16485527, 23079703, 27695653, 33234787, 39881729,
+    47858071, 57429683, 68915617, 82698751, 99238507, 119086189, 144378011, 157223263, 173476439,
+    190253911, 209915011, 230493629, 253169431, 278728861, 306647623, 337318939, 370742809,
+    408229973, 449387209, 493428073, 543105119, 596976533, 657794869, 722676499, 795815791,
+    874066969, 962279771, 1057701643, 1164002657, 1280003147, 1407800297, 1548442699, 1703765389,
+    1873768367, 2062383853,
 ];
 
 const HASH_MIN_LOAD: f64 = 0.25;
@@ -270,7 +270,11 @@ impl<const V: usize> HashIndex<V> {
     }
 
     /// Stores `value` for `key`, returning the previous value.
-    pub fn insert(&mut self, key: &[u8; 32], value: [u8; V]) -> Result<Option<[u8; V]>, HashIndexError> {
+    pub fn insert(
+        &mut self,
+        key: &[u8; 32],
+        value: [u8; V],
+    ) -> Result<Option<[u8; V]>, HashIndexError> {
         let first = u32::from_le_bytes([value[0], value[1], value[2], value[3]]);
         if first > MAX_VALUE {
             return Err(HashIndexError::ValueTooLarge(first));
@@ -284,7 +288,8 @@ impl<const V: usize> HashIndex<V> {
             }
             Err(mut slot) => {
                 if self.num_entries >= upper_limit(self.num_buckets) {
-                    let next = HASH_SIZES[(size_idx(self.num_buckets) + 1).min(HASH_SIZES.len() - 1)];
+                    let next =
+                        HASH_SIZES[(size_idx(self.num_buckets) + 1).min(HASH_SIZES.len() - 1)];
                     if next > self.num_buckets {
                         self.resize(next);
                         slot = self.lookup(key).err().flatten();
@@ -373,7 +378,10 @@ impl<const V: usize> HashIndex<V> {
 
     /// Entries in bucket order (borg's iteration order).
     pub fn iter(&self) -> Iter<'_, V> {
-        Iter { index: self, next: 0 }
+        Iter {
+            index: self,
+            next: 0,
+        }
     }
 
     /// Entries after `marker` in bucket order (borg's `iteritems(marker=…)`); `None` if
@@ -486,7 +494,10 @@ impl<const V: usize> HashIndex<V> {
                 }
                 DELETED => {}
                 m if m > MAX_VALUE => {
-                    return Err(HashIndexError::ReservedValue { bucket: idx, value: m });
+                    return Err(HashIndexError::ReservedValue {
+                        bucket: idx,
+                        value: m,
+                    });
                 }
                 _ => live += 1,
             }
@@ -590,11 +601,19 @@ impl NsIndex {
     }
 
     /// Sets the location of `key`, returning the previous one.
-    pub fn insert(&mut self, key: &[u8; 32], segment: u32, offset: u32) -> Result<Option<(u32, u32)>, HashIndexError> {
+    pub fn insert(
+        &mut self,
+        key: &[u8; 32],
+        segment: u32,
+        offset: u32,
+    ) -> Result<Option<(u32, u32)>, HashIndexError> {
         let mut v = [0u8; 8];
         v[..4].copy_from_slice(&segment.to_le_bytes());
         v[4..].copy_from_slice(&offset.to_le_bytes());
-        Ok(self.0.insert(key, v)?.map(|v| (u32_at(&v, 0), u32_at(&v, 1))))
+        Ok(self
+            .0
+            .insert(key, v)?
+            .map(|v| (u32_at(&v, 0), u32_at(&v, 1))))
     }
 
     pub fn remove(&mut self, key: &[u8; 32]) -> Option<(u32, u32)> {
@@ -603,11 +622,16 @@ impl NsIndex {
 
     /// `(id, (segment, offset))` in bucket order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8; 32], (u32, u32))> + '_ {
-        self.0.iter().map(|(k, v)| (k, (u32_at(&v, 0), u32_at(&v, 1))))
+        self.0
+            .iter()
+            .map(|(k, v)| (k, (u32_at(&v, 0), u32_at(&v, 1))))
     }
 
     /// Entries after `marker` (borg's `iteritems(marker)`); `None` if `marker` is absent.
-    pub fn iter_after(&self, marker: &[u8; 32]) -> Option<impl Iterator<Item = (&[u8; 32], (u32, u32))> + '_> {
+    pub fn iter_after(
+        &self,
+        marker: &[u8; 32],
+    ) -> Option<impl Iterator<Item = (&[u8; 32], (u32, u32))> + '_> {
         Some(
             self.0
                 .iter_after(marker)?
@@ -687,8 +711,15 @@ impl ChunkIndex {
     }
 
     /// Sets the entry (a refcount above `MAX_VALUE` is stored as `MAX_VALUE`).
-    pub fn insert(&mut self, key: &[u8; 32], entry: ChunkEntry) -> Result<Option<ChunkEntry>, HashIndexError> {
-        Ok(self.0.insert(key, entry.to_value())?.map(|v| ChunkEntry::from_value(&v)))
+    pub fn insert(
+        &mut self,
+        key: &[u8; 32],
+        entry: ChunkEntry,
+    ) -> Result<Option<ChunkEntry>, HashIndexError> {
+        Ok(self
+            .0
+            .insert(key, entry.to_value())?
+            .map(|v| ChunkEntry::from_value(&v)))
     }
 
     pub fn remove(&mut self, key: &[u8; 32]) -> Option<ChunkEntry> {
@@ -728,7 +759,13 @@ impl ChunkIndex {
 
     /// borg's `add(key, refs, size, csize)`: adds `refs` references to an existing entry
     /// (sizes are overwritten) or creates it.
-    pub fn add(&mut self, key: &[u8; 32], refs: u32, size: u32, csize: u32) -> Result<ChunkEntry, HashIndexError> {
+    pub fn add(
+        &mut self,
+        key: &[u8; 32],
+        refs: u32,
+        size: u32,
+        csize: u32,
+    ) -> Result<ChunkEntry, HashIndexError> {
         if let Some(mut e) = self.get(key) {
             if e.refcount != MAX_VALUE {
                 e.refcount = (e.refcount as u64 + refs as u64).min(MAX_VALUE as u64) as u32;
@@ -821,7 +858,15 @@ mod tests {
     fn tombstone_churn_stays_bounded() {
         let mut t = ChunkIndex::new();
         for round in 0..20_000u64 {
-            t.insert(&key(round), ChunkEntry { refcount: 1, size: 2, csize: 3 }).unwrap();
+            t.insert(
+                &key(round),
+                ChunkEntry {
+                    refcount: 1,
+                    size: 2,
+                    csize: 3,
+                },
+            )
+            .unwrap();
             if round >= 500 {
                 t.remove(&key(round - 500)).unwrap();
             }
@@ -850,28 +895,55 @@ mod tests {
     #[test]
     fn rejects_malformed() {
         let good = NsIndex::new().to_bytes();
-        assert!(matches!(NsIndex::from_bytes(&good[..10]), Err(HashIndexError::ShortHeader(10))));
+        assert!(matches!(
+            NsIndex::from_bytes(&good[..10]),
+            Err(HashIndexError::ShortHeader(10))
+        ));
         let mut b = good.clone();
         b[0] = b'X';
-        assert!(matches!(NsIndex::from_bytes(&b), Err(HashIndexError::BadMagic(_))));
+        assert!(matches!(
+            NsIndex::from_bytes(&b),
+            Err(HashIndexError::BadMagic(_))
+        ));
         let mut b = good.clone();
         b[17] = 12;
-        assert!(matches!(NsIndex::from_bytes(&b), Err(HashIndexError::ValueSize { .. })));
-        assert!(matches!(ChunkIndex::from_bytes(&good), Err(HashIndexError::ValueSize { .. })));
+        assert!(matches!(
+            NsIndex::from_bytes(&b),
+            Err(HashIndexError::ValueSize { .. })
+        ));
+        assert!(matches!(
+            ChunkIndex::from_bytes(&good),
+            Err(HashIndexError::ValueSize { .. })
+        ));
         let mut b = good.clone();
         b.push(0);
-        assert!(matches!(NsIndex::from_bytes(&b), Err(HashIndexError::Length { .. })));
+        assert!(matches!(
+            NsIndex::from_bytes(&b),
+            Err(HashIndexError::Length { .. })
+        ));
         let mut b = good.clone();
         b[8] = 1;
-        assert!(matches!(NsIndex::from_bytes(&b), Err(HashIndexError::EntryCount { .. })));
+        assert!(matches!(
+            NsIndex::from_bytes(&b),
+            Err(HashIndexError::EntryCount { .. })
+        ));
         let mut b = good.clone();
         b[12..16].copy_from_slice(&0i32.to_le_bytes());
-        assert!(matches!(NsIndex::from_bytes(&b), Err(HashIndexError::NumBuckets(0))));
+        assert!(matches!(
+            NsIndex::from_bytes(&b),
+            Err(HashIndexError::NumBuckets(0))
+        ));
         let mut b = good;
         b[18 + 32..18 + 36].copy_from_slice(&0xffff_fff0u32.to_le_bytes());
-        assert!(matches!(NsIndex::from_bytes(&b), Err(HashIndexError::ReservedValue { .. })));
+        assert!(matches!(
+            NsIndex::from_bytes(&b),
+            Err(HashIndexError::ReservedValue { .. })
+        ));
         let mut t = NsIndex::new();
-        assert_eq!(t.insert(&key(1), MAX_VALUE + 1, 0), Err(HashIndexError::ValueTooLarge(MAX_VALUE + 1)));
+        assert_eq!(
+            t.insert(&key(1), MAX_VALUE + 1, 0),
+            Err(HashIndexError::ValueTooLarge(MAX_VALUE + 1))
+        );
     }
 
     #[test]
@@ -906,7 +978,15 @@ mod tests {
         t.add(&k, 2, 10, 5).unwrap();
         assert_eq!(t.incref(&k).unwrap().refcount, 3);
         assert_eq!(t.decref(&k).unwrap().refcount, 2);
-        t.insert(&k, ChunkEntry { refcount: MAX_VALUE, size: 1, csize: 1 }).unwrap();
+        t.insert(
+            &k,
+            ChunkEntry {
+                refcount: MAX_VALUE,
+                size: 1,
+                csize: 1,
+            },
+        )
+        .unwrap();
         assert_eq!(t.incref(&k).unwrap().refcount, MAX_VALUE);
         assert_eq!(t.decref(&k).unwrap().refcount, MAX_VALUE);
         assert_eq!(t.add(&k, 5, 1, 1).unwrap().refcount, MAX_VALUE);

@@ -52,7 +52,9 @@ pub enum Decoded {
 impl Hints {
     /// Encodes exactly as borg packs the dict.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(64 + self.segments.len() * 8 + self.compact.len() * 10 + self.shadow_index.len() * 40);
+        let mut b = Vec::with_capacity(
+            64 + self.segments.len() * 8 + self.compact.len() * 10 + self.shadow_index.len() * 40,
+        );
         msgpack::write_map_len(&mut b, 5);
         msgpack::write_raw(&mut b, b"version");
         msgpack::write_uint(&mut b, VERSION);
@@ -90,7 +92,8 @@ fn int(v: &Value, what: &str) -> Result<i64, HintsError> {
 
 fn segment_no(v: &Value, what: &str) -> Result<u32, HintsError> {
     let n = int(v, what)?;
-    u32::try_from(n).map_err(|_| HintsError::Malformed(format!("{what}: segment number {n} out of range")))
+    u32::try_from(n)
+        .map_err(|_| HintsError::Malformed(format!("{what}: segment number {n} out of range")))
 }
 
 fn map<'a>(v: &'a Value, what: &str) -> Result<&'a [(Value, Value)], HintsError> {
@@ -113,20 +116,24 @@ pub fn decode(data: &[u8]) -> Result<Decoded, HintsError> {
         n => return Err(HintsError::UnknownVersion(n)),
     }
     let mut h = Hints::default();
-    let segs = map_get(&v, b"segments").ok_or_else(|| HintsError::Malformed("no segments".into()))?;
+    let segs =
+        map_get(&v, b"segments").ok_or_else(|| HintsError::Malformed("no segments".into()))?;
     for (k, n) in map(segs, "segments")? {
-        h.segments.insert(segment_no(k, "segments")?, int(n, "segments")?);
+        h.segments
+            .insert(segment_no(k, "segments")?, int(n, "segments")?);
     }
-    let compact = map_get(&v, b"compact").ok_or_else(|| HintsError::Malformed("no compact".into()))?;
+    let compact =
+        map_get(&v, b"compact").ok_or_else(|| HintsError::Malformed("no compact".into()))?;
     for (k, n) in map(compact, "compact")? {
         let bytes = int(n, "compact")?;
-        let bytes = u64::try_from(bytes).map_err(|_| HintsError::Malformed(format!("compact: negative size {bytes}")))?;
+        let bytes = u64::try_from(bytes)
+            .map_err(|_| HintsError::Malformed(format!("compact: negative size {bytes}")))?;
         h.compact.insert(segment_no(k, "compact")?, bytes);
     }
     if let Some(q) = map_get(&v, b"storage_quota_use") {
         let q = int(q, "storage_quota_use")?;
-        h.storage_quota_use =
-            u64::try_from(q).map_err(|_| HintsError::Malformed(format!("storage_quota_use: negative {q}")))?;
+        h.storage_quota_use = u64::try_from(q)
+            .map_err(|_| HintsError::Malformed(format!("storage_quota_use: negative {q}")))?;
     }
     if let Some(si) = map_get(&v, b"shadow_index") {
         for (k, segs) in map(si, "shadow_index")? {
@@ -135,7 +142,11 @@ pub fn decode(data: &[u8]) -> Result<Decoded, HintsError> {
                 .ok_or_else(|| HintsError::Malformed("shadow_index: key is not 32 bytes".into()))?;
             let list = match segs {
                 Value::Array(a) => a,
-                _ => return Err(HintsError::Malformed("shadow_index: value is not a list".into())),
+                _ => {
+                    return Err(HintsError::Malformed(
+                        "shadow_index: value is not a list".into(),
+                    ))
+                }
             };
             let list = list
                 .iter()
@@ -199,7 +210,9 @@ mod tests {
         msgpack::write_int(&mut b, -1);
         msgpack::write_raw(&mut b, b"compact");
         msgpack::write_map_len(&mut b, 0);
-        let Decoded::Current(h) = decode(&b).unwrap() else { panic!() };
+        let Decoded::Current(h) = decode(&b).unwrap() else {
+            panic!()
+        };
         assert_eq!(h.segments[&7], -1);
         assert_eq!(h.storage_quota_use, 0);
         assert!(h.shadow_index.is_empty());

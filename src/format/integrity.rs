@@ -137,7 +137,10 @@ pub struct IntegrityData {
 
 impl IntegrityData {
     pub fn get(&self, part: &str) -> Option<&str> {
-        self.digests.iter().find(|(p, _)| p == part).map(|(_, d)| d.as_str())
+        self.digests
+            .iter()
+            .find(|(p, _)| p == part)
+            .map(|(_, d)| d.as_str())
     }
 
     /// JSON text as Python's `json.dumps` writes it.
@@ -177,7 +180,9 @@ impl IntegrityData {
             .ok_or_else(|| bad("no digests".into()))?;
         let mut digests = Vec::new();
         for (k, x) in d {
-            let s = x.as_str().ok_or_else(|| bad(format!("digest {k} is not a string")))?;
+            let s = x
+                .as_str()
+                .ok_or_else(|| bad(format!("digest {k} is not a string")))?;
             digests.push((k.clone(), s.to_string()));
         }
         if !digests.iter().any(|(p, _)| p == FINAL_PART) {
@@ -189,7 +194,12 @@ impl IntegrityData {
 
 /// Digests `data` (the whole file named `filename`) with parts closed at the given
 /// positions (ascending) and `final` at the end.
-pub fn digest(algorithm: Algorithm, filename: &str, data: &[u8], parts: &[(&str, usize)]) -> IntegrityData {
+pub fn digest(
+    algorithm: Algorithm,
+    filename: &str,
+    data: &[u8],
+    parts: &[(&str, usize)],
+) -> IntegrityData {
     let mut h = FileHasher::new(algorithm, filename);
     let mut digests = Vec::with_capacity(parts.len() + 1);
     let mut at = 0usize;
@@ -206,7 +216,12 @@ pub fn digest(algorithm: Algorithm, filename: &str, data: &[u8], parts: &[(&str,
 
 /// Digests of a hash index file (`index.N`, the chunks cache): `HashHeader` + `final`.
 pub fn index_digests(filename: &str, data: &[u8]) -> IntegrityData {
-    digest(Algorithm::Xxh64, filename, data, &[(HASH_HEADER_PART, HASH_HEADER_LEN)])
+    digest(
+        Algorithm::Xxh64,
+        filename,
+        data,
+        &[(HASH_HEADER_PART, HASH_HEADER_LEN)],
+    )
 }
 
 /// Digests of a plain file (`hints.N`, files cache): only `final`.
@@ -238,12 +253,25 @@ pub fn verify(
 }
 
 /// Verifies an index file (`HashHeader` + `final`).
-pub fn verify_index(filename: &str, data: &[u8], expected: &IntegrityData) -> Result<(), IntegrityError> {
-    verify(filename, data, &[(HASH_HEADER_PART, HASH_HEADER_LEN)], expected)
+pub fn verify_index(
+    filename: &str,
+    data: &[u8],
+    expected: &IntegrityData,
+) -> Result<(), IntegrityError> {
+    verify(
+        filename,
+        data,
+        &[(HASH_HEADER_PART, HASH_HEADER_LEN)],
+        expected,
+    )
 }
 
 /// Verifies a plain file (`final` only).
-pub fn verify_plain(filename: &str, data: &[u8], expected: &IntegrityData) -> Result<(), IntegrityError> {
+pub fn verify_plain(
+    filename: &str,
+    data: &[u8],
+    expected: &IntegrityData,
+) -> Result<(), IntegrityError> {
     verify(filename, data, &[], expected)
 }
 
@@ -272,7 +300,8 @@ impl IntegrityFile {
     }
 
     pub fn decode(data: &[u8]) -> Result<Self, IntegrityError> {
-        let v = msgpack::decode_one(data).map_err(|e| IntegrityError::BadIntegrityFile(e.to_string()))?;
+        let v = msgpack::decode_one(data)
+            .map_err(|e| IntegrityError::BadIntegrityFile(e.to_string()))?;
         if !matches!(v, Value::Map(_)) {
             return Err(IntegrityError::BadIntegrityFile("not a map".into()));
         }
@@ -284,11 +313,14 @@ impl IntegrityFile {
                 None => Ok(None),
                 Some(x) => {
                     let b = as_bytes(x).ok_or_else(|| {
-                        IntegrityError::BadIntegrityFile(format!("{} is not a string", String::from_utf8_lossy(key)))
+                        IntegrityError::BadIntegrityFile(format!(
+                            "{} is not a string",
+                            String::from_utf8_lossy(key)
+                        ))
                     })?;
-                    String::from_utf8(b.to_vec())
-                        .map(Some)
-                        .map_err(|_| IntegrityError::BadIntegrityFile("digest text is not UTF-8".into()))
+                    String::from_utf8(b.to_vec()).map(Some).map_err(|_| {
+                        IntegrityError::BadIntegrityFile("digest text is not UTF-8".into())
+                    })
                 }
             }
         };
@@ -320,7 +352,10 @@ mod tests {
         );
         assert_eq!(j.len(), 0x62);
         assert_eq!(IntegrityData::parse("index.5", &j).unwrap().unwrap(), d);
-        assert_eq!(IntegrityData::parse("x", r#"{"algorithm": "MD5", "digests": {}}"#).unwrap(), None);
+        assert_eq!(
+            IntegrityData::parse("x", r#"{"algorithm": "MD5", "digests": {}}"#).unwrap(),
+            None
+        );
         assert!(IntegrityData::parse("x", r#"{"algorithm": "XXH64", "digests": {}}"#).is_err());
         assert!(IntegrityData::parse("x", "{").is_err());
     }
@@ -339,12 +374,18 @@ mod tests {
         h.update(&data[18..]);
         h.update(b"         5final100");
         assert_eq!(d.get("HashHeader"), Some(hh.as_str()));
-        assert_eq!(d.get("final"), Some(format!("{:016x}", h.digest()).as_str()));
+        assert_eq!(
+            d.get("final"),
+            Some(format!("{:016x}", h.digest()).as_str())
+        );
         verify_index("index.3", &data, &d).unwrap();
         assert!(verify_index("index.4", &data, &d).is_err());
         let mut bad = data.clone();
         bad[50] = 0;
-        assert!(matches!(verify_index("index.3", &bad, &d), Err(IntegrityError::Mismatch { .. })));
+        assert!(matches!(
+            verify_index("index.3", &bad, &d),
+            Err(IntegrityError::Mismatch { .. })
+        ));
         let only_final = IntegrityData {
             algorithm: Algorithm::Xxh64,
             digests: vec![d.digests[1].clone()],

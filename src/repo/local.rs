@@ -35,7 +35,8 @@ pub use lock::host_id;
 pub use segments::{MAX_DATA_SIZE, MAX_OBJECT_SIZE};
 
 /// `REPOSITORY_README`.
-pub const README: &str = "This is a Borg Backup repository.\nSee https://borgbackup.readthedocs.io/\n";
+pub const README: &str =
+    "This is a Borg Backup repository.\nSee https://borgbackup.readthedocs.io/\n";
 /// `DEFAULT_SEGMENTS_PER_DIR`.
 pub const DEFAULT_SEGMENTS_PER_DIR: u32 = 1000;
 /// `DEFAULT_MAX_SEGMENT_SIZE` (500 MiB).
@@ -134,12 +135,18 @@ fn is_repository(path: &Path) -> bool {
 fn check_can_create(path: &Path) -> Result<()> {
     match fs::metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(RepoError::io(format!("cannot access {}", path.display()), e)),
+        Err(e) => {
+            return Err(RepoError::io(
+                format!("cannot access {}", path.display()),
+                e,
+            ))
+        }
         Ok(md) => {
             if is_repository(path) || !md.is_dir() {
                 return Err(RepoError::AlreadyExists(path.to_path_buf()));
             }
-            let mut rd = fs::read_dir(path).map_err(io_err(format!("cannot list {}", path.display())))?;
+            let mut rd =
+                fs::read_dir(path).map_err(io_err(format!("cannot list {}", path.display())))?;
             if rd.next().is_some() {
                 return Err(RepoError::AlreadyExists(path.to_path_buf()));
             }
@@ -166,7 +173,8 @@ fn save_config(repo: &Path, cfg: &Config) -> Result<()> {
     if config.is_file() {
         let _ = fs::hard_link(&config, &old);
     }
-    fsio::save_file(&config, cfg.to_text().as_bytes()).map_err(io_err(format!("cannot write {}", config.display())))?;
+    fsio::save_file(&config, cfg.to_text().as_bytes())
+        .map_err(io_err(format!("cannot write {}", config.display())))?;
     if old.is_file() {
         fsio::secure_erase(&old).map_err(io_err(format!("cannot erase {}", old.display())))?;
     }
@@ -177,11 +185,13 @@ impl LocalRepository {
     /// Creates an empty repository at `path` (README, config, data/) and opens it with
     /// the exclusive lock.
     pub fn create(path: impl AsRef<Path>, opts: CreateOptions) -> Result<Self> {
-        let path = std::path::absolute(path.as_ref()).map_err(io_err("cannot resolve the repository path"))?;
+        let path = std::path::absolute(path.as_ref())
+            .map_err(io_err("cannot resolve the repository path"))?;
         check_can_create(&path)?;
         if opts.make_parent_dirs {
             if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent).map_err(io_err(format!("cannot create {}", parent.display())))?;
+                fs::create_dir_all(parent)
+                    .map_err(io_err(format!("cannot create {}", parent.display())))?;
             }
         }
         if !path.exists() {
@@ -196,14 +206,19 @@ impl LocalRepository {
         fs::write(path.join("README"), README).map_err(io_err("cannot write README"))?;
         fs::create_dir(path.join("data")).map_err(io_err("cannot create data/"))?;
         let mut id = [0u8; 32];
-        getrandom::getrandom(&mut id).map_err(|e| RepoError::Other(format!("no randomness for the repository id: {e}")))?;
+        getrandom::getrandom(&mut id)
+            .map_err(|e| RepoError::Other(format!("no randomness for the repository id: {e}")))?;
         let mut cfg = Config::default();
         let r = "repository";
         cfg.set(r, "version", "1");
         cfg.set(r, "segments_per_dir", &DEFAULT_SEGMENTS_PER_DIR.to_string());
         cfg.set(r, "max_segment_size", &DEFAULT_MAX_SEGMENT_SIZE.to_string());
         cfg.set(r, "append_only", if opts.append_only { "1" } else { "0" });
-        cfg.set(r, "storage_quota", &opts.storage_quota.unwrap_or(0).to_string());
+        cfg.set(
+            r,
+            "storage_quota",
+            &opts.storage_quota.unwrap_or(0).to_string(),
+        );
         cfg.set(r, "additional_free_space", "0");
         cfg.set(r, "id", &hex::encode(id));
         save_config(&path, &cfg)?;
@@ -220,18 +235,30 @@ impl LocalRepository {
     /// Opens an existing repository: takes the lock, reads and validates `config`.
     /// Index and hints are loaded (and rebuilt if needed) on first use.
     pub fn open(path: impl AsRef<Path>, opts: OpenOptions) -> Result<Self> {
-        let path = std::path::absolute(path.as_ref()).map_err(io_err("cannot resolve the repository path"))?;
+        let path = std::path::absolute(path.as_ref())
+            .map_err(io_err("cannot resolve the repository path"))?;
         match fs::metadata(&path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(RepoError::DoesNotExist(path)),
-            Err(e) => return Err(RepoError::io(format!("cannot access {}", path.display()), e)),
-            Ok(md) if !md.is_dir() => return Err(RepoError::InvalidRepository(path, "not a directory".into())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(RepoError::DoesNotExist(path))
+            }
+            Err(e) => {
+                return Err(RepoError::io(
+                    format!("cannot access {}", path.display()),
+                    e,
+                ))
+            }
+            Ok(md) if !md.is_dir() => {
+                return Err(RepoError::InvalidRepository(path, "not a directory".into()))
+            }
             Ok(_) => {}
         }
         let lock = Lock::acquire(&path, opts.exclusive, Some(opts.lock_wait)).map_err(lock_err)?;
         let invalid = |msg: String| RepoError::InvalidRepository(path.clone(), msg);
         let text = match fs::read_to_string(path.join("config")) {
             Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(invalid("no config file".into())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(invalid("no config file".into()))
+            }
             Err(e) => return Err(RepoError::io("cannot read the repository config", e)),
         };
         let config = Config::parse(&text).map_err(|e| invalid(format!("config: {e}")))?;
@@ -240,28 +267,35 @@ impl LocalRepository {
         }
         let get = |k: &str| config.get("repository", k);
         let need = |k: &str| get(k).ok_or_else(|| invalid(format!("config has no {k}")));
-        let version = parse_int(need("version")?).ok_or_else(|| invalid("config version is not a number".into()))?;
+        let version = parse_int(need("version")?)
+            .ok_or_else(|| invalid("config version is not a number".into()))?;
         if version != 1 {
             return Err(invalid(format!(
                 "repository version {version} is not supported by this borg version"
             )));
         }
-        let max_segment_size =
-            parse_file_size(need("max_segment_size")?).ok_or_else(|| invalid("bad max_segment_size".into()))?;
+        let max_segment_size = parse_file_size(need("max_segment_size")?)
+            .ok_or_else(|| invalid("bad max_segment_size".into()))?;
         if max_segment_size >= segments::MAX_SEGMENT_SIZE_LIMIT {
-            return Err(invalid(format!("max_segment_size >= {}", segments::MAX_SEGMENT_SIZE_LIMIT)));
+            return Err(invalid(format!(
+                "max_segment_size >= {}",
+                segments::MAX_SEGMENT_SIZE_LIMIT
+            )));
         }
         let segments_per_dir = parse_int(need("segments_per_dir")?)
             .and_then(|n| u32::try_from(n).ok())
             .filter(|&n| n > 0)
             .ok_or_else(|| invalid("bad segments_per_dir".into()))?;
         let additional_free_space = match get("additional_free_space") {
-            Some(v) => parse_file_size(v).ok_or_else(|| invalid("bad additional_free_space".into()))?,
+            Some(v) => {
+                parse_file_size(v).ok_or_else(|| invalid("bad additional_free_space".into()))?
+            }
             None => 0,
         };
         let append_only = opts.append_only
             || match get("append_only") {
-                Some(v) => parse_bool(v).ok_or_else(|| invalid(format!("append_only: not a boolean: {v:?}")))?,
+                Some(v) => parse_bool(v)
+                    .ok_or_else(|| invalid(format!("append_only: not a boolean: {v:?}")))?,
                 None => false,
             };
         let storage_quota = match get("storage_quota") {
@@ -276,9 +310,19 @@ impl LocalRepository {
             repo: path.clone(),
             segments_per_dir,
         };
-        if let Some(&latest) = layout.list().map_err(io_err("cannot list segments"))?.last() {
-            if layout.magic(latest).map_err(io_err("cannot read a segment"))? == *segments::ATTIC_MAGIC {
-                return Err(invalid("Attic repository detected; run borg upgrade".into()));
+        if let Some(&latest) = layout
+            .list()
+            .map_err(io_err("cannot list segments"))?
+            .last()
+        {
+            if layout
+                .magic(latest)
+                .map_err(io_err("cannot read a segment"))?
+                == *segments::ATTIC_MAGIC
+            {
+                return Err(invalid(
+                    "Attic repository detected; run borg upgrade".into(),
+                ));
             }
         }
         Ok(LocalRepository {
@@ -335,7 +379,8 @@ impl LocalRepository {
             self.rollback()?;
         }
         if let Some(mut l) = self.lock.take() {
-            l.release().map_err(io_err("cannot release the repository lock"))?;
+            l.release()
+                .map_err(io_err("cannot release the repository lock"))?;
         }
         Ok(())
     }
@@ -403,7 +448,9 @@ impl LocalRepository {
     }
 
     fn segments_transaction_id(&self) -> Result<Option<u32>> {
-        self.layout.transaction_id().map_err(|e| self.seg_err(None, e))
+        self.layout
+            .transaction_id()
+            .map_err(|e| self.seg_err(None, e))
     }
 
     /// borg's `check_transaction`: replays segments when the index lags behind (or is
@@ -432,7 +479,11 @@ impl LocalRepository {
     }
 
     /// Reads `integrity.T` for `index`/`hints`. `Ok(None)`: nothing to verify against.
-    fn read_integrity(&mut self, t: u32, which: &str) -> std::result::Result<Option<IntegrityData>, String> {
+    fn read_integrity(
+        &mut self,
+        t: u32,
+        which: &str,
+    ) -> std::result::Result<Option<IntegrityData>, String> {
         let name = format!("integrity.{t}");
         let data = match fs::read(self.path.join(&name)) {
             Ok(d) => d,
@@ -441,7 +492,10 @@ impl LocalRepository {
         };
         let f = IntegrityFile::decode(&data).map_err(|e| format!("{name}: {e}"))?;
         if f.version != 2 {
-            self.warn(format!("Unknown integrity data version {} in {name}", f.version));
+            self.warn(format!(
+                "Unknown integrity data version {} in {name}",
+                f.version
+            ));
             return Ok(None);
         }
         let json = match which {
@@ -453,7 +507,9 @@ impl LocalRepository {
         match IntegrityData::parse(&file, &json).map_err(|e| e.to_string())? {
             Some(d) => Ok(Some(d)),
             None => {
-                self.warn(format!("Cannot verify integrity of {file}: unknown algorithm"));
+                self.warn(format!(
+                    "Cannot verify integrity of {file}: unknown algorithm"
+                ));
                 Ok(None)
             }
         }
@@ -485,11 +541,15 @@ impl LocalRepository {
     /// borg's `open_index` with auto-recovery: a missing/corrupt index is deleted and
     /// rebuilt from the segments.
     fn open_index(&mut self, t: Option<u32>) -> Result<NsIndex> {
-        let Some(t) = t else { return Ok(NsIndex::new()) };
+        let Some(t) = t else {
+            return Ok(NsIndex::new());
+        };
         match self.load_index_file(t) {
             Ok(ix) => Ok(ix),
             Err(e) => {
-                self.warn(format!("Repository index missing or corrupted, trying to recover from: {e}"));
+                self.warn(format!(
+                    "Repository index missing or corrupted, trying to recover from: {e}"
+                ));
                 self.remove_aux(t, &["index"])?;
                 self.check_transaction()?;
                 if let Some(s) = self.state.take() {
@@ -499,10 +559,12 @@ impl LocalRepository {
                 }
                 let t2 = self.index_transaction_id()?;
                 match t2 {
-                    Some(t2) => self.load_index_file(t2).map_err(|detail| RepoError::Integrity {
-                        path: self.path.join(format!("index.{t2}")),
-                        detail,
-                    }),
+                    Some(t2) => self
+                        .load_index_file(t2)
+                        .map_err(|detail| RepoError::Integrity {
+                            path: self.path.join(format!("index.{t2}")),
+                            detail,
+                        }),
                     None => Ok(NsIndex::new()),
                 }
             }
@@ -561,7 +623,9 @@ impl LocalRepository {
                 Ok(())
             }
             Err(e) => {
-                self.warn(format!("Repository hints file missing or corrupted, trying to recover: {e}"));
+                self.warn(format!(
+                    "Repository hints file missing or corrupted, trying to recover: {e}"
+                ));
                 self.ensure_exclusive_for_replay()?;
                 self.remove_aux(t, &["hints", "index"])?;
                 self.state = None;
@@ -590,9 +654,14 @@ impl LocalRepository {
         let t = self.state.as_ref().and_then(|s| s.transaction_id);
         self.writer = None;
         self.read_fds.clear();
-        let removed = self.layout.cleanup(t).map_err(io_err("cannot remove uncommitted segments"))?;
+        let removed = self
+            .layout
+            .cleanup(t)
+            .map_err(io_err("cannot remove uncommitted segments"))?;
         if removed > 0 {
-            self.warn(format!("Cleaned up {removed} uncommitted segment files (everything after segment {t:?})"));
+            self.warn(format!(
+                "Cleaned up {removed} uncommitted segment files (everything after segment {t:?})"
+            ));
         }
         self.next_segment = t.map_or(0, |t| t + 1);
         if let Some(h) = self.state.as_mut().and_then(|s| s.hints.as_mut()) {
@@ -667,7 +736,9 @@ impl LocalRepository {
                         *h.segments.entry(s).or_insert(0) -= 1;
                         h.shadow_index.entry(key).or_default().push(s);
                     }
-                    index.insert(&key, seg, offset).map_err(|e| RepoError::Other(e.to_string()))?;
+                    index
+                        .insert(&key, seg, offset)
+                        .map_err(|e| RepoError::Other(e.to_string()))?;
                     *h.segments.entry(seg).or_insert(0) += 1;
                     h.storage_quota_use += size as u64;
                 }
@@ -685,7 +756,10 @@ impl LocalRepository {
             }
         }
         if h.segments.get(&seg) == Some(&0) {
-            let size = self.layout.size(seg).map_err(io_err("cannot stat a segment"))?;
+            let size = self
+                .layout
+                .size(seg)
+                .map_err(io_err("cannot stat a segment"))?;
             h.compact.insert(seg, size);
         }
         Ok(())
@@ -703,19 +777,21 @@ impl LocalRepository {
                 self.read_fds.clear();
             }
             let p = self.layout.filename(seg);
-            let f = File::open(&p).map_err(io_err(format!("cannot open segment {}", p.display())))?;
+            let f =
+                File::open(&p).map_err(io_err(format!("cannot open segment {}", p.display())))?;
             self.read_fds.insert(seg, f);
         }
-        self.read_fds
-            .get(&seg)
-            .ok_or_else(|| RepoError::Other(format!("segment {seg} vanished from the handle cache")))
+        self.read_fds.get(&seg).ok_or_else(|| {
+            RepoError::Other(format!("segment {seg} vanished from the handle cache"))
+        })
     }
 
     /// Size of the PUT entry of `key` at `seg`/`off` (header only, like borg).
     fn entry_size(&mut self, seg: u32, off: u32, key: &ObjectId) -> Result<u32> {
         let f = self.segment_file(seg)?;
         let r = segments::read_put(f, seg, off, key, false);
-        r.map(|(size, _)| size).map_err(|e| self.seg_err(Some(seg), e))
+        r.map(|(size, _)| size)
+            .map_err(|e| self.seg_err(Some(seg), e))
     }
 
     /// borg's `get_write_fd`: manifest writes and full segments start a new segment.
@@ -745,14 +821,17 @@ impl LocalRepository {
         if let Some(w) = self.writer.take() {
             self.next_segment += 1;
             let seg = w.segment;
-            w.close().map_err(io_err(format!("cannot sync segment {seg}")))?;
+            w.close()
+                .map_err(io_err(format!("cannot sync segment {seg}")))?;
         }
         Ok(())
     }
 
     fn write_put(&mut self, id: &ObjectId, data: &[u8]) -> Result<(u32, u32)> {
         let w = self.write_fd(*id == MANIFEST_ID)?;
-        let off = w.put(id, data).map_err(io_err("cannot write to a segment"))?;
+        let off = w
+            .put(id, data)
+            .map_err(io_err("cannot write to a segment"))?;
         Ok((w.segment, off))
     }
 
@@ -811,10 +890,15 @@ impl LocalRepository {
     /// borg's `check_free_space`: refuse to commit when the index files and (unless
     /// append-only) compaction working space might not fit.
     fn check_free_space(&mut self) -> Result<()> {
-        let Some(st) = self.state.as_ref() else { return Ok(()) };
-        let Some(h) = st.hints.as_ref() else { return Ok(()) };
+        let Some(st) = self.state.as_ref() else {
+            return Ok(());
+        };
+        let Some(h) = st.hints.as_ref() else {
+            return Ok(());
+        };
         let index_size = (hashindex::HEADER_LEN + st.index.raw().num_buckets() * 40) as i128;
-        let mut required = index_size * 4 + (h.segments.len() * 10 + h.compact.len() * 10 + 4096) as i128;
+        let mut required =
+            index_size * 4 + (h.segments.len() * 10 + h.compact.len() * 10 + 4096) as i128;
         required += self.additional_free_space as i128;
         if !self.append_only {
             let full = (self.max_segment_size + MAX_OBJECT_SIZE as u64) as i128;
@@ -857,7 +941,8 @@ fn write_index(repo: &Path, append_only: bool, t: u32, index: &NsIndex, h: &Hint
             .create(true)
             .open(repo.join("transactions"))
             .map_err(io_err("cannot open the transactions log"))?;
-        f.write_all(line.as_bytes()).map_err(io_err("cannot write the transactions log"))?;
+        f.write_all(line.as_bytes())
+            .map_err(io_err("cannot write the transactions log"))?;
     }
     let hints_name = format!("hints.{t}");
     let index_name = format!("index.{t}");
@@ -865,19 +950,24 @@ fn write_index(repo: &Path, append_only: bool, t: u32, index: &NsIndex, h: &Hint
     let tmp = |n: &str| repo.join(format!("{n}.tmp"));
 
     let hints_bytes = h.to_bytes();
-    fsio::write_synced(&tmp(&hints_name), &hints_bytes).map_err(io_err(format!("cannot write {hints_name}")))?;
+    fsio::write_synced(&tmp(&hints_name), &hints_bytes)
+        .map_err(io_err(format!("cannot write {hints_name}")))?;
     let hints_digest = integrity::plain_digests(&hints_name, &hints_bytes);
     drop(hints_bytes);
 
     let index_bytes = index.to_bytes();
-    fsio::write_synced(&tmp(&index_name), &index_bytes).map_err(io_err(format!("cannot write {index_name}")))?;
+    fsio::write_synced(&tmp(&index_name), &index_bytes)
+        .map_err(io_err(format!("cannot write {index_name}")))?;
     let index_digest = integrity::index_digests(&index_name, &index_bytes);
     drop(index_bytes);
 
     let integ = IntegrityFile::encode(&hints_digest, &index_digest);
-    fsio::write_synced(&tmp(&integrity_name), &integ).map_err(io_err(format!("cannot write {integrity_name}")))?;
+    fsio::write_synced(&tmp(&integrity_name), &integ)
+        .map_err(io_err(format!("cannot write {integrity_name}")))?;
 
-    let rename = |n: &str| fs::rename(tmp(n), repo.join(n)).map_err(io_err(format!("cannot rename {n}.tmp")));
+    let rename = |n: &str| {
+        fs::rename(tmp(n), repo.join(n)).map_err(io_err(format!("cannot rename {n}.tmp")))
+    };
     rename(&integrity_name)?;
     fsio::sync_dir(repo).map_err(io_err("cannot sync the repository directory"))?;
     rename(&hints_name)?;
@@ -889,7 +979,10 @@ fn write_index(repo: &Path, append_only: bool, t: u32, index: &NsIndex, h: &Hint
         let e = e.map_err(io_err("cannot list the repository"))?;
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
-        if !(name.starts_with("index.") || name.starts_with("hints.") || name.starts_with("integrity.")) {
+        if !(name.starts_with("index.")
+            || name.starts_with("hints.")
+            || name.starts_with("integrity."))
+        {
             continue;
         }
         if name.ends_with(&current) {
@@ -1066,17 +1159,29 @@ impl Repository for LocalRepository {
         let bytes: [u8; 8] = hex::decode(text.trim())
             .ok()
             .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| RepoError::Other(format!("Repository has an invalid nonce file: {:?}", text.trim())))?;
+            .ok_or_else(|| {
+                RepoError::Other(format!(
+                    "Repository has an invalid nonce file: {:?}",
+                    text.trim()
+                ))
+            })?;
         Ok(Some(u64::from_be_bytes(bytes)))
     }
 
-    fn commit_nonce_reservation(&mut self, next_unreserved: u64, start_nonce: Option<u64>) -> Result<()> {
+    fn commit_nonce_reservation(
+        &mut self,
+        next_unreserved: u64,
+        start_nonce: Option<u64>,
+    ) -> Result<()> {
         self.require_exclusive("reserving nonces")?;
         if self.get_free_nonce()? != start_nonce {
             return Err(RepoError::NonceMismatch(self.path.join("nonce")));
         }
-        fsio::save_file(&self.path.join("nonce"), format!("{next_unreserved:016x}").as_bytes())
-            .map_err(io_err("cannot write the nonce file"))
+        fsio::save_file(
+            &self.path.join("nonce"),
+            format!("{next_unreserved:016x}").as_bytes(),
+        )
+        .map_err(io_err("cannot write the nonce file"))
     }
 
     fn append_only(&self) -> bool {
@@ -1119,7 +1224,10 @@ mod tests {
         assert_eq!(r.transaction_id().unwrap(), Some(1));
         r.put(&id(5), b"again").unwrap();
         r.delete(&id(6)).unwrap();
-        assert!(matches!(r.delete(&id(6)), Err(RepoError::ObjectNotFound(..))));
+        assert!(matches!(
+            r.delete(&id(6)),
+            Err(RepoError::ObjectNotFound(..))
+        ));
         r.put(&MANIFEST_ID, b"manifest 2").unwrap();
         r.commit().unwrap();
         assert_eq!(r.len().unwrap(), 100);
@@ -1158,11 +1266,18 @@ mod tests {
         r.commit_nonce_reservation(0x1000_001c, None).unwrap();
         assert_eq!(fs::read(p.join("nonce")).unwrap(), b"000000001000001c");
         assert_eq!(r.get_free_nonce().unwrap(), Some(0x1000_001c));
-        assert!(matches!(r.commit_nonce_reservation(5, None), Err(RepoError::NonceMismatch(_))));
+        assert!(matches!(
+            r.commit_nonce_reservation(5, None),
+            Err(RepoError::NonceMismatch(_))
+        ));
         let key = "a".repeat(70) + "\n" + &"b".repeat(70) + "\nccc";
         r.save_key(key.as_bytes()).unwrap();
         let cfg = fs::read_to_string(p.join("config")).unwrap();
-        assert!(cfg.ends_with(&format!("key = {}\n\t{}\n\tccc\n\n", "a".repeat(70), "b".repeat(70))));
+        assert!(cfg.ends_with(&format!(
+            "key = {}\n\t{}\n\tccc\n\n",
+            "a".repeat(70),
+            "b".repeat(70)
+        )));
         assert!(!p.join("config.old").exists());
         drop(r);
         let mut r = LocalRepository::open(&p, OpenOptions::default()).unwrap();
@@ -1182,8 +1297,14 @@ mod tests {
         )
         .unwrap();
         r.put(&id(1), &[0u8; 500]).unwrap();
-        assert!(matches!(r.put(&id(2), &[0u8; 500]), Err(RepoError::StorageQuotaExceeded { .. })));
-        assert!(matches!(r.commit(), Err(RepoError::StorageQuotaExceeded { .. })));
+        assert!(matches!(
+            r.put(&id(2), &[0u8; 500]),
+            Err(RepoError::StorageQuotaExceeded { .. })
+        ));
+        assert!(matches!(
+            r.commit(),
+            Err(RepoError::StorageQuotaExceeded { .. })
+        ));
         assert_eq!(r.len().unwrap(), 0);
     }
 }

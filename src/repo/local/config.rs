@@ -47,7 +47,10 @@ impl Config {
             if trimmed.starts_with('[') && trimmed.ends_with(']') {
                 let name = trimmed[1..trimmed.len() - 1].to_string();
                 if cfg.sections.iter().any(|(n, _)| *n == name) {
-                    return Err(format!("line {}: section {name:?} already exists", lineno + 1));
+                    return Err(format!(
+                        "line {}: section {name:?} already exists",
+                        lineno + 1
+                    ));
                 }
                 cfg.sections.push((name, Vec::new()));
                 cur = Some(cfg.sections.len() - 1);
@@ -55,7 +58,10 @@ impl Config {
                 continue;
             }
             let Some(s) = cur else {
-                return Err(format!("line {}: no section header before {trimmed:?}", lineno + 1));
+                return Err(format!(
+                    "line {}: no section header before {trimmed:?}",
+                    lineno + 1
+                ));
             };
             let pos = trimmed
                 .find(['=', ':'])
@@ -67,7 +73,10 @@ impl Config {
             let value = trimmed[pos + 1..].trim().to_string();
             let items = &mut cfg.sections[s].1;
             if items.iter().any(|(k, _)| *k == key) {
-                return Err(format!("line {}: option {key:?} already exists", lineno + 1));
+                return Err(format!(
+                    "line {}: option {key:?} already exists",
+                    lineno + 1
+                ));
             }
             items.push((key, String::new()));
             let o = items.len() - 1;
@@ -93,7 +102,11 @@ impl Config {
 
     /// Flat position of an option among all options (file order).
     fn value_slot(&self, s: usize, o: usize) -> usize {
-        self.sections[..s].iter().map(|(_, i)| i.len()).sum::<usize>() + o
+        self.sections[..s]
+            .iter()
+            .map(|(_, i)| i.len())
+            .sum::<usize>()
+            + o
     }
 
     pub fn has_section(&self, section: &str) -> bool {
@@ -148,7 +161,11 @@ impl Config {
 /// `ConfigParser.getint`: Python `int()` of the stripped value.
 pub fn parse_int(v: &str) -> Option<i64> {
     let v = v.trim().replace('_', "");
-    v.strip_prefix('+').unwrap_or(&v).parse::<i64>().ok().or_else(|| v.parse().ok())
+    v.strip_prefix('+')
+        .unwrap_or(&v)
+        .parse::<i64>()
+        .ok()
+        .or_else(|| v.parse().ok())
 }
 
 /// `ConfigParser.getboolean`.
@@ -204,7 +221,8 @@ mod tests {
 
     #[test]
     fn parser_details() {
-        let c = Config::parse("# c\n[repository]\nID: abc \n; x\nKey = a\n  b\n\n\n[other]\nx=1\n").unwrap();
+        let c = Config::parse("# c\n[repository]\nID: abc \n; x\nKey = a\n  b\n\n\n[other]\nx=1\n")
+            .unwrap();
         assert_eq!(c.get("repository", "id"), Some("abc"));
         assert_eq!(c.get("repository", "key"), Some("a\nb"));
         assert_eq!(c.get("other", "x"), Some("1"));

@@ -31,7 +31,9 @@ pub fn random_suffix(n: usize) -> String {
             *b = (seed >> ((i % 8) * 8)) as u8 ^ i as u8;
         }
     }
-    raw.iter().map(|b| CHARS[*b as usize % CHARS.len()] as char).collect()
+    raw.iter()
+        .map(|b| CHARS[*b as usize % CHARS.len()] as char)
+        .collect()
 }
 
 /// Creates `dir/<prefix><random><suffix>` exclusively (mode 0666 & umask, like borg's
@@ -39,7 +41,12 @@ pub fn random_suffix(n: usize) -> String {
 fn create_temp(dir: &Path, prefix: &str, suffix: &str) -> io::Result<(File, PathBuf)> {
     loop {
         let p = dir.join(format!("{prefix}{}{suffix}", random_suffix(8)));
-        match OpenOptions::new().write(true).create_new(true).mode(0o666).open(&p) {
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o666)
+            .open(&p)
+        {
             Ok(f) => return Ok((f, p)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
@@ -72,7 +79,11 @@ pub fn save_file(path: &Path, data: &[u8]) -> io::Result<()> {
 
 /// Writes `path` (a `.tmp` name) with `data` and fsyncs it; the caller renames.
 pub fn write_synced(path: &Path, data: &[u8]) -> io::Result<()> {
-    let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
     f.write_all(data)?;
     f.sync_all()
 }

@@ -74,7 +74,9 @@ fn fqdn() -> String {
         hints.ai_socktype = libc::SOCK_DGRAM;
         hints.ai_flags = libc::AI_CANONNAME;
         let mut res: *mut libc::addrinfo = std::ptr::null_mut();
-        if libc::getaddrinfo(cname.as_ptr(), std::ptr::null(), &hints, &mut res) != 0 || res.is_null() {
+        if libc::getaddrinfo(cname.as_ptr(), std::ptr::null(), &hints, &mut res) != 0
+            || res.is_null()
+        {
             return name;
         }
         let mut out = name;
@@ -350,10 +352,9 @@ impl Roster {
                     if let Some([h, p, t]) = e.as_array().map(|a| a.as_slice()) {
                         if let (Some(h), Some(p), Some(t)) = (h.as_str(), p.as_i64(), t.as_i64()) {
                             let entry = (h.to_string(), p, t);
-                            if (k != SHARED && k != EXCLUSIVE) || process_alive(h, p, t) {
-                                if !entries.contains(&entry) {
-                                    entries.push(entry);
-                                }
+                            let keep = (k != SHARED && k != EXCLUSIVE) || process_alive(h, p, t);
+                            if keep && !entries.contains(&entry) {
+                                entries.push(entry);
                             }
                         }
                     }
@@ -369,7 +370,10 @@ impl Roster {
         let parts: Vec<String> = data
             .iter()
             .map(|(k, entries)| {
-                let es: Vec<String> = entries.iter().map(|(h, p, t)| format!("[{}, {p}, {t}]", q(h))).collect();
+                let es: Vec<String> = entries
+                    .iter()
+                    .map(|(h, p, t)| format!("[{}, {p}, {t}]", q(h)))
+                    .collect();
                 format!("{}: [{}]", q(k), es.join(", "))
             })
             .collect();
@@ -426,7 +430,11 @@ pub struct Lock {
 impl Lock {
     /// Takes the lock of the repository at `repo` (`<repo>/lock.exclusive`,
     /// `<repo>/lock.roster`), waiting up to `timeout` (`None`: forever).
-    pub fn acquire(repo: &Path, exclusive: bool, timeout: Option<Duration>) -> Result<Lock, LockError> {
+    pub fn acquire(
+        repo: &Path,
+        exclusive: bool,
+        timeout: Option<Duration>,
+    ) -> Result<Lock, LockError> {
         let id = ProcessId::current();
         let mut lock = Lock {
             excl: ExclusiveLock::new(repo.join("lock.exclusive"), &id, timeout),
@@ -474,7 +482,10 @@ impl Lock {
             }
             let _ = self.excl.release();
             if timer.timed_out_or_sleep() {
-                let who: Vec<String> = readers.iter().map(|(h, p, t)| format!("{h}.{p}-{t:x} (shared)")).collect();
+                let who: Vec<String> = readers
+                    .iter()
+                    .map(|(h, p, t)| format!("{h}.{p}-{t:x} (shared)"))
+                    .collect();
                 return Err(LockError::Timeout(self.excl.path.clone(), who.join(", ")));
             }
         }
@@ -536,8 +547,14 @@ mod tests {
 
     #[test]
     fn lock_names() {
-        assert_eq!(parse_lock_name("vm@3281355014145.15526-0"), Some(("vm@3281355014145".into(), 15526, 0)));
-        assert_eq!(parse_lock_name("a.b.c@1.2-ff"), Some(("a.b.c@1".into(), 2, 255)));
+        assert_eq!(
+            parse_lock_name("vm@3281355014145.15526-0"),
+            Some(("vm@3281355014145".into(), 15526, 0))
+        );
+        assert_eq!(
+            parse_lock_name("a.b.c@1.2-ff"),
+            Some(("a.b.c@1".into(), 2, 255))
+        );
         assert_eq!(parse_lock_name("garbage"), None);
         let id = ProcessId {
             host: "h@1".into(),

@@ -38,7 +38,11 @@ const fn commit_entry() -> [u8; 9] {
         crc ^= body[i] as u32;
         let mut k = 0;
         while k < 8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
             k += 1;
         }
         i += 1;
@@ -88,7 +92,8 @@ impl Layout {
     }
 
     pub fn dir_of(&self, segment: u32) -> PathBuf {
-        self.data_dir().join((segment / self.segments_per_dir).to_string())
+        self.data_dir()
+            .join((segment / self.segments_per_dir).to_string())
     }
 
     pub fn filename(&self, segment: u32) -> PathBuf {
@@ -226,9 +231,14 @@ fn check_entry(
         )));
     }
     let key = if tag == TAG_PUT || tag == TAG_DELETE {
-        let k: [u8; 32] = body.get(..32).and_then(|k| k.try_into().ok()).ok_or_else(|| {
-            integrity(format!("Segment entry key short read [segment {segment}, offset {offset}]"))
-        })?;
+        let k: [u8; 32] = body
+            .get(..32)
+            .and_then(|k| k.try_into().ok())
+            .ok_or_else(|| {
+                integrity(format!(
+                    "Segment entry key short read [segment {segment}, offset {offset}]"
+                ))
+            })?;
         Some(k)
     } else {
         None
@@ -257,12 +267,18 @@ fn check_size(size: u32, min: u32, segment: u32, offset: u32) -> Result<(), SegE
 
 /// Walks all entries of a segment file in order, verifying magic, sizes, CRCs and tags:
 /// every byte is read so every CRC is checked, as borg's `iter_objects` does.
-pub fn iter_entries(path: &Path, segment: u32, mut f: impl FnMut(Entry) -> Result<(), SegError>) -> Result<(), SegError> {
+pub fn iter_entries(
+    path: &Path,
+    segment: u32,
+    mut f: impl FnMut(Entry) -> Result<(), SegError>,
+) -> Result<(), SegError> {
     let file = File::open(path)?;
     let mut r = BufReader::with_capacity(1 << 20, file);
     let mut magic = [0u8; 8];
     if read_full(&mut r, &mut magic)? != 8 || &magic != MAGIC {
-        return Err(integrity(format!("Invalid segment magic [segment {segment}, offset 0]")));
+        return Err(integrity(format!(
+            "Invalid segment magic [segment {segment}, offset 0]"
+        )));
     }
     let mut offset: u64 = 8;
     let mut body = Vec::new();
@@ -272,7 +288,8 @@ pub fn iter_entries(path: &Path, segment: u32, mut f: impl FnMut(Entry) -> Resul
         if n == 0 {
             return Ok(());
         }
-        let off32 = u32::try_from(offset).map_err(|_| integrity(format!("segment {segment} too large")))?;
+        let off32 =
+            u32::try_from(offset).map_err(|_| integrity(format!("segment {segment} too large")))?;
         if n < 9 {
             return Err(integrity(format!(
                 "Invalid segment entry header [segment {segment}, offset {offset}]: short read"
@@ -398,7 +415,10 @@ impl Writer {
             sync_dir(&layout.data_dir())?;
         }
         let path = layout.filename(segment);
-        let f = OpenOptions::new().write(true).create_new(true).open(&path)?;
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
         let mut out = BufWriter::with_capacity(WRITE_BUFFER, f);
         out.write_all(MAGIC)?;
         Ok(Writer {
