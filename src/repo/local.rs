@@ -1258,6 +1258,92 @@ mod tests {
     }
 
     #[test]
+    fn corrupt_aux_files_are_rebuilt_and_shared_readers_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("repo");
+        let mut r = LocalRepository::create(&p, CreateOptions::default()).unwrap();
+        for i in 0..50 {
+            r.put(&id(i), &[i as u8; 100]).unwrap();
+        }
+        r.commit().unwrap();
+        let t = r.transaction_id().unwrap().unwrap();
+        drop(r);
+        // A flipped bit in the index: the integrity digest catches it, replay rebuilds.
+        let ip = p.join(format!("index.{t}"));
+        let mut b = fs::read(&ip).unwrap();
+        let last = b.len() - 1;
+        b[last] ^= 1;
+        fs::write(&ip, &b).unwrap();
+        let mut r = LocalRepository::open(&p, OpenOptions::default()).unwrap();
+        assert_eq!(r.len().unwrap(), 50);
+        let w = r.take_warnings();
+        assert!(
+            w.iter().any(|m| m.contains("index missing or corrupted")),
+            "{w:?}"
+        );
+        drop(r);
+        // Missing hints: rebuilt when a write transaction starts.
+        fs::remove_file(p.join(format!("hints.{t}"))).unwrap();
+        let mut r = LocalRepository::open(&p, OpenOptions::default()).unwrap();
+        r.put(&id(100), b"x").unwrap();
+        r.commit().unwrap();
+        assert!(r
+            .take_warnings()
+            .iter()
+            .any(|m| m.contains("hints file missing")));
+        assert_eq!(r.len().unwrap(), 51);
+        drop(r);
+        // Shared lock: reads work, writes and nonces need the exclusive lock.
+        let shared = OpenOptions {
+            exclusive: false,
+            ..Default::default()
+        };
+        let mut r = LocalRepository::open(&p, shared.clone()).unwrap();
+        let mut r2 = LocalRepository::open(&p, shared).unwrap();
+        assert_eq!(r.get(&id(3)).unwrap(), [3u8; 100]);
+        assert_eq!(r2.len().unwrap(), 51);
+        assert!(matches!(
+            r.put(&id(200), b"y"),
+            Err(RepoError::LockFailed { .. })
+        ));
+        assert!(matches!(
+            r.get_free_nonce(),
+            Err(RepoError::LockFailed { .. })
+        ));
+        assert!(matches!(
+            LocalRepository::open(
+                &p,
+                OpenOptions {
+                    lock_wait: Duration::from_millis(50),
+                    ..Default::default()
+                }
+            ),
+            Err(RepoError::LockTimeout(..))
+        ));
+        drop((r, r2));
+        // Within one process the lock still excludes a second writer.
+        let quick = OpenOptions {
+            lock_wait: Duration::from_millis(50),
+            ..Default::default()
+        };
+        let a = LocalRepository::open(&p, quick.clone()).unwrap();
+        assert!(matches!(
+            LocalRepository::open(&p, quick.clone()),
+            Err(RepoError::LockTimeout(..))
+        ));
+        let shared = OpenOptions {
+            exclusive: false,
+            ..quick.clone()
+        };
+        assert!(matches!(
+            LocalRepository::open(&p, shared),
+            Err(RepoError::LockTimeout(..))
+        ));
+        drop(a);
+        LocalRepository::open(&p, quick).unwrap();
+    }
+
+    #[test]
     fn nonce_and_key() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("repo");

@@ -4,10 +4,11 @@
 //! exclusive holders. Using the same names and protocol is what makes borg and us
 //! respect each other's locks, and lets either side clean up the other's stale locks.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -199,6 +200,24 @@ impl Timer {
     }
 }
 
+/// `lock.exclusive` directories this process holds. borg's lock recognises its owner by
+/// (host, pid, thread=0), so two holders inside one process would both pass `by_me()`;
+/// this set makes them wait for each other instead.
+fn held_in_process() -> &'static Mutex<HashSet<PathBuf>> {
+    static HELD: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
+    HELD.get_or_init(|| Mutex::new(HashSet::new()))
+}
+
+fn claim_in_process(path: &Path) -> bool {
+    let mut held = held_in_process().lock().unwrap_or_else(|e| e.into_inner());
+    held.insert(path.to_path_buf())
+}
+
+fn unclaim_in_process(path: &Path) {
+    let mut held = held_in_process().lock().unwrap_or_else(|e| e.into_inner());
+    held.remove(path);
+}
+
 /// The `lock.exclusive` directory.
 struct ExclusiveLock {
     path: PathBuf,
@@ -234,6 +253,23 @@ impl ExclusiveLock {
     }
 
     fn acquire(&self) -> Result<(), LockError> {
+        let timer = Timer::new(self.timeout, None);
+        while !claim_in_process(&self.path) {
+            if timer.timed_out_or_sleep() {
+                return Err(LockError::Timeout(
+                    self.path.clone(),
+                    format!("{} (this process)", self.unique_name.display()),
+                ));
+            }
+        }
+        let r = self.acquire_dir();
+        if r.is_err() {
+            unclaim_in_process(&self.path);
+        }
+        r
+    }
+
+    fn acquire_dir(&self) -> Result<(), LockError> {
         let failed = |e: io::Error| LockError::Failed(self.path.clone(), e.to_string());
         let parent = self.path.parent().unwrap_or(Path::new("."));
         let base = self
@@ -284,6 +320,12 @@ impl ExclusiveLock {
     }
 
     fn release(&self) -> io::Result<()> {
+        let r = self.release_dir();
+        unclaim_in_process(&self.path);
+        r
+    }
+
+    fn release_dir(&self) -> io::Result<()> {
         fs::remove_file(&self.unique_name)?;
         match fs::remove_dir(&self.path) {
             Err(e)
