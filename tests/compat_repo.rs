@@ -559,6 +559,87 @@ fn append_only_and_quota() {
     }
 }
 
+/// Our `config` has borg's exact layout, and repokeys travel both ways through it.
+#[test]
+fn config_layout_and_repokey() {
+    let key_text = |n: usize| -> String {
+        let b64: String = (0..n).map(|i| (b'A' + (i % 26) as u8) as char).collect();
+        b64.as_bytes()
+            .chunks(70)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    for borg in Borg::ALL {
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = dir.path().join("theirs");
+        run_py_json(
+            borg,
+            "repo.py",
+            &["create", theirs.to_str().unwrap(), "1", "1"],
+            b"",
+        );
+        let ours = dir.path().join("ours");
+        let mut r = LocalRepository::create(&ours, CreateOptions::default()).unwrap();
+        let strip_id = |p: &Path| -> String {
+            std::fs::read_to_string(p.join("config"))
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    if l.starts_with("id = ") {
+                        "id = <id>"
+                    } else {
+                        l
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(strip_id(&ours), strip_id(&theirs), "{}", borg.name());
+        assert_eq!(
+            std::fs::read(ours.join("README")).unwrap(),
+            std::fs::read(theirs.join("README")).unwrap()
+        );
+
+        // Our key, borg reads it; borg's key, we read it; the config text is identical.
+        let k1 = key_text(545);
+        r.save_key(k1.as_bytes()).unwrap();
+        drop(r);
+        let v = run_py_json(borg, "repo.py", &["key", ours.to_str().unwrap()], b"");
+        assert_eq!(v["key"].as_str().unwrap(), k1);
+        let ours_cfg = std::fs::read_to_string(ours.join("config")).unwrap();
+        let k2 = key_text(300);
+        run_py_json(
+            borg,
+            "repo.py",
+            &["key", theirs.to_str().unwrap(), &k1],
+            b"",
+        );
+        let theirs_cfg = std::fs::read_to_string(theirs.join("config")).unwrap();
+        let without_id = |t: &str| {
+            t.lines()
+                .filter(|l| !l.starts_with("id = "))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(
+            without_id(&ours_cfg),
+            without_id(&theirs_cfg),
+            "{}",
+            borg.name()
+        );
+        run_py_json(
+            borg,
+            "repo.py",
+            &["key", theirs.to_str().unwrap(), &k2],
+            b"",
+        );
+        let mut r = open_excl(&theirs);
+        assert_eq!(r.load_key().unwrap(), k2.as_bytes());
+        assert!(!theirs.join("config.old").exists());
+    }
+}
+
 #[test]
 fn write_throughput() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,6 +7,7 @@ must read). Prints JSON on stdout; warnings borg logs are collected in "log".
   repo.py create REPO SEED N          borg creates REPO, puts a manifest-id object + N objects
   repo.py compact REPO                rewrite the manifest, commit(compact=True, threshold=0)
   repo.py hold REPO SECONDS           hold the exclusive lock (prints "locked <pid>")
+  repo.py key REPO [NEWKEY]           borg's load_key() (after save_key(NEWKEY) if given)
 """
 import hashlib
 import json
@@ -142,6 +143,11 @@ def main():
             repo.commit(compact=True, threshold=0.0)
             out["transaction_id"] = repo.get_transaction_id()
             out["len"] = len(repo)
+    elif cmd == "key":
+        with Repository(repo_path, exclusive=True) as repo:
+            if len(sys.argv) > 3:
+                repo.save_key(sys.argv[3].encode())
+            out["key"] = repo.load_key().decode()
     elif cmd == "hold":
         with Repository(repo_path, exclusive=True):
             print("locked %d" % os.getpid(), flush=True)

@@ -1215,7 +1215,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("repo");
         let mut r = LocalRepository::create(&p, CreateOptions::default()).unwrap();
-        assert!(LocalRepository::create(&p, CreateOptions::default()).is_err());
+        assert!(matches!(
+            LocalRepository::create(&p, CreateOptions::default()),
+            Err(RepoError::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            LocalRepository::create(p.join("data/inner"), CreateOptions::default()),
+            Err(RepoError::AlreadyExists(x)) if x == p
+        ));
+        fs::create_dir(dir.path().join("full")).unwrap();
+        fs::write(dir.path().join("full/f"), b"x").unwrap();
+        assert!(matches!(
+            LocalRepository::create(dir.path().join("full"), CreateOptions::default()),
+            Err(RepoError::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            LocalRepository::create(dir.path().join("a/b"), CreateOptions::default()),
+            Err(RepoError::ParentPathDoesNotExist(_))
+        ));
+        let nested = CreateOptions {
+            make_parent_dirs: true,
+            ..Default::default()
+        };
+        drop(LocalRepository::create(dir.path().join("a/b"), nested).unwrap());
+        assert!(matches!(
+            LocalRepository::open(dir.path().join("nope"), OpenOptions::default()),
+            Err(RepoError::DoesNotExist(_))
+        ));
         r.put(&MANIFEST_ID, b"manifest").unwrap();
         for i in 0..100 {
             r.put(&id(i), format!("object {i}").as_bytes()).unwrap();
