@@ -61,6 +61,7 @@ pub type Result<T> = std::result::Result<T, RepoError>;
 
 /// borg's repository operations. Writes are transactional: nothing is visible to
 /// readers before `commit`, and `rollback` (or dropping without commit) discards them.
+#[allow(clippy::len_without_is_empty)]
 pub trait Repository: Send {
     /// The repository id (config `id`).
     fn id(&self) -> ObjectId;
