@@ -5,6 +5,7 @@
 //! `format` (pure borg 1.x byte layouts, no I/O).
 
 pub mod archive;
+pub mod backup;
 pub mod format;
 pub mod repo;
 pub mod secrets;

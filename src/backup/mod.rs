@@ -1,0 +1,5 @@
+//! What to back up: Proxmox guests and ZFS datasets, the proxborg way.
+
+pub mod naming;
+pub mod pveconf;
+pub mod target;
