@@ -92,6 +92,15 @@ pub enum Source {
         spec: StdinSpec,
         reader: Box<dyn Read + Send>,
     },
+    /// A small generated file (e.g. vzdump's `etc/vzdump/pct.conf`), stored as a regular file.
+    Memory {
+        path: Vec<u8>,
+        data: Vec<u8>,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        mtime_ns: i64,
+    },
 }
 
 /// borg's `create` options that shape the archive.
@@ -802,6 +811,31 @@ pub fn create(
                     walker.walk(&root, &rp, ra, restrict, true);
                     if let Ok(m) = std::fs::symlink_metadata(&rp) {
                         walker.skip_inodes.insert((m.dev(), m.ino()));
+                    }
+                }
+                Source::Memory { path, data, mode, uid, gid, mtime_ns } => {
+                    let chunker = Chunker::new(&sh.opts.chunker, sh.seed, std::io::Cursor::new(data));
+                    match chunk_reader(chunker, &sh.store) {
+                        Ok(Ok(refs)) => {
+                            let item = Item {
+                                path,
+                                mode: libc::S_IFREG | (mode & 0o7777),
+                                uid,
+                                gid,
+                                mtime: mtime_ns,
+                                ctime: Some(mtime_ns),
+                                size: Some(refs.iter().map(|c| c.size as u64).sum()),
+                                chunks: Some(refs),
+                                hardlink_master: Some(false),
+                                ..Default::default()
+                            };
+                            walker.ready(item, 'A');
+                        }
+                        Ok(Err(e)) => walker.warnings.push(format!("generated file: {e}")),
+                        Err(e) => {
+                            stream_err = Some(e);
+                            break;
+                        }
                     }
                 }
                 Source::Stream { spec, reader } => {
