@@ -133,6 +133,10 @@ pub struct CreateOptions {
     /// Map (uid, gid) of stored items (unprivileged container id shifting).
     pub id_map: Option<Arc<dyn Fn(u32, u32) -> (u32, u32) + Send + Sync>>,
     pub workers: usize,
+    /// Set from a signal handler: stop walking and reading, commit nothing.
+    pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Last check before the commit (e.g. the exit status of a producer feeding stdin).
+    pub pre_commit: Mutex<Option<Box<dyn FnOnce() -> Result<(), String> + Send>>>,
 }
 
 /// Per-item status line (borg's `--list` letters).
@@ -477,7 +481,18 @@ impl Walker<'_> {
         }
     }
 
+    fn cancelled(&self) -> bool {
+        self.sh
+            .opts
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     fn walk(&mut self, root: &Root, fs_path: &Path, arch: Vec<u8>, restrict_dev: Option<u64>, is_root: bool) {
+        if self.cancelled() {
+            return;
+        }
         let opts = self.sh.opts.clone();
         let mpath = Self::match_path(root, fs_path, &arch);
         let mut recurse_excluded_dir = false;
@@ -738,8 +753,24 @@ pub fn check_archive_name(name: &str) -> Result<(), CreateError> {
     Ok(())
 }
 
-/// Runs one backup into a new archive `name` and commits it.
+/// Runs one backup into a new archive `name` and commits it. On any error the open
+/// transaction is rolled back, so nothing of the failed run (no orphan) is ever committed.
 pub fn create(
+    env: crate::paths::Env,
+    session: &mut Session,
+    name: &str,
+    sources: Vec<Source>,
+    opts: CreateOptions,
+    status: StatusFn,
+) -> Result<CreateResult, CreateError> {
+    let res = create_inner(env, session, name, sources, opts, status);
+    if res.is_err() {
+        let _ = session.repo.lock().expect("repository lock").rollback();
+    }
+    res
+}
+
+fn create_inner(
     env: crate::paths::Env,
     session: &mut Session,
     name: &str,
@@ -863,6 +894,10 @@ pub fn create(
         let _ = store.finish_writes();
         return Err(e.into());
     }
+    if sh.opts.cancel.as_ref().is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
+        let _ = store.finish_writes();
+        return Err(CreateError::Interrupted);
+    }
     let sink_out = match sink_out {
         Ok(o) => o,
         Err(e) => {
@@ -912,6 +947,10 @@ pub fn create(
     let raw = meta.encode_with_tam(session.key.as_ref()).map_err(|e| CreateError::Meta(e.to_string()))?;
     let archive_ref = store.store(&raw)?;
     store.finish_writes()?;
+    let pre_commit = sh.opts.pre_commit.lock().expect("pre-commit lock").take();
+    if let Some(check) = pre_commit {
+        check().map_err(|reason| CreateError::Source { path: name.into(), reason })?;
+    }
     session.manifest.archives.insert(
         name.as_bytes().to_vec(),
         ManifestArchive {
