@@ -3,3 +3,4 @@
 pub mod naming;
 pub mod pveconf;
 pub mod target;
+pub mod zfs;
