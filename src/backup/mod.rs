@@ -1,6 +1,7 @@
 //! What to back up: Proxmox guests and ZFS datasets, the proxborg way.
 
 pub mod naming;
+pub mod pve;
 pub mod pveconf;
 pub mod target;
 pub mod zfs;
