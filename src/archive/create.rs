@@ -83,6 +83,9 @@ pub struct Root {
     pub match_archive_path: bool,
     /// Store the root directory item itself (false for intermediate slashdot levels).
     pub emit_root: bool,
+    /// Archive paths inside this tree that another root provides (mount points): neither
+    /// stored nor descended here.
+    pub skip: Vec<Vec<u8>>,
 }
 
 /// A source of one archive: a tree, or a stream stored as one file.
@@ -132,6 +135,8 @@ pub struct CreateOptions {
     pub cwd: Vec<u8>,
     /// Map (uid, gid) of stored items (unprivileged container id shifting).
     pub id_map: Option<Arc<dyn Fn(u32, u32) -> (u32, u32) + Send + Sync>>,
+    /// Rewrites ACL texts to match `id_map`.
+    pub acl_map: Option<Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>>,
     pub workers: usize,
     /// Set from a signal handler: stop walking and reading, commit nothing.
     pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
@@ -251,8 +256,14 @@ fn item_from_meta(path: Vec<u8>, m: &FsMeta, opts: &CreateOptions) -> Item {
         ctime: (!opts.noctime).then_some(m.ctime_ns),
         atime: opts.atime.then_some(m.atime_ns),
         xattrs,
-        acl_access: m.acl_access.clone(),
-        acl_default: m.acl_default.clone(),
+        acl_access: m.acl_access.as_ref().map(|a| match &opts.acl_map {
+            Some(f) => f(a),
+            None => a.clone(),
+        }),
+        acl_default: m.acl_default.as_ref().map(|a| match &opts.acl_map {
+            Some(f) => f(a),
+            None => a.clone(),
+        }),
         bsdflags: m.bsdflags,
         ..Default::default()
     }
@@ -567,6 +578,9 @@ impl Walker<'_> {
                 names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
                 for n in names {
                     let child_arch = join(&arch, n.as_bytes());
+                    if root.skip.contains(&child_arch) {
+                        continue;
+                    }
                     self.walk(root, &fs_path.join(&n), child_arch, restrict_dev, false);
                 }
             }
@@ -1042,6 +1056,7 @@ pub fn root_for_path(path: &str) -> Root {
         archive_path: arch,
         match_archive_path: false,
         emit_root: true,
+        skip: Vec::new(),
     }
 }
 

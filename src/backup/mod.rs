@@ -3,5 +3,6 @@
 pub mod naming;
 pub mod pve;
 pub mod pveconf;
+pub mod run;
 pub mod target;
 pub mod zfs;

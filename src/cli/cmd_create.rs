@@ -278,6 +278,7 @@ pub fn run(common: &Common, args: CreateArgs) -> Result<Outcome> {
         username: ph.user.clone(),
         cwd,
         id_map: None,
+        acl_map: None,
         cancel: None,
         pre_commit: Mutex::new(None),
         workers: args.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
