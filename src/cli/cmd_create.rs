@@ -22,8 +22,9 @@ use proxborg::format::compress::Compression;
 use proxborg::placeholders::Placeholders;
 use proxborg::session::Session;
 
-#[derive(Args, Debug)]
-pub struct CreateArgs {
+/// Options shared by `create` and `backup`: what to store and how.
+#[derive(Args, Debug, Clone)]
+pub struct ArchiveOpts {
     /// Print statistics of the created archive
     #[arg(short = 's', long)]
     pub stats: bool,
@@ -72,9 +73,6 @@ pub struct CreateArgs {
     /// Exclude files flagged NODUMP
     #[arg(long)]
     pub exclude_nodump: bool,
-    /// Stay in the same file system
-    #[arg(short = 'x', long)]
-    pub one_file_system: bool,
     /// Only store numeric user and group ids
     #[arg(long, visible_alias = "numeric-owner")]
     pub numeric_ids: bool,
@@ -96,18 +94,33 @@ pub struct CreateArgs {
     /// Do not store birthtime (accepted for compatibility; Linux has none)
     #[arg(long)]
     pub nobirthtime: bool,
-    /// Read the contents of block/char devices and fifos instead of storing the nodes
-    #[arg(long)]
-    pub read_special: bool,
-    /// Detect sparse holes (with the fixed chunker) and do not read them
-    #[arg(long)]
-    pub sparse: bool,
     /// Files cache mode: ctime,size,inode (default), mtime,size,inode, rechunk, disabled, ...
     #[arg(long, default_value = "ctime,size,inode", value_name = "MODE")]
     pub files_cache: FilesCacheMode,
     /// How to detect files changing while being read: ctime (default), mtime, disabled
     #[arg(long, default_value = "ctime", value_parser = ["ctime", "mtime", "disabled"])]
     pub files_changed: String,
+    /// Comment stored with the archive
+    #[arg(long, default_value = "")]
+    pub comment: String,
+    /// Worker threads for reading and chunking (default: number of CPUs)
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub a: ArchiveOpts,
+    /// Stay in the same file system
+    #[arg(short = 'x', long)]
+    pub one_file_system: bool,
+    /// Read the contents of block/char devices and fifos instead of storing the nodes
+    #[arg(long)]
+    pub read_special: bool,
+    /// Detect sparse holes (with the fixed chunker) and do not read them
+    #[arg(long)]
+    pub sparse: bool,
     /// Item name for data read from stdin
     #[arg(long, default_value = "stdin")]
     pub stdin_name: String,
@@ -120,15 +133,9 @@ pub struct CreateArgs {
     /// Group name for data read from stdin
     #[arg(long, default_value = "root")]
     pub stdin_group: String,
-    /// Comment stored with the archive
-    #[arg(long, default_value = "")]
-    pub comment: String,
     /// Archive start time (yyyy-mm-ddThh:mm:ss[+hh:mm], UTC if no zone) or a reference file
     #[arg(long, value_name = "TIMESTAMP")]
     pub timestamp: Option<String>,
-    /// Worker threads for reading and chunking (default: number of CPUs)
-    #[arg(long, value_name = "N")]
-    pub workers: Option<usize>,
     /// REPOSITORY::ARCHIVE (or ::ARCHIVE with $BORG_REPO)
     pub archive: String,
     /// Paths to back up; `-` reads stdin
@@ -175,7 +182,7 @@ fn parse_timestamp(s: &str) -> Result<DateTime<Utc>> {
     Ok(DateTime::<Utc>::from(m.modified()?))
 }
 
-fn build_matcher(args: &CreateArgs) -> Result<(PatternMatcher, Vec<PathBuf>)> {
+pub fn build_matcher(args: &ArchiveOpts) -> Result<(PatternMatcher, Vec<PathBuf>)> {
     let mut m = PatternMatcher::new(true);
     let mut roots = Vec::new();
     for p in &args.pattern {
@@ -208,14 +215,14 @@ pub fn run(common: &Common, args: CreateArgs) -> Result<Outcome> {
         bail!("{}: an archive name is required (REPOSITORY::ARCHIVE)", args.archive);
     };
     create::check_archive_name(&name)?;
-    let (matcher, pattern_roots) = build_matcher(&args)?;
+    let (matcher, pattern_roots) = build_matcher(&args.a)?;
     let mut paths: Vec<PathBuf> = args.paths.clone();
     paths.extend(pattern_roots);
     if paths.is_empty() {
         bail!("no paths given to back up");
     }
     let timestamp = args.timestamp.as_deref().map(parse_timestamp).transpose()?;
-    let comment = ph.expand(&args.comment)?;
+    let comment = ph.expand(&args.a.comment)?;
     let env = super::env;
     let repo = super::open_repository(&loc.repo, true, common.lock_wait)?;
     let mut session = Session::open(&env, repo, loc.repo.clone())?;
@@ -241,51 +248,15 @@ pub fn run(common: &Common, args: CreateArgs) -> Result<Outcome> {
             sources.push(Source::Tree(create::root_for_path(&p.to_string_lossy())));
         }
     }
-    let cwd = std::env::current_dir().map(|c| c.as_os_str().as_bytes().to_vec()).unwrap_or_default();
-    let cmdline: Vec<Vec<u8>> = std::env::args_os().map(|a| a.as_bytes().to_vec()).collect();
-    let opts = CreateOptions {
-        compression: args.compression.clone(),
-        chunker: args.chunker_params.clone(),
-        meta: MetaOptions {
-            numeric_ids: args.numeric_ids,
-            noacls: args.noacls,
-            noxattrs: args.noxattrs,
-            noflags: args.noflags,
-        },
-        atime: args.atime,
-        noctime: args.noctime,
-        read_special: args.read_special,
-        sparse: args.sparse,
-        one_file_system: args.one_file_system,
-        exclude_caches: args.exclude_caches,
-        exclude_if_present: args.exclude_if_present.clone(),
-        keep_exclude_tags: args.keep_exclude_tags,
-        exclude_nodump: args.exclude_nodump,
-        files_cache: args.files_cache,
-        files_changed: match args.files_changed.as_str() {
-            "mtime" => FilesChanged::Mtime,
-            "disabled" => FilesChanged::Disabled,
-            _ => FilesChanged::Ctime,
-        },
-        files_cache_ttl: std::env::var("BORG_FILES_CACHE_TTL").ok().and_then(|v| v.parse().ok()).unwrap_or(20),
-        matcher,
-        dry_run: args.dry_run,
-        comment,
-        timestamp,
-        cache_tag: Vec::new(),
-        cmdline,
-        hostname: ph.hostname.clone(),
-        username: ph.user.clone(),
-        cwd,
-        id_map: None,
-        acl_map: None,
-        cancel: None,
-        pre_commit: Mutex::new(None),
-        workers: args.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
-    };
-    let filter = args.filter.clone();
-    let list = args.list;
-    let progress = args.progress;
+    let mut opts = build_options(&args.a, &ph, matcher, comment)?;
+    opts.read_special = args.read_special;
+    opts.sparse = args.sparse;
+    opts.one_file_system = args.one_file_system;
+    opts.timestamp = timestamp;
+    let a = &args.a;
+    let filter = a.filter.clone();
+    let list = a.list;
+    let progress = a.progress;
     let last = Mutex::new((Instant::now(), 0u64));
     let status = move |c: char, path: &str| {
         if list && filter.as_ref().is_none_or(|f| f.contains(c)) {
@@ -302,7 +273,7 @@ pub fn run(common: &Common, args: CreateArgs) -> Result<Outcome> {
         }
     };
     let res = create::create(&env, &mut session, &name, sources, opts, &status)?;
-    if args.progress {
+    if a.progress {
         eprint!("\r\x1b[K");
     }
     for w in &res.warnings {
@@ -320,7 +291,7 @@ pub fn run(common: &Common, args: CreateArgs) -> Result<Outcome> {
         tchunks += e.refcount as u64;
     }
     let duration = (res.end - res.start).num_microseconds().unwrap_or(0) as f64 / 1e6;
-    if args.json {
+    if a.json {
         let j = json!({
             "archive": {
                 "name": res.name,
@@ -345,7 +316,7 @@ pub fn run(common: &Common, args: CreateArgs) -> Result<Outcome> {
             }},
         });
         println!("{}", serde_json::to_string_pretty(&j)?);
-    } else if args.stats {
+    } else if a.stats {
         println!("{}", output::RULE);
         println!("Repository: {}", session.location.canonical());
         println!("Archive name: {}", res.name);
@@ -365,4 +336,50 @@ pub fn run(common: &Common, args: CreateArgs) -> Result<Outcome> {
         println!("{}", output::RULE);
     }
     Ok(if res.warnings.is_empty() { Outcome::Success } else { Outcome::Warning })
+}
+
+/// CreateOptions from the shared options (sources-specific fields left at defaults).
+pub fn build_options(a: &ArchiveOpts, ph: &Placeholders, matcher: PatternMatcher, comment: String) -> Result<CreateOptions> {
+    let cwd = std::env::current_dir().map(|c| c.as_os_str().as_bytes().to_vec()).unwrap_or_default();
+    let cmdline: Vec<Vec<u8>> = std::env::args_os().map(|x| x.as_bytes().to_vec()).collect();
+    Ok(CreateOptions {
+        compression: a.compression.clone(),
+        chunker: a.chunker_params.clone(),
+        meta: MetaOptions {
+            numeric_ids: a.numeric_ids,
+            noacls: a.noacls,
+            noxattrs: a.noxattrs,
+            noflags: a.noflags,
+        },
+        atime: a.atime,
+        noctime: a.noctime,
+        read_special: false,
+        sparse: false,
+        one_file_system: false,
+        exclude_caches: a.exclude_caches,
+        exclude_if_present: a.exclude_if_present.clone(),
+        keep_exclude_tags: a.keep_exclude_tags,
+        exclude_nodump: a.exclude_nodump,
+        files_cache: a.files_cache,
+        files_changed: match a.files_changed.as_str() {
+            "mtime" => FilesChanged::Mtime,
+            "disabled" => FilesChanged::Disabled,
+            _ => FilesChanged::Ctime,
+        },
+        files_cache_ttl: std::env::var("BORG_FILES_CACHE_TTL").ok().and_then(|v| v.parse().ok()).unwrap_or(20),
+        matcher,
+        dry_run: a.dry_run,
+        comment,
+        timestamp: None,
+        cache_tag: Vec::new(),
+        cmdline,
+        hostname: ph.hostname.clone(),
+        username: ph.user.clone(),
+        cwd,
+        id_map: None,
+        acl_map: None,
+        cancel: None,
+        pre_commit: Mutex::new(None),
+        workers: a.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
+    })
 }
