@@ -1,6 +1,7 @@
 //! The command line: borg-compatible commands, options, environment and exit codes
 //! (0 success, 1 warning, 2 error).
 
+mod cmd_backup;
 mod cmd_create;
 mod cmd_init;
 mod cmd_list;
@@ -67,6 +68,8 @@ pub enum Command {
     List(cmd_list::ListArgs),
     /// Show repository or archive information
     Info(cmd_list::InfoArgs),
+    /// Back up Proxmox guests and ZFS datasets (proxborg's targets and settings)
+    Backup(Box<cmd_backup::BackupArgs>),
     /// Back up this source tree into a local demo repository (what the README's first command runs)
     Demo(cmd_init::DemoArgs),
 }
@@ -111,6 +114,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Create(a) => cmd_create::run(&cli.common, *a),
         Command::List(a) => cmd_list::run_list(&cli.common, a),
         Command::Info(a) => cmd_list::run_info(&cli.common, a),
+        Command::Backup(a) => cmd_backup::run(&cli.common, *a),
         Command::Demo(a) => cmd_init::run_demo(&cli.common, a),
     };
     let rc = match res {

@@ -1,0 +1,177 @@
+//! `backup`: Proxmox guests and ZFS datasets, the proxborg way (proxborg's settings are
+//! accepted from the same environment variables, so an existing cron line keeps working).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+
+use super::cmd_create::{build_matcher, build_options, ArchiveOpts};
+use super::{output, Common, Outcome};
+use proxborg::backup::pve::Pve;
+use proxborg::backup::run::{self, Context, Result_, Settings, SnapshotMethod};
+use proxborg::backup::zfs::Zfs;
+use proxborg::placeholders::Placeholders;
+use proxborg::session::Session;
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub a: ArchiveOpts,
+    /// Repository (default: $BORG_REPO)
+    #[arg(long, env = "BORG_REPO", hide_env_values = true)]
+    pub repo: Option<String>,
+    /// Name archives after the guest / host instead of vzdump/dump/dataset
+    #[arg(long, env = "HOSTNAME_IN_ARCHIVENAME")]
+    pub hostname_in_archivename: bool,
+    /// Stop after the first target that fails
+    #[arg(long, env = "EXIT_ON_ERRORS")]
+    pub exit_on_errors: bool,
+    /// Show repository information at the end
+    #[arg(long, env = "SHOW_SUMMARY")]
+    pub show_summary: bool,
+    /// Extra vzdump options for image mode
+    #[arg(long, env = "VZDUMP_OPTS", default_value = "--quiet", allow_hyphen_values = true)]
+    pub vzdump_opts: String,
+    /// Snapshot name (default: pbn<epoch seconds>)
+    #[arg(long, env = "SNAPNAME")]
+    pub snapname: Option<String>,
+    /// Seconds to wait before deleting snapshots
+    #[arg(long, env = "SLEEP_BEFORE_DELETE", default_value_t = 0)]
+    pub sleep_before_delete: u64,
+    /// How directory mode snapshots: pct (freezes running containers) or zfs (one atomic zfs snapshot)
+    #[arg(long, default_value = "pct", value_parser = ["pct", "zfs"])]
+    pub snapshot_method: String,
+    /// Archive name template, e.g. "{prefix}{ts}" (default) or "{hostname}-{vmid}-{now}"
+    #[arg(long, value_name = "TEMPLATE")]
+    pub archive_name: Option<String>,
+    /// Lock file preventing two runs on one host
+    #[arg(long, default_value = "/run/lock/proxborg-native.lock")]
+    pub lock_file: std::path::PathBuf,
+    /// VMID | HOSTNAME | @POOL, each optionally with ":" or ":!", or /dataset/mountpoint
+    #[arg(required = true)]
+    pub targets: Vec<String>,
+}
+
+static CANCEL: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+extern "C" fn on_signal(_: libc::c_int) {
+    if let Some(c) = CANCEL.get() {
+        c.store(true, Ordering::SeqCst);
+    }
+}
+
+fn install_signal_handlers() -> Arc<AtomicBool> {
+    let flag = CANCEL.get_or_init(|| Arc::new(AtomicBool::new(false))).clone();
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let sa = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic flag (async-signal-safe).
+        unsafe {
+            let _ = sigaction(s, &sa);
+        }
+    }
+    flag
+}
+
+/// Splits an option string like a POSIX shell would (quotes, backslashes).
+fn split_words(s: &str) -> Result<Vec<String>> {
+    proxborg::secrets::shell_split(s).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+pub fn run(common: &Common, args: BackupArgs) -> Result<Outcome> {
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&args.lock_file)
+        .with_context(|| format!("lock file {}", args.lock_file.display()))?;
+    let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| anyhow::anyhow!("another proxborg-native backup is running (lock {} held: {e})", args.lock_file.display()))?;
+    let cancel = install_signal_handlers();
+    let ph = Placeholders::current();
+    let loc = super::parse_location(args.repo.as_deref())?;
+    if loc.archive.is_some() {
+        bail!("--repo takes a repository, not an archive");
+    }
+    let env = super::env;
+    let repo = super::open_repository(&loc.repo, true, common.lock_wait)?;
+    let mut session = Session::open(&env, repo, loc.repo.clone())?;
+    let settings = Settings {
+        hostname_in_archivename: args.hostname_in_archivename,
+        exit_on_errors: args.exit_on_errors,
+        vzdump_opts: split_words(&args.vzdump_opts)?,
+        snapname: args.snapname.clone().unwrap_or_else(|| format!("pbn{}", chrono::Utc::now().timestamp())),
+        sleep_before_delete: args.sleep_before_delete,
+        method: if args.snapshot_method == "zfs" { SnapshotMethod::Zfs } else { SnapshotMethod::Pct },
+        name_template: args.archive_name.clone(),
+        dry_run: args.a.dry_run,
+    };
+    let a = args.a.clone();
+    let comment = ph.expand(&a.comment)?;
+    // fail fast on bad patterns before touching any guest
+    build_matcher(&a)?;
+    let make_opts = || {
+        let (m, _) = build_matcher(&a).expect("patterns were checked");
+        build_options(&a, &ph, m, comment.clone()).expect("options were checked")
+    };
+    let list = a.list;
+    let filter = a.filter.clone();
+    let status = move |c: char, path: &str| {
+        if list && filter.as_ref().is_none_or(|f| f.contains(c)) {
+            eprintln!("{c} {path}");
+        }
+    };
+    let ctx = Context {
+        env: &env,
+        pve: Pve::from_env(),
+        zfs: Zfs::default(),
+        settings,
+        make_opts: &make_opts,
+        status: &status,
+        cancel: cancel.clone(),
+        host_hostname: ph.hostname.clone(),
+    };
+    for msg in run::sweep_stale(&ctx) {
+        eprintln!("{msg}");
+    }
+    let outcomes = run::run(&ctx, &mut session, &args.targets);
+    let mut worst = Outcome::Success;
+    let mut failed = false;
+    for o in &outcomes {
+        let what = o.archive.as_deref().unwrap_or("-");
+        match o.result {
+            Result_::Ok => eprintln!("{}: ok, archive {what} ({}, {:.1} s)", o.target, output::size(o.original_size), o.seconds),
+            Result_::Warning => {
+                worst = Outcome::Warning;
+                eprintln!("{}: WARNING, archive {what}: {}", o.target, o.message)
+            }
+            Result_::Failed => {
+                failed = true;
+                eprintln!("{}: FAILED: {}", o.target, o.message)
+            }
+        }
+    }
+    if a.json {
+        let j = serde_json::json!({
+            "repository": session.location.canonical(),
+            "snapshot": ctx.settings.snapname,
+            "targets": outcomes,
+            "result": if failed { "failed" } else if worst == Outcome::Warning { "warning" } else { "ok" },
+        });
+        println!("{}", serde_json::to_string_pretty(&j)?);
+    }
+    if args.show_summary {
+        drop(session);
+        let _ = super::cmd_list::run_info(common, super::cmd_list::InfoArgs { json: false, location: Some(loc.repo.canonical()) });
+    }
+    drop(lock);
+    if failed {
+        bail!("{} of {} target(s) failed", outcomes.iter().filter(|o| o.result == Result_::Failed).count(), outcomes.len());
+    }
+    if cancel.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+    Ok(worst)
+}
