@@ -195,3 +195,4 @@ pub fn ok(c: &mut Command) -> String {
     assert_eq!(rc, 0, "{c:?} failed (rc {rc}):\nstdout: {out}\nstderr: {err}");
     out
 }
+pub mod zfs;
