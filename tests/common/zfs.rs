@@ -101,7 +101,6 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        let _ = Command::new("zfs").args(["umount", "-a"]).status();
         for _ in 0..20 {
             let ok = Command::new("zpool").args(["destroy", "-f", &self.name]).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
             if ok {
