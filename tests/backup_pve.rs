@@ -219,7 +219,13 @@ fn proxmox_backup_modes() {
     // SIGTERM mid-run: snapshot removed, repository clean
     std::fs::write(rootfs_bigfile(&pool), prng_bytes(99, 64 << 20)).unwrap();
     let mut child = pve.cmd(&env, &repo).args(["--snapshot-method", "zfs", "101:"]).spawn().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // signal once the snapshot clones are mounted, i.e. while the tree is being read
+    for _ in 0..300 {
+        if pool.filesystems().iter().any(|f| f.contains("pbnclone")) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
     let st = child.wait().unwrap();
     assert!(!st.success());
