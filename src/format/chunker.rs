@@ -1,1 +1,607 @@
-//! (module under construction)
+//! borg's chunkers (`_chunker.c`, `chunker.pyx`) with bit-identical cut points, so content
+//! chunked here deduplicates against archives borg made with the same seed and parameters.
+//!
+//! The buzhash cut rule, stated over the whole input: a chunk starting at `s` is cut at the
+//! first `p >= s + 2^min_exp` whose window `[p, p + window)` hashes with the low `mask_bits`
+//! bits clear *and* still has at least one byte after it below `limit = min(len, s + 2^max_exp)`;
+//! without such a window the chunk ends at `limit`. When fewer than
+//! `2^min_exp + window + 1` bytes remain, they form the last chunk whole. Cuts therefore do
+//! not depend on how the input is read.
+
+mod buzhash;
+mod params;
+pub mod sparse;
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Seek, SeekFrom};
+
+pub use buzhash::{buzhash, buzhash_update};
+pub use params::{ChunkerParams, ParamsError};
+pub use sparse::{sparse_map, Range};
+
+use buzhash::Tables;
+
+/// Where a chunk's bytes came from (borg's `CH_DATA`, `CH_ALLOC`, `CH_HOLE`). borg stores
+/// zero chunks like any other; the distinction only lets callers hash zeros once and
+/// skip reading holes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Allocation {
+    /// Read, not all zero; `Chunk::data` holds the bytes.
+    Data,
+    /// Read, but all zero; `Chunk::data` is empty.
+    Alloc,
+    /// Inside a hole of a sparse file, not read; `Chunk::data` is empty.
+    Hole,
+}
+
+/// One chunk of input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    /// The bytes, empty unless `allocation` is `Data`.
+    pub data: Vec<u8>,
+    /// Length of the chunk in the input.
+    pub size: usize,
+    pub allocation: Allocation,
+}
+
+/// True when every byte is zero (borg: `zeros.startswith(data)`).
+fn is_zero(data: &[u8]) -> bool {
+    // OR-folding fixed blocks vectorises; stop at the first non-zero block.
+    let mut blocks = data.chunks_exact(256);
+    for b in blocks.by_ref() {
+        if b.iter().fold(0u8, |acc, &x| acc | x) != 0 {
+            return false;
+        }
+    }
+    blocks.remainder().iter().all(|&x| x == 0)
+}
+
+/// The buzhash cut rule for one parameter set and seed.
+#[derive(Clone)]
+struct Cutter {
+    tables: Tables,
+    min: usize,
+    max: usize,
+    mask: u32,
+    window: usize,
+}
+
+impl Cutter {
+    /// `None` unless `params` are valid buzhash parameters.
+    fn new(params: &ChunkerParams, seed: u32) -> Option<Cutter> {
+        match *params {
+            ChunkerParams::Buzhash { min_exp, max_exp, mask_bits, window } if params.validate().is_ok() => Some(Cutter {
+                tables: Tables::new(seed, window as usize),
+                min: 1 << min_exp,
+                max: 1 << max_exp,
+                mask: ((1u64 << mask_bits) - 1) as u32,
+                window: window as usize,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Fewer bytes than this left: they are the last chunk.
+    fn need(&self) -> usize {
+        self.min + self.window + 1
+    }
+
+    /// Start of scanning a chunk whose first `need()` bytes are `data[..]`.
+    fn first(&self, data: &[u8]) -> (usize, u32) {
+        (self.min, self.tables.hash(&data[self.min..self.min + self.window]))
+    }
+}
+
+/// Sizes of the consecutive chunks `params` cut `data` into (no sparse handling: the fixed
+/// chunker yields its header and then blocks). Used for in-memory streams such as the
+/// archive's items.
+///
+/// # Panics
+/// If `params` fail [`ChunkerParams::validate`] (the parser never produces such values).
+pub fn chunk_sizes(params: &ChunkerParams, seed: u32, data: &[u8]) -> Vec<usize> {
+    if let Err(e) = params.validate() {
+        panic!("chunk_sizes: {e}");
+    }
+    let mut sizes = Vec::new();
+    match *params {
+        ChunkerParams::Buzhash { .. } => {
+            let Some(c) = Cutter::new(params, seed) else { return sizes };
+            let mut start = 0;
+            while start < data.len() {
+                let rem = data.len() - start;
+                if rem < c.need() {
+                    sizes.push(rem);
+                    break;
+                }
+                let chunk = &data[start..start + rem.min(c.max)];
+                let (p, h) = c.first(chunk);
+                let cut = c.tables.scan(chunk, p, h, c.mask).unwrap_or(chunk.len());
+                sizes.push(cut);
+                start += cut;
+            }
+        }
+        ChunkerParams::Fixed { block_size, header_size } => {
+            let (block, header) = (block_size as usize, header_size as usize);
+            let mut rest = data.len();
+            let mut header_left = header.min(rest);
+            while header_left > 0 {
+                let n = header_left.min(block);
+                sizes.push(n);
+                header_left -= n;
+                rest -= n;
+            }
+            while rest > 0 {
+                let n = rest.min(block);
+                sizes.push(n);
+                rest -= n;
+            }
+        }
+    }
+    sizes
+}
+
+/// How much the buzhash chunker asks a reader for at once: large enough to keep system calls
+/// rare, small enough that the bytes read past a cut (copied into the next chunk) stay small
+/// next to the average chunk.
+fn read_block(max: usize) -> usize {
+    (max / 8).clamp(64 << 10, 1 << 20)
+}
+
+struct BuzState {
+    cutter: Cutter,
+    /// The current chunk from its first byte, plus bytes read past it; never more than `max`.
+    buf: Vec<u8>,
+    eof: bool,
+}
+
+struct FixedState {
+    block: usize,
+    header: u64,
+    /// The ranges still to do, as borg's `fmap`.
+    ranges: VecDeque<Range>,
+    /// The range in progress: bytes left and whether it is data.
+    current: Option<(u64, bool)>,
+    /// Input offset of the next byte.
+    offset: u64,
+    /// A buffer whose bytes turned out to be zero, reused for the next block.
+    spare: Vec<u8>,
+    /// Whether a chunk has been produced (a sparse map may only be set before that).
+    started: bool,
+}
+
+enum State {
+    Buzhash(BuzState),
+    Fixed(FixedState),
+    /// The parameters were invalid: report that once.
+    Invalid(ParamsError),
+    Done,
+}
+
+/// Seeks a reader; set only once the reader is known to implement `Seek`.
+type SeekFn<R> = fn(&mut R, SeekFrom) -> io::Result<u64>;
+
+/// A streaming chunker over any reader, with memory bounded by the largest chunk plus one
+/// read block. Yields `Err` once on a read error (or invalid parameters) and then ends.
+pub struct Chunker<R> {
+    reader: R,
+    state: State,
+    seek: Option<SeekFn<R>>,
+}
+
+/// borg's fixed-chunker map without sparse information: an optional header range, then data
+/// to the end.
+fn plain_map(header: u64) -> VecDeque<Range> {
+    const ALL: u64 = 1 << 62;
+    if header > 0 {
+        VecDeque::from([(0, header, true), (header, ALL, true)])
+    } else {
+        VecDeque::from([(0, ALL, true)])
+    }
+}
+
+impl<R: Read> Chunker<R> {
+    pub fn new(params: &ChunkerParams, seed: u32, reader: R) -> Self {
+        let state = match params.validate() {
+            Err(e) => State::Invalid(e),
+            Ok(()) => match *params {
+                ChunkerParams::Buzhash { .. } => match Cutter::new(params, seed) {
+                    Some(cutter) => State::Buzhash(BuzState { buf: Vec::with_capacity(cutter.max), cutter, eof: false }),
+                    None => State::Done,
+                },
+                ChunkerParams::Fixed { block_size, header_size } => State::Fixed(FixedState {
+                    block: block_size as usize,
+                    header: header_size.into(),
+                    ranges: plain_map(header_size.into()),
+                    current: None,
+                    offset: 0,
+                    spare: Vec::new(),
+                    started: false,
+                }),
+            },
+        };
+        Chunker { reader, state, seek: None }
+    }
+
+    /// Gives back the reader.
+    pub fn into_inner(self) -> R {
+        self.reader
+    }
+
+    fn next_buzhash(reader: &mut R, st: &mut BuzState) -> io::Result<Option<Chunk>> {
+        let c = &st.cutter;
+        while st.buf.len() < c.need() && !st.eof {
+            fill(reader, &mut st.buf, c.max, &mut st.eof)?;
+        }
+        if st.buf.is_empty() {
+            return Ok(None);
+        }
+        let cut = if st.buf.len() < c.need() {
+            st.buf.len()
+        } else {
+            let (mut p, mut h) = c.first(&st.buf);
+            loop {
+                match c.tables.scan(&st.buf, p, h, c.mask) {
+                    Ok(cut) => break cut,
+                    Err((q, hq)) => {
+                        if st.buf.len() == c.max || st.eof {
+                            break st.buf.len();
+                        }
+                        (p, h) = (q, hq);
+                        fill(reader, &mut st.buf, c.max, &mut st.eof)?;
+                    }
+                }
+            }
+        };
+        Ok(Some(take_chunk(&mut st.buf, cut, c.max, st.eof)))
+    }
+
+    fn next_fixed(reader: &mut R, seek: Option<SeekFn<R>>, st: &mut FixedState) -> io::Result<Option<Chunk>> {
+        loop {
+            let (left, is_data) = match st.current {
+                Some(cur) if cur.0 > 0 => cur,
+                _ => {
+                    let Some((start, len, is_data)) = st.ranges.pop_front() else { return Ok(None) };
+                    if start != st.offset {
+                        let seek = seek.ok_or_else(|| {
+                            io::Error::new(io::ErrorKind::Unsupported, "chunker: sparse map needs a seekable input")
+                        })?;
+                        seek(reader, SeekFrom::Start(start))?;
+                        st.offset = start;
+                    }
+                    st.current = Some((len, is_data));
+                    continue;
+                }
+            };
+            let wanted = left.min(st.block as u64) as usize;
+            let (got, chunk) = if is_data {
+                let mut buf = std::mem::take(&mut st.spare);
+                buf.clear();
+                buf.resize(wanted, 0);
+                let got = read_full(reader, &mut buf)?;
+                buf.truncate(got);
+                let chunk = if is_zero(&buf) {
+                    st.spare = buf;
+                    Chunk { data: Vec::new(), size: got, allocation: Allocation::Alloc }
+                } else {
+                    Chunk { data: buf, size: got, allocation: Allocation::Data }
+                };
+                (got, chunk)
+            } else {
+                let seek = seek.ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "chunker: holes need a seekable input"))?;
+                let pos = seek(reader, SeekFrom::Current(wanted as i64))?;
+                let got = pos.saturating_sub(st.offset).min(wanted as u64) as usize;
+                (got, Chunk { data: Vec::new(), size: got, allocation: Allocation::Hole })
+            };
+            st.started = true;
+            if got < wanted {
+                // Short read: the input ended (or shrank since the map was made).
+                st.ranges.clear();
+                st.current = Some((0, is_data));
+            } else {
+                st.offset += got as u64;
+                st.current = Some((left - got as u64, is_data));
+            }
+            return Ok((got > 0).then_some(chunk));
+        }
+    }
+}
+
+impl<R: Read + Seek> Chunker<R> {
+    /// Uses a data/hole map of the input (see [`sparse_map`]; ranges from offset 0) so the
+    /// fixed chunker emits `Hole` chunks for holes without reading them, like borg's
+    /// `--sparse`. Block alignment restarts at every range; the header stays one range.
+    /// Has no effect on the buzhash chunker or once chunks have been produced.
+    pub fn with_sparse_map(mut self, map: Vec<Range>) -> Self {
+        if let State::Fixed(st) = &mut self.state {
+            if !st.started {
+                // borg maps the body from the header's end on; clipping the whole-file map
+                // there gives the same ranges.
+                let header = st.header;
+                let mut ranges = VecDeque::with_capacity(map.len() + 1);
+                if header > 0 {
+                    ranges.push_back((0, header, true));
+                }
+                for (start, len, is_data) in map {
+                    let end = start.saturating_add(len);
+                    let start = start.max(header);
+                    if end > start {
+                        ranges.push_back((start, end - start, is_data));
+                    }
+                }
+                st.ranges = ranges;
+                self.seek = Some(|r: &mut R, pos| r.seek(pos));
+            }
+        }
+        self
+    }
+}
+
+impl<R: Read> Iterator for Chunker<R> {
+    type Item = io::Result<Chunk>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let r = match &mut self.state {
+            State::Done => return None,
+            State::Invalid(e) => {
+                let e = io::Error::new(io::ErrorKind::InvalidInput, e.clone());
+                self.state = State::Done;
+                return Some(Err(e));
+            }
+            State::Buzhash(st) => Self::next_buzhash(&mut self.reader, st),
+            State::Fixed(st) => Self::next_fixed(&mut self.reader, self.seek, st),
+        };
+        match r {
+            Ok(Some(c)) => Some(Ok(c)),
+            Ok(None) => {
+                self.state = State::Done;
+                None
+            }
+            Err(e) => {
+                self.state = State::Done;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Reads one block into `buf` (which stays within `max` bytes); sets `eof` at end of input.
+fn fill<R: Read>(reader: &mut R, buf: &mut Vec<u8>, max: usize, eof: &mut bool) -> io::Result<()> {
+    let old = buf.len();
+    let want = read_block(max).min(max - old);
+    if want == 0 {
+        return Ok(());
+    }
+    buf.resize(old + want, 0);
+    loop {
+        match reader.read(&mut buf[old..]) {
+            Ok(n) => {
+                buf.truncate(old + n.min(want));
+                if n == 0 {
+                    *eof = true;
+                }
+                return Ok(());
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                buf.truncate(old);
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Fills `buf` completely unless the input ends first; returns the bytes read.
+fn read_full<R: Read>(reader: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match reader.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// Splits the first `cut` bytes off `buf` as a chunk; the rest stays in `buf`. Data chunks
+/// take over the buffer itself (the bytes past the cut move to a new one), so chunk bytes are
+/// copied only when they were read past a cut.
+fn take_chunk(buf: &mut Vec<u8>, cut: usize, max: usize, eof: bool) -> Chunk {
+    if is_zero(&buf[..cut]) {
+        buf.copy_within(cut.., 0);
+        buf.truncate(buf.len() - cut);
+        return Chunk { data: Vec::new(), size: cut, allocation: Allocation::Alloc };
+    }
+    let next = if eof && cut == buf.len() {
+        Vec::new()
+    } else {
+        let mut next = Vec::with_capacity(max);
+        next.extend_from_slice(&buf[cut..]);
+        next
+    };
+    let mut data = std::mem::replace(buf, next);
+    data.truncate(cut);
+    data.shrink_to_fit();
+    Chunk { data, size: cut, allocation: Allocation::Data }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A reader that hands out at most the next of `sizes` (cycled) bytes per call.
+    struct Dribble<'a> {
+        data: &'a [u8],
+        sizes: Vec<usize>,
+        i: usize,
+    }
+
+    impl Read for Dribble<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.sizes[self.i % self.sizes.len()].min(buf.len()).min(self.data.len());
+            self.i += 1;
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    fn data(seed: u64, len: usize) -> Vec<u8> {
+        let mut s = seed | 1;
+        (0..len)
+            .map(|i| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                // Mix random stretches with zero runs and a low-entropy stretch.
+                match (i / 5000) % 5 {
+                    0 => 0,
+                    1 => (s % 3) as u8,
+                    _ => s as u8,
+                }
+            })
+            .collect()
+    }
+
+    fn streamed<R: Read>(c: Chunker<R>, input: &[u8]) -> Vec<usize> {
+        let mut off = 0;
+        c.map(|r| {
+            let ch = r.unwrap();
+            let bytes = &input[off..off + ch.size];
+            match ch.allocation {
+                Allocation::Data => {
+                    assert_eq!(ch.data, bytes);
+                    assert!(!is_zero(bytes));
+                }
+                Allocation::Alloc => {
+                    assert!(ch.data.is_empty());
+                    assert!(is_zero(bytes));
+                }
+                Allocation::Hole => panic!("hole without a sparse map"),
+            }
+            off += ch.size;
+            ch.size
+        })
+        .collect()
+    }
+
+    const SMALL: ChunkerParams = ChunkerParams::Buzhash { min_exp: 6, max_exp: 9, mask_bits: 6, window: 63 };
+
+    #[test]
+    fn sizes_obey_the_bounds() {
+        let d = data(3, 300_000);
+        for p in [SMALL, ChunkerParams::Buzhash { min_exp: 10, max_exp: 16, mask_bits: 12, window: 63 }] {
+            let sizes = chunk_sizes(&p, 42, &d);
+            assert_eq!(sizes.iter().sum::<usize>(), d.len());
+            let (min, max) = match p {
+                ChunkerParams::Buzhash { min_exp, max_exp, .. } => (1 << min_exp, 1 << max_exp),
+                _ => unreachable!(),
+            };
+            for &s in &sizes[..sizes.len() - 1] {
+                assert!((min..=max).contains(&s), "{s}");
+            }
+        }
+    }
+
+    #[test]
+    fn short_inputs_are_one_chunk() {
+        let p = SMALL; // need = 64 + 63 + 1 = 128
+        assert!(chunk_sizes(&p, 0, &[]).is_empty());
+        assert_eq!(chunk_sizes(&p, 0, &[1; 127]), vec![127]);
+        assert_eq!(streamed(Chunker::new(&p, 0, &[1u8; 127][..]), &[1; 127]), vec![127]);
+        assert_eq!(streamed(Chunker::new(&p, 0, &[][..]), &[]), Vec::<usize>::new());
+        let f = ChunkerParams::Fixed { block_size: 64, header_size: 100 };
+        assert_eq!(chunk_sizes(&f, 0, &[1; 300]), vec![64, 36, 64, 64, 64, 8]);
+        assert_eq!(chunk_sizes(&f, 0, &[1; 70]), vec![64, 6]);
+    }
+
+    #[test]
+    fn zero_runs_are_alloc() {
+        let mut d = vec![0u8; 5000];
+        d.extend(data(9, 3000).iter().map(|b| b | 1));
+        let chunks: Vec<Chunk> = Chunker::new(&SMALL, 7, &d[..]).map(Result::unwrap).collect();
+        assert!(chunks.iter().any(|c| c.allocation == Allocation::Alloc));
+        assert!(chunks.iter().any(|c| c.allocation == Allocation::Data));
+        let f = ChunkerParams::Fixed { block_size: 1000, header_size: 0 };
+        let kinds: Vec<Allocation> = Chunker::new(&f, 0, &d[..]).map(|c| c.unwrap().allocation).collect();
+        assert_eq!(kinds[..5], [Allocation::Alloc; 5]);
+        assert_eq!(kinds[5..], [Allocation::Data; 3]);
+    }
+
+    #[test]
+    fn invalid_params_report_once() {
+        let bad = ChunkerParams::Buzhash { min_exp: 10, max_exp: 10, mask_bits: 10, window: 63 };
+        let mut c = Chunker::new(&bad, 0, &b"abc"[..]);
+        assert_eq!(c.next().unwrap().unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        assert!(c.next().is_none());
+    }
+
+    #[test]
+    fn read_errors_end_the_stream() {
+        struct Failing;
+        impl Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::other("boom"))
+            }
+        }
+        let mut c = Chunker::new(&ChunkerParams::DEFAULT, 0, Failing);
+        assert!(c.next().unwrap().is_err());
+        assert!(c.next().is_none());
+    }
+
+    #[test]
+    fn sparse_map_drives_the_fixed_chunker() {
+        let mut d = vec![0u8; 10_000];
+        d[..3000].fill(1);
+        d[7000..].fill(2);
+        let f = ChunkerParams::Fixed { block_size: 2048, header_size: 1000 };
+        let map = vec![(0, 3000, true), (3000, 4000, false), (7000, 3000, true)];
+        let got: Vec<(usize, Allocation)> = Chunker::new(&f, 0, io::Cursor::new(&d))
+            .with_sparse_map(map)
+            .map(|c| c.map(|c| (c.size, c.allocation)).unwrap())
+            .collect();
+        use Allocation::*;
+        assert_eq!(
+            got,
+            vec![(1000, Data), (2000, Data), (2048, Hole), (1952, Hole), (2048, Data), (952, Data)]
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn streaming_equals_in_memory(
+            seed in any::<u32>(),
+            dseed in any::<u64>(),
+            len in 0usize..40_000,
+            sizes in prop::collection::vec(1usize..3000, 1..8),
+            which in 0usize..4,
+        ) {
+            let params = [
+                SMALL,
+                ChunkerParams::Buzhash { min_exp: 7, max_exp: 12, mask_bits: 8, window: 31 },
+                ChunkerParams::Fixed { block_size: 700, header_size: 0 },
+                ChunkerParams::Fixed { block_size: 64, header_size: 333 },
+            ][which];
+            let d = data(dseed, len);
+            let expect = chunk_sizes(&params, seed, &d);
+            let got = streamed(Chunker::new(&params, seed, Dribble { data: &d, sizes, i: 0 }), &d);
+            prop_assert_eq!(got, expect);
+        }
+    }
+
+    #[test]
+    fn streaming_equals_in_memory_large_chunks() {
+        let d = data(11, 3 << 20);
+        for params in [ChunkerParams::ITEMS, ChunkerParams::Buzhash { min_exp: 16, max_exp: 20, mask_bits: 17, window: 4095 }] {
+            let expect = chunk_sizes(&params, 5, &d);
+            for sizes in [vec![1 << 20], vec![4096, 1, 65_537], vec![777]] {
+                let got = streamed(Chunker::new(&params, 5, Dribble { data: &d, sizes, i: 0 }), &d);
+                assert_eq!(got, expect);
+            }
+        }
+    }
+}
