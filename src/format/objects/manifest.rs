@@ -30,7 +30,8 @@ pub struct Manifest {
     pub version: u32,
     /// Archives by name (raw bytes, ≤ 255 for borg 1.2).
     pub archives: BTreeMap<Vec<u8>, ManifestArchive>,
-    /// The `config` map, preserved as read (`tam_required`, `feature_flags`, ...).
+    /// The `config` map, preserved as read (`tam_required`, `feature_flags`, ...). Raw
+    /// strings decode as `Value::String` (whatever their bytes), as `rmpv` reads them.
     pub config: Value,
     /// Valid item keys: after decoding, borg's `ITEM_KEYS ∪ stored item_keys`, sorted.
     pub item_keys: Vec<Vec<u8>>,
@@ -70,7 +71,7 @@ impl Manifest {
         if let Value::Map(m) = &mut self.config {
             match m.iter_mut().find(|(k, _)| as_bytes(k) == Some(b"tam_required")) {
                 Some((_, v)) => *v = Value::Boolean(true),
-                None => m.push((Value::Binary(b"tam_required".to_vec()), Value::Boolean(true))),
+                None => m.push((Value::from("tam_required"), Value::Boolean(true))),
             }
         }
     }
