@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
-use std::fs::File;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
@@ -22,7 +21,6 @@ use super::cache::{CacheDir, CacheError, FilesCache, FilesCacheMode};
 use super::fsmeta::{self, FsMeta, MetaOptions};
 use super::itemstream::ItemStream;
 use super::patterns::PatternMatcher;
-use super::stats::Stats;
 use super::store::{ChunkStore, Entry, StoreError};
 use crate::format::chunker::{Allocation, Chunker, ChunkerParams};
 use crate::format::compress::Compression;

@@ -24,7 +24,7 @@ const QUEUE_BUDGET: usize = 256 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("encrypting chunk {}: {1}", hex::encode(.0))]
+    #[error("encrypting chunk {id}: {reason}", id = hex::encode(.0), reason = .1)]
     Seal(ObjectId, String),
     #[error("writing to the repository: {0}")]
     Write(String),

@@ -208,7 +208,7 @@ pub fn run(ctx: &Context, session: &mut Session, targets: &[String]) -> Vec<Outc
     let mut resources: Option<Result<Vec<Resource>, String>> = None;
     let mut seen_guests: HashSet<(u32, Mode)> = HashSet::new();
     let mut seen_paths: HashSet<PathBuf> = HashSet::new();
-    let mut get_resources = |res: &mut Option<Result<Vec<Resource>, String>>| -> Result<Vec<Resource>, String> {
+    let get_resources = |res: &mut Option<Result<Vec<Resource>, String>>| -> Result<Vec<Resource>, String> {
         if res.is_none() {
             *res = Some(ctx.pve.resources().map_err(|e| e.to_string()));
         }

@@ -77,7 +77,7 @@ fn install_signal_handlers() -> Arc<AtomicBool> {
 
 /// Splits an option string like a POSIX shell would (quotes, backslashes).
 fn split_words(s: &str) -> Result<Vec<String>> {
-    proxborg::secrets::shell_split(s).map_err(|e| anyhow::anyhow!("{e}"))
+    proxborg::secrets::shlex_split(s).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 pub fn run(common: &Common, args: BackupArgs) -> Result<Outcome> {
