@@ -419,6 +419,7 @@ fn keyfile_names_like_borg() {
         "/srv/ex/kfrepo/",
         "/tmp/a b/ç-repo",
         "/x/ÆØÅ_ſ²½/ⅻ/日本/e\u{301}",
+        "/x/हिन्दी/ॐ",
         "ssh://user@host.example:2222/srv/borg/repo",
         "ssh://backup@[::1]/~/repo",
         "ssh://h-1.x/./rel/repo",

@@ -277,6 +277,38 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Bytes encrypted and MACed per step of the fused loop: small enough to stay in L1/L2.
+const FUSE_BLOCK: usize = 16 * 1024;
+
+/// The running envelope MAC: HMAC-SHA256(enc_hmac_key) or unkeyed BLAKE2b-256 started
+/// with the 128-byte enc_hmac_key.
+enum EnvelopeMac {
+    HmacSha256(HmacSha256),
+    Blake2b(blake2b_simd::State),
+}
+
+impl EnvelopeMac {
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            EnvelopeMac::HmacSha256(m) => m.update(data),
+            EnvelopeMac::Blake2b(st) => {
+                st.update(data);
+            }
+        }
+    }
+
+    fn finalize(self) -> [u8; 32] {
+        match self {
+            EnvelopeMac::HmacSha256(m) => m.finalize().into_bytes().into(),
+            EnvelopeMac::Blake2b(st) => {
+                let mut out = [0u8; 32];
+                out.copy_from_slice(st.finalize().as_bytes());
+                out
+            }
+        }
+    }
+}
+
 /// Random bytes from the OS. Failure of the system RNG is unrecoverable for key creation.
 fn random_bytes<const N: usize>() -> Zeroizing<[u8; N]> {
     let mut b = Zeroizing::new([0u8; N]);
@@ -360,20 +392,24 @@ impl Key {
         }
     }
 
-    /// The envelope MAC over `IV8 ‖ ciphertext`.
-    fn mac(&self, iv_and_ct: &[u8]) -> [u8; 32] {
+    /// A fresh envelope MAC state (to be fed `IV8 ‖ ciphertext`).
+    fn mac_state(&self) -> EnvelopeMac {
+        let key = &self.material.enc_hmac_key;
         if self.mode.uses_blake2() {
-            blake2b_256(&self.material.enc_hmac_key, &[iv_and_ct])
+            let mut st = blake2b_simd::Params::new().hash_length(32).to_state();
+            st.update(key);
+            EnvelopeMac::Blake2b(st)
         } else {
-            hmac_sha256(&self.material.enc_hmac_key, &[iv_and_ct])
+            EnvelopeMac::HmacSha256(
+                HmacSha256::new_from_slice(key).expect("HMAC accepts any key length"),
+            )
         }
     }
 
-    fn apply_ctr(&self, iv: u64, buf: &mut [u8]) {
+    fn ctr(&self, iv: u64) -> Aes256Ctr {
         let mut block = [0u8; 16];
         block[8..].copy_from_slice(&iv.to_be_bytes());
-        let mut c = Aes256Ctr::new((&self.material.enc_key).into(), (&block).into());
-        c.apply_keystream(buf);
+        Aes256Ctr::new((&self.material.enc_key).into(), (&block).into())
     }
 
     /// Envelope for a compressed payload (compressor header included): type byte, and in
@@ -390,10 +426,17 @@ impl Key {
         out.push(self.mode.type_byte());
         out.extend_from_slice(&[0u8; 32]);
         out.extend_from_slice(&iv.to_be_bytes());
-        out.extend_from_slice(compressed);
-        self.apply_ctr(iv, &mut out[AES_OVERHEAD..]);
-        let mac = self.mac(&out[IV_RANGE.start..]);
-        out[MAC_RANGE].copy_from_slice(&mac);
+        let mut cipher = self.ctr(iv);
+        let mut mac = self.mac_state();
+        mac.update(&iv.to_be_bytes());
+        // Copy, encrypt and MAC block by block while the block is in cache.
+        for src in compressed.chunks(FUSE_BLOCK) {
+            let at = out.len();
+            out.extend_from_slice(src);
+            cipher.apply_keystream(&mut out[at..]);
+            mac.update(&out[at..]);
+        }
+        out[MAC_RANGE].copy_from_slice(&mac.finalize());
         out
     }
 
@@ -430,14 +473,25 @@ impl Key {
                 min: AES_OVERHEAD,
             });
         }
-        let mac = self.mac(&envelope[IV_RANGE.start..]);
-        if !ct_eq(&mac, &envelope[MAC_RANGE]) {
-            return Err(CryptoError::MacFailed { id: id() });
-        }
         let mut iv8 = [0u8; 8];
         iv8.copy_from_slice(&envelope[IV_RANGE]);
-        let mut out = envelope[AES_OVERHEAD..].to_vec();
-        self.apply_ctr(u64::from_be_bytes(iv8), &mut out);
+        let mut cipher = self.ctr(u64::from_be_bytes(iv8));
+        let mut mac = self.mac_state();
+        mac.update(&iv8);
+        // One pass: MAC the ciphertext block, then decrypt the copy. Nothing leaves before
+        // the MAC verified; on failure the decrypted bytes are wiped.
+        let ct = &envelope[AES_OVERHEAD..];
+        let mut out = Vec::with_capacity(ct.len());
+        for src in ct.chunks(FUSE_BLOCK) {
+            mac.update(src);
+            let at = out.len();
+            out.extend_from_slice(src);
+            cipher.apply_keystream(&mut out[at..]);
+        }
+        if !ct_eq(&mac.finalize(), &envelope[MAC_RANGE]) {
+            out.zeroize();
+            return Err(CryptoError::MacFailed { id: id() });
+        }
         Ok(out)
     }
 
@@ -716,6 +770,34 @@ mod tests {
         env[0] = LEGACY_PASSPHRASE_TYPE;
         assert_eq!(k.open(&env).unwrap(), fox_payload());
         assert!(vector_key(KeyMode::Keyfile).open(&env).is_err());
+    }
+
+    #[test]
+    fn fused_loop_matches_one_shot() {
+        for mode in [KeyMode::Repokey, KeyMode::KeyfileBlake2] {
+            let k = vector_key(mode);
+            for len in [
+                FUSE_BLOCK - 1,
+                FUSE_BLOCK,
+                FUSE_BLOCK + 1,
+                3 * FUSE_BLOCK + 7,
+            ] {
+                let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+                let iv = u64::MAX - 5;
+                let env = k.seal(&data, iv);
+                let key = &k.material().enc_hmac_key;
+                let mac = if mode.uses_blake2() {
+                    blake2b_256(key, &[&env[33..]])
+                } else {
+                    hmac_sha256(key, &[&env[33..]])
+                };
+                assert_eq!(&env[1..33], &mac, "{mode} {len}");
+                let mut plain = env[AES_OVERHEAD..].to_vec();
+                k.ctr(iv).apply_keystream(&mut plain);
+                assert_eq!(plain, data, "{mode} {len}");
+                assert_eq!(k.open(&env).unwrap(), data);
+            }
+        }
     }
 
     #[test]
