@@ -82,20 +82,10 @@ impl Repo {
 
     /// The keyfile base name borg picks for this repository (`Location.to_key_filename`).
     pub fn key_filename(&self) -> String {
-        fn w(s: &str) -> String {
-            s.chars()
-                .map(|c| if c.is_alphanumeric() || c == '_' { c } else { '_' })
-                .collect()
+        match self {
+            Repo::Local(p) => crate::format::keyblob::keyfile_name(None, &p.to_string_lossy()),
+            Repo::Ssh { host, path, .. } => crate::format::keyblob::keyfile_name(Some(host), path),
         }
-        let (path, host) = match self {
-            Repo::Local(p) => (p.to_string_lossy().into_owned(), None),
-            Repo::Ssh { host, path, .. } => (path.clone(), Some(host.as_str())),
-        };
-        let mut name = w(&path).trim_matches('_').to_string();
-        if let Some(h) = host {
-            name = format!("{}__{}", w(h.trim_start_matches('[').trim_end_matches(']')), name);
-        }
-        name.chars().take(100).collect()
     }
 }
 

@@ -139,13 +139,26 @@ pub fn new_keyfile_path(env: Env, location: &Repo) -> PathBuf {
 }
 
 fn decrypt_blob(blob: &str, mode: KeyMode) -> Result<Key> {
-    // borg tries the empty passphrase first only when it would prompt; with a passphrase
-    // from the environment a mismatch is final.
-    let pass = crate::secrets::passphrase_for_existing().map_err(passphrase_error)?;
-    match keyblob::decrypt_key_blob(blob, pass.as_bytes()) {
+    // borg's order: a passphrase from the environment gets one try; at a terminal the
+    // empty passphrase is tried silently, then the user is asked
+    let mut malformed = None;
+    let res = crate::secrets::unlock_existing("Enter passphrase for key: ", |p| {
+        match keyblob::decrypt_key_blob(blob, p.as_bytes()) {
+            Ok(m) => Some(m),
+            Err(keyblob::KeyBlobError::WrongPassphrase) => None,
+            Err(e) => {
+                malformed = Some(e.to_string());
+                None
+            }
+        }
+    });
+    if let Some(e) = malformed {
+        return Err(SessionError::Key(e));
+    }
+    match res {
         Ok(material) => Ok(Key::from_material(mode, material)),
-        Err(keyblob::KeyBlobError::WrongPassphrase) => Err(SessionError::WrongPassphrase),
-        Err(e) => Err(SessionError::Key(e.to_string())),
+        Err(crate::secrets::SecretError::Wrong) => Err(SessionError::WrongPassphrase),
+        Err(e) => Err(passphrase_error(e)),
     }
 }
 

@@ -93,7 +93,8 @@ fn lsattr(p: &Path) -> Option<String> {
     let out = Command::new("lsattr").arg("-d").arg(p).output().ok()?;
     out.status
         .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string())
+        // only the flags borg archives (nodump, immutable, append); ext4 sets others itself
+        .then(|| String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").chars().filter(|c| "dia".contains(*c)).collect())
 }
 
 /// Snapshot of a tree: relative path → node.
