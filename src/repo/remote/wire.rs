@@ -327,6 +327,7 @@ impl ReplyStream {
     }
 
     /// Appends bytes (for callers that read into their own buffer).
+    #[cfg(test)]
     pub fn feed(&mut self, data: &[u8]) {
         let spare = self.spare(data.len());
         spare.copy_from_slice(data);
