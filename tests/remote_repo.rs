@@ -43,7 +43,12 @@ fn options(borg: Borg, sshd: &Sshd, key: &Path) -> RemoteOptions {
 
 /// What borg's own `Repository` sees in the directory.
 fn dump(borg: Borg, path: &Path) -> serde_json::Value {
-    run_py_json(borg, "remote_repo.py", &["dump", path.to_str().unwrap()], b"")
+    run_py_json(
+        borg,
+        "remote_repo.py",
+        &["dump", path.to_str().unwrap()],
+        b"",
+    )
 }
 
 fn objects_of(d: &serde_json::Value) -> BTreeMap<String, String> {
@@ -58,7 +63,7 @@ fn objects_of(d: &serde_json::Value) -> BTreeMap<String, String> {
 /// Sizes from empty to a few MiB, mostly small like real chunks.
 fn size_of(i: u64) -> usize {
     match i % 50 {
-        0 => 1 << 20 | (i as usize * 7919) % (3 << 20),
+        0 => (1 << 20) + (i as usize * 7919) % (3 << 20),
         1 => 0,
         _ => (i as usize * 2654435761) % 24_000,
     }
@@ -78,8 +83,13 @@ fn roundtrip(borg: Borg) {
     let mut r = RemoteRepository::open(&loc, &opts).unwrap();
     let repo_id = r.id();
     assert_ne!(repo_id, [0; 32]);
-    assert_eq!(r.location(), format!("ssh://127.0.0.1:{}{}", sshd.port, path.display()));
-    assert!(r.server_version().starts_with(&[1, if borg == Borg::V12 { 2 } else { 4 }]));
+    assert_eq!(
+        r.location(),
+        format!("ssh://127.0.0.1:{}{}", sshd.port, path.display())
+    );
+    assert!(r
+        .server_version()
+        .starts_with(&[1, if borg == Borg::V12 { 2 } else { 4 }]));
     assert_eq!(r.load_key().unwrap(), b"");
     r.save_key(b"BORG_KEY 0123abcd\nline2").unwrap();
     assert_eq!(r.load_key().unwrap(), b"BORG_KEY 0123abcd\nline2");
@@ -96,7 +106,8 @@ fn roundtrip(borg: Borg) {
         Err(RepoError::NonceMismatch(_)) => {}
         other => panic!("missing start nonce accepted: {other:?}"),
     }
-    r.commit_nonce_reservation(0x1_0000_0000, Some(1000)).unwrap();
+    r.commit_nonce_reservation(0x1_0000_0000, Some(1000))
+        .unwrap();
     assert_eq!(r.get_free_nonce().unwrap(), Some(0x1_0000_0000));
 
     let t = Instant::now();
@@ -196,7 +207,8 @@ fn roundtrip(borg: Borg) {
 
     let d = dump(borg, &path);
     assert_eq!(d["check"], true, "borg check failed: {d}");
-    let expect: BTreeMap<String, String> = want.iter().map(|(k, v)| (hex::encode(k), sha(v))).collect();
+    let expect: BTreeMap<String, String> =
+        want.iter().map(|(k, v)| (hex::encode(k), sha(v))).collect();
     assert_eq!(objects_of(&d), expect);
     assert_eq!(d["key"], "BORG_KEY 0123abcd\nline2");
     assert_eq!(d["nonce"], "0000000100000000");
@@ -209,7 +221,11 @@ fn restrict_to_path(borg: Borg) {
     let allowed = env.path().join("allowed");
     std::fs::create_dir_all(&allowed).unwrap();
     std::fs::create_dir_all(env.path().join("allowedfoo")).unwrap();
-    let forced = format!("{} serve --restrict-to-path {}", borg.exe().display(), allowed.display());
+    let forced = format!(
+        "{} serve --restrict-to-path {}",
+        borg.exe().display(),
+        allowed.display()
+    );
     let key = sshd.client_key(Some(&forced));
     let mut opts = options(borg, &sshd, &key);
     opts.create = true;
@@ -225,10 +241,17 @@ fn restrict_to_path(borg: Borg) {
         match RemoteRepository::open(&location(&sshd, &outside), &opts) {
             Err(e @ RepoError::Other(_)) => {
                 let m = e.to_string();
-                assert!(m.contains("not allowed") && m.contains(&outside.to_string_lossy().to_string()), "{m}");
+                eprintln!("{}: {m}", borg.name());
+                assert!(
+                    m.contains("not allowed") && m.contains(&outside.to_string_lossy().to_string()),
+                    "{m}"
+                );
             }
             Err(e) => panic!("unexpected error: {e:?}"),
-            Ok(_) => panic!("{} was opened despite --restrict-to-path", outside.display()),
+            Ok(_) => panic!(
+                "{} was opened despite --restrict-to-path",
+                outside.display()
+            ),
         }
         assert!(!outside.exists());
     }
@@ -255,7 +278,10 @@ fn append_only(borg: Borg) {
     }
     r.commit().unwrap();
     drop(r);
-    assert!(!path.join("transactions").exists(), "init must not be append-only");
+    assert!(
+        !path.join("transactions").exists(),
+        "init must not be append-only"
+    );
 
     opts.create = false;
     let mut r = RemoteRepository::open(&loc, &opts).unwrap();
@@ -269,7 +295,10 @@ fn append_only(borg: Borg) {
     let d = dump(borg, &path);
     assert_eq!(d["check"], true);
     assert_eq!(objects_of(&d).len(), 7);
-    assert_eq!(d["transactions"], true, "append-only mode did not log the transaction");
+    assert_eq!(
+        d["transactions"], true,
+        "append-only mode did not log the transaction"
+    );
     // The deleted objects' bytes are still in the segment files.
     let needle = &prng_bytes(0, 5000)[..64];
     let mut found = false;
@@ -325,16 +354,27 @@ fn server_death(borg: Borg) {
         None => r.commit().expect_err("commit after the server died"),
     };
     let m = e.to_string();
-    assert!(m.contains("connection to ssh://") && m.contains("closed"), "{m}");
+    eprintln!("{}: after server death: {m}", borg.name());
+    assert!(
+        m.contains("connection to ssh://") && m.contains("closed"),
+        "{m}"
+    );
     // Every later call fails the same way, at once.
     assert!(r.len().unwrap_err().to_string().contains("closed"));
     drop(r);
-    assert!(t.elapsed() < Duration::from_secs(30), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t.elapsed()
+    );
 
     let d = dump(borg, &path);
     assert_eq!(d["check"], true);
     let expect: BTreeSet<String> = (0..20).map(|i| hex::encode(oid(i))).collect();
-    assert_eq!(objects_of(&d).keys().cloned().collect::<BTreeSet<_>>(), expect);
+    assert_eq!(
+        objects_of(&d).keys().cloned().collect::<BTreeSet<_>>(),
+        expect
+    );
 }
 
 fn lock_timeout(borg: Borg) {
@@ -351,6 +391,7 @@ fn lock_timeout(borg: Borg) {
     let t = Instant::now();
     match RemoteRepository::open(&loc, &opts) {
         Err(e @ RepoError::LockTimeout(..)) => {
+            eprintln!("{}: {e}", borg.name());
             assert!(e.to_string().contains("lock"), "{e}");
         }
         Err(e) => panic!("expected a lock timeout: {e:?}"),
@@ -360,6 +401,10 @@ fn lock_timeout(borg: Borg) {
     drop(first);
     // Released on close: a new open gets the lock at once.
     let mut again = RemoteRepository::open(&loc, &opts).unwrap();
+    assert_eq!(again.len().unwrap(), 0);
+    // Nothing written: commit is a no-op (the server would fail without a transaction).
+    again.commit().unwrap();
+    again.rollback().unwrap();
     assert_eq!(again.len().unwrap(), 0);
 }
 
@@ -375,7 +420,11 @@ fn broken_server(borg: Borg) {
         Err(e) => e.to_string(),
         Ok(_) => panic!("opened through a missing borg"),
     };
-    assert!(e.contains("closed") && e.contains("/nonexistent/borg") && e.contains("is borg working"), "{e}");
+    eprintln!("{}: {e}", borg.name());
+    assert!(
+        e.contains("closed") && e.contains("/nonexistent/borg") && e.contains("is borg working"),
+        "{e}"
+    );
     assert!(t.elapsed() < Duration::from_secs(20));
 }
 
@@ -390,4 +439,11 @@ macro_rules! both {
     };
 }
 
-both!(roundtrip, restrict_to_path, append_only, server_death, lock_timeout, broken_server);
+both!(
+    roundtrip,
+    restrict_to_path,
+    append_only,
+    server_death,
+    lock_timeout,
+    broken_server
+);

@@ -196,7 +196,9 @@ impl Conn {
             Ok(Incoming::Reply(r)) => Ok(Some(r)),
             Ok(Incoming::Closed(why)) => Err(self.fail(why)),
             Err(RecvTimeoutError::Timeout) => Ok(None),
-            Err(RecvTimeoutError::Disconnected) => Err(self.fail("the reply reader stopped".into())),
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(self.fail("the reply reader stopped".into()))
+            }
         }
     }
 
@@ -269,7 +271,9 @@ fn read_replies(output: &mut dyn Read, to: &Sender<Incoming>) {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    let _ = to.send(Incoming::Closed(format!("garbled reply from the server: {e}")));
+                    let _ = to.send(Incoming::Closed(format!(
+                        "garbled reply from the server: {e}"
+                    )));
                     return;
                 }
             }
@@ -321,8 +325,16 @@ impl RemoteRepository {
     /// Connects through ssh as borg does and opens (or, with `create`, initialises) the
     /// repository at `repo`.
     pub fn open(repo: &Repo, opts: &RemoteOptions) -> Result<Self> {
-        let Repo::Ssh { user, host, port, path } = repo else {
-            return Err(RepoError::Other(format!("{repo} is not a remote (ssh://) repository")));
+        let Repo::Ssh {
+            user,
+            host,
+            port,
+            path,
+        } = repo
+        else {
+            return Err(RepoError::Other(format!(
+                "{repo} is not a remote (ssh://) repository"
+            )));
         };
         let argv = ssh_argv(&SshCommand {
             rsh: opts.rsh.as_deref(),
@@ -331,17 +343,27 @@ impl RemoteRepository {
             host: repo.host().unwrap_or(host),
             port: *port,
             log_level: opts.log_level,
-            storage_quota: if opts.create { opts.storage_quota } else { None },
+            storage_quota: if opts.create {
+                opts.storage_quota
+            } else {
+                None
+            },
         })
         .map_err(RepoError::Other)?;
         let location = repo.canonical();
-        let transport = CommandTransport::spawn(argv).map_err(|e| RepoError::io(format!("connecting to {location}"), e))?;
+        let transport = CommandTransport::spawn(argv)
+            .map_err(|e| RepoError::io(format!("connecting to {location}"), e))?;
         Self::open_with(Box::new(transport), path, &location, opts)
     }
 
     /// Opens over any transport; `path` is sent to the server as is, `location` names
     /// the repository in messages.
-    pub fn open_with(transport: Box<dyn Transport>, path: &str, location: &str, opts: &RemoteOptions) -> Result<Self> {
+    pub fn open_with(
+        transport: Box<dyn Transport>,
+        path: &str,
+        location: &str,
+        opts: &RemoteOptions,
+    ) -> Result<Self> {
         let conn = Conn::start(transport, location, opts.log_level)?;
         let mut repo = RemoteRepository {
             conn,
@@ -439,7 +461,9 @@ impl RemoteRepository {
             e => e,
         };
         let mid = self.next_msgid();
-        self.conn.send(wire::encode_negotiate(mid, &CLIENT_VERSION)).map_err(hint)?;
+        self.conn
+            .send(wire::encode_negotiate(mid, &CLIENT_VERSION))
+            .map_err(hint)?;
         let outcome = self.wait_for(mid).map_err(hint)?;
         let v = outcome.map_err(|e| map_remote_error(&e, &self.location, None))?;
         if v.as_u64() == Some(2) {
@@ -505,7 +529,12 @@ impl RemoteRepository {
     }
 
     /// A synchronous call.
-    fn call(&mut self, method: &str, args: &[(&str, Arg<'_>)], object: Option<&ObjectId>) -> Result<Value> {
+    fn call(
+        &mut self,
+        method: &str,
+        args: &[(&str, Arg<'_>)],
+        object: Option<&ObjectId>,
+    ) -> Result<Value> {
         let mid = self.next_msgid();
         self.conn.send(wire::encode_request(mid, method, args))?;
         self.wait_for(mid)?
@@ -546,7 +575,9 @@ impl RemoteRepository {
 
     /// Queues a write, first waiting for replies while the pipeline is full.
     fn send_write(&mut self, method: &str, args: &[(&str, Arg<'_>)], bytes: usize) -> Result<()> {
-        while !self.writes.is_empty() && (self.writes.len() >= MAX_INFLIGHT || self.write_bytes + bytes > WRITE_BUDGET) {
+        while !self.writes.is_empty()
+            && (self.writes.len() >= MAX_INFLIGHT || self.write_bytes + bytes > WRITE_BUDGET)
+        {
             let r = self.conn.recv()?;
             self.absorb(r)?;
         }
@@ -616,7 +647,11 @@ impl Repository for RemoteRepository {
                 data.len()
             )));
         }
-        self.send_write("put", &[("id", Arg::Bytes(id)), ("data", Arg::Bytes(data))], data.len() + 64)?;
+        self.send_write(
+            "put",
+            &[("id", Arg::Bytes(id)), ("data", Arg::Bytes(data))],
+            data.len() + 64,
+        )?;
         if let Some(k) = &mut self.known {
             k.insert(*id);
         }
@@ -633,8 +668,13 @@ impl Repository for RemoteRepository {
         Ok(())
     }
 
+    /// Without writes since the last commit there is nothing to commit, and the server
+    /// (which has no transaction then) would fail: that case is a no-op.
     fn commit(&mut self) -> Result<()> {
         self.drain()?;
+        if !self.in_txn {
+            return Ok(());
+        }
         if let Some(why) = &self.doomed {
             return Err(RepoError::Other(format!(
                 "not committing to {}: an earlier write failed ({why}); roll back first",
@@ -674,7 +714,9 @@ impl Repository for RemoteRepository {
             ],
             None,
         )?;
-        let ids = v.as_array().map(|a| a.iter().map(object_id).collect::<Option<Vec<_>>>());
+        let ids = v
+            .as_array()
+            .map(|a| a.iter().map(object_id).collect::<Option<Vec<_>>>());
         match ids {
             Some(Some(ids)) => Ok(ids),
             _ => Err(self.protocol_error("list did not return a list of 32-byte ids")),
@@ -684,20 +726,23 @@ impl Repository for RemoteRepository {
     fn len(&mut self) -> Result<u64> {
         self.pending_error()?;
         let v = self.call("__len__", &[], None)?;
-        v.as_u64().ok_or_else(|| self.protocol_error("__len__ did not return a count"))
+        v.as_u64()
+            .ok_or_else(|| self.protocol_error("__len__ did not return a count"))
     }
 
     fn load_key(&mut self) -> Result<Vec<u8>> {
         self.pending_error()?;
         match self.call("load_key", &[], None)? {
             Value::Nil => Ok(Vec::new()),
-            v => value_bytes(v).ok_or_else(|| self.protocol_error("load_key returned a non-bytes value")),
+            v => value_bytes(v)
+                .ok_or_else(|| self.protocol_error("load_key returned a non-bytes value")),
         }
     }
 
     fn save_key(&mut self, keydata: &[u8]) -> Result<()> {
         self.pending_error()?;
-        self.call("save_key", &[("keydata", Arg::Bytes(keydata))], None).map(|_| ())
+        self.call("save_key", &[("keydata", Arg::Bytes(keydata))], None)
+            .map(|_| ())
     }
 
     fn get_free_nonce(&mut self) -> Result<Option<u64>> {
@@ -711,7 +756,11 @@ impl Repository for RemoteRepository {
         }
     }
 
-    fn commit_nonce_reservation(&mut self, next_unreserved: u64, start_nonce: Option<u64>) -> Result<()> {
+    fn commit_nonce_reservation(
+        &mut self,
+        next_unreserved: u64,
+        start_nonce: Option<u64>,
+    ) -> Result<()> {
         self.pending_error()?;
         self.call(
             "commit_nonce_reservation",
@@ -738,7 +787,11 @@ impl Drop for RemoteRepository {
         if self.in_txn && self.conn.broken.is_none() {
             let deadline = Instant::now() + ROLLBACK_WAIT;
             let mid = self.next_msgid();
-            if self.conn.send(wire::encode_request(mid, "rollback", &[])).is_ok() {
+            if self
+                .conn
+                .send(wire::encode_request(mid, "rollback", &[]))
+                .is_ok()
+            {
                 while let Ok(Some(r)) = self.conn.recv_until(deadline) {
                     if r.msgid == mid {
                         break;

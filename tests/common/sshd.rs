@@ -112,7 +112,11 @@ impl Sshd {
         keygen(&key);
         let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
         let line = match forced {
-            Some(cmd) => format!("command=\"{}\",restrict {}", cmd.replace('"', "\\\""), public.trim()),
+            Some(cmd) => format!(
+                "command=\"{}\",restrict {}",
+                cmd.replace('"', "\\\""),
+                public.trim()
+            ),
             None => public.trim().to_string(),
         };
         let mut f = std::fs::OpenOptions::new()
@@ -156,7 +160,11 @@ impl Sshd {
             let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
                 continue;
             };
-            if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse::<i32>().ok()) {
+            if let Some(ppid) = rest
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<i32>().ok())
+            {
                 parent_of.push((pid, ppid));
             }
         }
@@ -169,7 +177,12 @@ impl Sshd {
         }
         let mut n = 0;
         for &pid in &victims[1..] {
-            if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).is_ok() {
+            if nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .is_ok()
+            {
                 n += 1;
             }
         }

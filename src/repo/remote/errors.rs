@@ -14,8 +14,12 @@ pub fn map_remote_error(e: &RemoteError, location: &str, object: Option<&ObjectI
         "DoesNotExist" => RepoError::DoesNotExist(loc()),
         "AlreadyExists" => RepoError::AlreadyExists(loc()),
         "ParentPathDoesNotExist" => RepoError::ParentPathDoesNotExist(PathBuf::from(arg(0))),
-        "InvalidRepository" => RepoError::InvalidRepository(loc(), "not a valid repository, check its config".into()),
-        "InvalidRepositoryConfig" => RepoError::InvalidRepository(loc(), format!("invalid config: {}", arg(1))),
+        "InvalidRepository" => {
+            RepoError::InvalidRepository(loc(), "not a valid repository, check its config".into())
+        }
+        "InvalidRepositoryConfig" => {
+            RepoError::InvalidRepository(loc(), format!("invalid config: {}", arg(1)))
+        }
         "AtticRepository" => RepoError::InvalidRepository(
             loc(),
             "this is an Attic repository; run \"borg upgrade\" on it first".into(),
@@ -38,11 +42,13 @@ pub fn map_remote_error(e: &RemoteError, location: &str, object: Option<&ObjectI
             RepoError::ObjectNotFound(id, loc())
         }
         "PathNotAllowed" => RepoError::Other(format!(
-            "repository path not allowed: the server at {location} refuses {} \
-             (restricted by borg serve --restrict-to-path/--restrict-to-repository)",
+            "repository path {} is not allowed by the server \
+             (borg serve --restrict-to-path/--restrict-to-repository)",
             arg(0)
         )),
-        "PathAlreadyExists" => RepoError::Other(format!("there is already something at {}", arg(0))),
+        "PathAlreadyExists" => {
+            RepoError::Other(format!("there is already something at {}", arg(0)))
+        }
         "PathPermissionDenied" => RepoError::Other(format!("permission denied to {}", arg(0))),
         "InvalidRPCMethod" => RepoError::Other(format!(
             "the borg server at {location} is too old: it does not support {}",
@@ -57,7 +63,10 @@ pub fn map_remote_error(e: &RemoteError, location: &str, object: Option<&ObjectI
             path: PathBuf::from(arg(0)),
             reason: format!("the lock was lost ({})", e.class),
         },
-        "StorageQuotaExceeded" => match (e.arg(0).and_then(|s| parse_size(&s)), e.arg(1).and_then(|s| parse_size(&s))) {
+        "StorageQuotaExceeded" => match (
+            e.arg(0).and_then(|s| parse_size(&s)),
+            e.arg(1).and_then(|s| parse_size(&s)),
+        ) {
             (Some(quota), Some(used)) => RepoError::StorageQuotaExceeded { quota, used },
             _ => RepoError::Other(e.short.clone()),
         },
@@ -68,9 +77,13 @@ pub fn map_remote_error(e: &RemoteError, location: &str, object: Option<&ObjectI
             arg(1)
         )),
         // `commit_nonce_reservation` raises a bare Exception when the compare fails.
-        "Exception" if e.short.contains("nonce space reservation") => RepoError::NonceMismatch(loc()),
+        "Exception" if e.short.contains("nonce space reservation") => {
+            RepoError::NonceMismatch(loc())
+        }
         // `destroy` / `check(repair=True)` refuse with ValueError in append-only mode.
-        "ValueError" if e.short.contains("append-only") => RepoError::AppendOnly(loc(), e.short.clone()),
+        "ValueError" if e.short.contains("append-only") => {
+            RepoError::AppendOnly(loc(), e.short.clone())
+        }
         "Error" | "ErrorWithTraceback" => RepoError::Other(format!("{location}: {}", arg(0))),
         _ => RepoError::Other(format!("{location}: remote {}: {}", e.class, e.short)),
     }
@@ -105,6 +118,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
 mod tests {
     use super::*;
     use crate::format::msgpack::raw;
+    use std::path::Path;
 
     fn err(class: &str, args: &[&str], short: &str) -> RemoteError {
         RemoteError {
@@ -118,7 +132,11 @@ mod tests {
     fn known_classes_map_to_variants() {
         let loc = "ssh://h/r";
         let id = [0x11u8; 32];
-        match map_remote_error(&err("ObjectNotFound", &[&hex::encode(id), "/r"], ""), loc, None) {
+        match map_remote_error(
+            &err("ObjectNotFound", &[&hex::encode(id), "/r"], ""),
+            loc,
+            None,
+        ) {
             RepoError::ObjectNotFound(got, p) => {
                 assert_eq!(got, id);
                 assert_eq!(p, PathBuf::from(loc));
@@ -130,38 +148,71 @@ mod tests {
             map_remote_error(&err("ObjectNotFound", &["zz"], ""), loc, Some(&other)),
             RepoError::ObjectNotFound(x, _) if x == other
         ));
-        assert!(matches!(map_remote_error(&err("DoesNotExist", &["/r"], ""), loc, None), RepoError::DoesNotExist(_)));
-        assert!(matches!(map_remote_error(&err("AlreadyExists", &["/r"], ""), loc, None), RepoError::AlreadyExists(_)));
+        assert!(matches!(
+            map_remote_error(&err("DoesNotExist", &["/r"], ""), loc, None),
+            RepoError::DoesNotExist(_)
+        ));
+        assert!(matches!(
+            map_remote_error(&err("AlreadyExists", &["/r"], ""), loc, None),
+            RepoError::AlreadyExists(_)
+        ));
         assert!(matches!(
             map_remote_error(&err("LockTimeout", &["/r/lock.exclusive"], ""), loc, None),
-            RepoError::LockTimeout(p, _) if p == PathBuf::from("/r/lock.exclusive")
+            RepoError::LockTimeout(p, _) if p == Path::new("/r/lock.exclusive")
         ));
         assert!(matches!(
             map_remote_error(&err("LockFailed", &["/r/lock", "EACCES"], ""), loc, None),
             RepoError::LockFailed { reason, .. } if reason == "EACCES"
         ));
-        let m = map_remote_error(&err("PathNotAllowed", &["/elsewhere"], ""), loc, None).to_string();
+        let m =
+            map_remote_error(&err("PathNotAllowed", &["/elsewhere"], ""), loc, None).to_string();
         assert!(m.contains("not allowed") && m.contains("/elsewhere"), "{m}");
         let m = map_remote_error(&err("InvalidRPCMethod", &["scan"], ""), loc, None).to_string();
         assert!(m.contains("too old") && m.contains("scan"), "{m}");
         assert!(matches!(
-            map_remote_error(&err("StorageQuotaExceeded", &["1.00 MB", "1.05 MB"], ""), loc, None),
-            RepoError::StorageQuotaExceeded { quota: 1_000_000, used: 1_050_000 }
+            map_remote_error(
+                &err("StorageQuotaExceeded", &["1.00 MB", "1.05 MB"], ""),
+                loc,
+                None
+            ),
+            RepoError::StorageQuotaExceeded {
+                quota: 1_000_000,
+                used: 1_050_000
+            }
         ));
         assert!(matches!(
             map_remote_error(
-                &err("Exception", &["nonce space reservation with mismatched previous state"], "Exception: nonce space reservation with mismatched previous state"),
+                &err(
+                    "Exception",
+                    &["nonce space reservation with mismatched previous state"],
+                    "Exception: nonce space reservation with mismatched previous state"
+                ),
                 loc,
                 None
             ),
             RepoError::NonceMismatch(_)
         ));
         assert!(matches!(
-            map_remote_error(&err("ValueError", &[], "ValueError: /r is in append-only mode"), loc, None),
+            map_remote_error(
+                &err("ValueError", &[], "ValueError: /r is in append-only mode"),
+                loc,
+                None
+            ),
             RepoError::AppendOnly(..)
         ));
-        assert!(matches!(map_remote_error(&err("IntegrityError", &["bad crc"], ""), loc, None), RepoError::Integrity { detail, .. } if detail == "bad crc"));
-        let m = map_remote_error(&err("ZeroDivisionError", &[], "ZeroDivisionError: integer division"), loc, None).to_string();
+        assert!(
+            matches!(map_remote_error(&err("IntegrityError", &["bad crc"], ""), loc, None), RepoError::Integrity { detail, .. } if detail == "bad crc")
+        );
+        let m = map_remote_error(
+            &err(
+                "ZeroDivisionError",
+                &[],
+                "ZeroDivisionError: integer division",
+            ),
+            loc,
+            None,
+        )
+        .to_string();
         assert!(m.contains("ZeroDivisionError: integer division"), "{m}");
     }
 

@@ -63,8 +63,14 @@ pub fn parse_line(line: &str) -> RemoteLine {
         if let Ok(serde_json::Value::Object(m)) = serde_json::from_str::<serde_json::Value>(line) {
             return match m.get("type").and_then(|t| t.as_str()) {
                 Some("log_message") => RemoteLine::Log {
-                    level: LogLevel::from_name(m.get("levelname").and_then(|l| l.as_str()).unwrap_or("")),
-                    message: m.get("message").and_then(|x| x.as_str()).unwrap_or("").to_string(),
+                    level: LogLevel::from_name(
+                        m.get("levelname").and_then(|l| l.as_str()).unwrap_or(""),
+                    ),
+                    message: m
+                        .get("message")
+                        .and_then(|x| x.as_str())
+                        .unwrap_or("")
+                        .to_string(),
                 },
                 _ => RemoteLine::Ignored,
             };
@@ -77,7 +83,11 @@ pub fn parse_line(line: &str) -> RemoteLine {
             // `$LOG <level> <logger> Remote: <msg>`
             None => msg.split_once(' ').map(|(_, m)| m).unwrap_or(msg),
         };
-        let msg = msg.trim_start().strip_prefix("Remote:").unwrap_or(msg).trim();
+        let msg = msg
+            .trim_start()
+            .strip_prefix("Remote:")
+            .unwrap_or(msg)
+            .trim();
         return RemoteLine::Log {
             level: LogLevel::from_name(level),
             message: msg.to_string(),
@@ -186,9 +196,18 @@ mod tests {
                 message: "Permission denied".into()
             }
         );
-        assert_eq!(parse_line(r#"{"type": "progress_percent", "finished": false}"#), RemoteLine::Ignored);
+        assert_eq!(
+            parse_line(r#"{"type": "progress_percent", "finished": false}"#),
+            RemoteLine::Ignored
+        );
         let l = r#"{"type": "log_message", "message": "x", "levelname": "WEIRD"}"#;
-        assert!(matches!(parse_line(l), RemoteLine::Log { level: LogLevel::Critical, .. }));
+        assert!(matches!(
+            parse_line(l),
+            RemoteLine::Log {
+                level: LogLevel::Critical,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -211,16 +230,23 @@ mod tests {
             parse_line("bash: borg: command not found\n"),
             RemoteLine::Plain("bash: borg: command not found".into())
         );
-        assert_eq!(parse_line("{not json"), RemoteLine::Plain("{not json".into()));
+        assert_eq!(
+            parse_line("{not json"),
+            RemoteLine::Plain("{not json".into())
+        );
     }
 
     #[test]
     fn pump_keeps_a_tail_and_ends() {
         let log = Arc::new(StderrLog::default());
-        let input = b"{\"type\": \"log_message\", \"message\": \"dbg\", \"levelname\": \"DEBUG\"}\n\
+        let input =
+            b"{\"type\": \"log_message\", \"message\": \"dbg\", \"levelname\": \"DEBUG\"}\n\
 {\"type\": \"log_message\", \"message\": \"warn\", \"levelname\": \"WARNING\"}\nssh: broken\n";
         pump(&input[..], LogLevel::Critical, log.clone());
-        assert_eq!(log.tail(Duration::from_secs(1)), vec!["warn".to_string(), "ssh: broken".to_string()]);
+        assert_eq!(
+            log.tail(Duration::from_secs(1)),
+            vec!["warn".to_string(), "ssh: broken".to_string()]
+        );
         assert!(LogLevel::Debug < LogLevel::Warning);
         assert_eq!(LogLevel::Info.serve_option(), Some("--info"));
     }

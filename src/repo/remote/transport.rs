@@ -59,7 +59,9 @@ impl CommandTransport {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|e| io::Error::new(e.kind(), format!("cannot run {prog}: {e}")))?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot run {prog}: {e}")))?;
         Ok(CommandTransport {
             child,
             argv,
@@ -74,7 +76,11 @@ impl Transport for CommandTransport {
         Ok(TransportIo {
             input: Box::new(self.child.stdin.take().ok_or_else(missing)?),
             output: Box::new(self.child.stdout.take().ok_or_else(missing)?),
-            errors: self.child.stderr.take().map(|e| Box::new(e) as Box<dyn Read + Send>),
+            errors: self
+                .child
+                .stderr
+                .take()
+                .map(|e| Box::new(e) as Box<dyn Read + Send>),
         })
     }
 
@@ -86,11 +92,17 @@ impl Transport for CommandTransport {
         loop {
             match self.child.try_wait() {
                 Ok(Some(status)) => {
-                    let name = self.argv.first().map(String::as_str).unwrap_or("connection");
+                    let name = self
+                        .argv
+                        .first()
+                        .map(String::as_str)
+                        .unwrap_or("connection");
                     self.exited = Some(format!("{name} {status}"));
                     return self.exited.clone();
                 }
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
                 Ok(None) => return None,
                 Err(e) => {
                     self.exited = Some(format!("cannot wait for the connection process: {e}"));
@@ -249,7 +261,10 @@ mod tests {
         let w = |s: &str| shlex_split(s).unwrap();
         assert_eq!(w("ssh"), ["ssh"]);
         assert_eq!(w("  ssh   -i  key "), ["ssh", "-i", "key"]);
-        assert_eq!(w(r#"ssh -o "ProxyCommand=nc %h 22" -i 'my key'"#), ["ssh", "-o", "ProxyCommand=nc %h 22", "-i", "my key"]);
+        assert_eq!(
+            w(r#"ssh -o "ProxyCommand=nc %h 22" -i 'my key'"#),
+            ["ssh", "-o", "ProxyCommand=nc %h 22", "-i", "my key"]
+        );
         assert_eq!(w(r#"a\ b "x\"y\z" ''"#), ["a b", "x\"y\\z", ""]);
         assert_eq!(w(r#"pre'mid'"post""#), ["premidpost"]);
         assert_eq!(w(""), Vec::<String>::new());
@@ -310,7 +325,10 @@ mod tests {
         let mut out = Vec::new();
         io.output.read_to_end(&mut out).unwrap();
         assert_eq!(out, b"ping");
-        assert!(t.wait_exit(Duration::from_secs(5)).unwrap().contains("exit status: 0"));
+        assert!(t
+            .wait_exit(Duration::from_secs(5))
+            .unwrap()
+            .contains("exit status: 0"));
         assert!(t.take_io().is_err());
         assert!(CommandTransport::spawn(vec!["/nonexistent/prog".into()]).is_err());
     }

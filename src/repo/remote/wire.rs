@@ -414,7 +414,11 @@ mod tests {
     #[test]
     fn requests_never_use_bin_and_floats_are_f64() {
         let data = vec![7u8; 70_000];
-        let got = encode_request(9, "put", &[("id", Arg::Bytes(&[1; 32])), ("data", Arg::Bytes(&data))]);
+        let got = encode_request(
+            9,
+            "put",
+            &[("id", Arg::Bytes(&[1; 32])), ("data", Arg::Bytes(&data))],
+        );
         let v = mp::decode_one(&got).unwrap();
         let a = mp::map_get(&v, b"a").unwrap();
         assert_eq!(bytes(mp::map_get(a, b"data").unwrap()).len(), 70_000);
@@ -423,7 +427,12 @@ mod tests {
         assert!(matches!(mp::map_get(a, b"id").unwrap(), Value::String(_)));
         let f = encode_request(1, "open", &[("lock_wait", Arg::Float(2.5))]);
         let v = mp::decode_one(&f).unwrap();
-        assert_eq!(mp::map_get(mp::map_get(&v, b"a").unwrap(), b"lock_wait").unwrap().as_f64(), Some(2.5));
+        assert_eq!(
+            mp::map_get(mp::map_get(&v, b"a").unwrap(), b"lock_wait")
+                .unwrap()
+                .as_f64(),
+            Some(2.5)
+        );
     }
 
     #[test]
@@ -447,7 +456,18 @@ mod tests {
             mp::write_int(&mut two, x);
         }
         stream.extend_from_slice(&two);
-        for cut in [0, 1, 2, 5, 6, 7, one.len() - 1, one.len(), one.len() + 3, stream.len() - 1] {
+        for cut in [
+            0,
+            1,
+            2,
+            5,
+            6,
+            7,
+            one.len() - 1,
+            one.len(),
+            one.len() + 3,
+            stream.len() - 1,
+        ] {
             let got = frame_len(&stream[..cut], 1 << 20).unwrap();
             if cut >= one.len() {
                 assert_eq!(got, Some(one.len()), "cut {cut}");
@@ -494,7 +514,11 @@ mod tests {
             rmpv::encode::write_value(&mut b, &v).unwrap();
             assert_eq!(frame_len(&b, 1 << 20).unwrap(), Some(b.len()), "{v:?}");
             for cut in 0..b.len() {
-                assert_eq!(frame_len(&b[..cut], 1 << 20).unwrap(), None, "{v:?} cut {cut}");
+                assert_eq!(
+                    frame_len(&b[..cut], 1 << 20).unwrap(),
+                    None,
+                    "{v:?} cut {cut}"
+                );
             }
         }
     }
@@ -521,7 +545,10 @@ mod tests {
         mp::write_raw(&mut b, b"/srv/r");
         mp::write_raw(&mut b, b"exception_short");
         mp::write_array_len(&mut b, 1);
-        mp::write_raw(&mut b, b"Object with key abcd not found in repository /srv/r.");
+        mp::write_raw(
+            &mut b,
+            b"Object with key abcd not found in repository /srv/r.",
+        );
         let r = parse_reply(mp::decode_one(&b).unwrap()).unwrap();
         assert_eq!(r.msgid, 7);
         let e = r.outcome.unwrap_err();
@@ -535,13 +562,24 @@ mod tests {
             Value::from(1),
             Value::from(1),
             Value::Nil,
-            Value::Map(vec![(mp::raw(b"server_version"), Value::Array(vec![Value::from(1), Value::from(2)]))]),
+            Value::Map(vec![(
+                mp::raw(b"server_version"),
+                Value::Array(vec![Value::from(1), Value::from(2)]),
+            )]),
         ]);
         let r = parse_reply(v).unwrap();
         assert_eq!(r.msgid, 1);
         assert!(mp::map_get(r.outcome.as_ref().unwrap(), b"server_version").is_some());
-        let v = Value::Array(vec![Value::from(1), Value::from(3), mp::raw(b"TypeError"), mp::raw(b"x")]);
-        assert_eq!(parse_reply(v).unwrap().outcome.unwrap_err().class, "TypeError");
+        let v = Value::Array(vec![
+            Value::from(1),
+            Value::from(3),
+            mp::raw(b"TypeError"),
+            mp::raw(b"x"),
+        ]);
+        assert_eq!(
+            parse_reply(v).unwrap().outcome.unwrap_err().class,
+            "TypeError"
+        );
 
         assert!(parse_reply(Value::from(5)).is_err());
         assert!(parse_reply(Value::Map(vec![(mp::raw(b"i"), Value::from(1))])).is_err());
