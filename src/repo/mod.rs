@@ -3,6 +3,7 @@
 //! The methods mirror borg's `Repository` / RPC methods so both backends map 1:1.
 
 pub mod local;
+pub mod remote;
 
 use std::path::PathBuf;
 
