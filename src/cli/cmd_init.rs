@@ -9,6 +9,8 @@ use super::{Common, Outcome};
 use proxborg::format::crypto::{KeyMode, KeyStorage};
 use proxborg::location::Repo;
 use proxborg::repo::local::{CreateOptions, LocalRepository};
+use proxborg::repo::remote::RemoteRepository;
+use proxborg::repo::Repository;
 use proxborg::session::Session;
 
 #[derive(Args, Debug)]
@@ -55,20 +57,26 @@ pub fn parse_file_size(s: &str) -> std::result::Result<u64, String> {
 }
 
 pub fn init_repo(repo: &Repo, args: &InitArgs) -> Result<(Session, Option<PathBuf>)> {
-    let path = match repo {
-        Repo::Local(p) => p.clone(),
-        Repo::Ssh { .. } => bail!("{}: remote (ssh) repositories are not supported by this build yet", repo.canonical()),
+    let r: Box<dyn Repository> = match repo {
+        Repo::Local(p) => Box::new(LocalRepository::create(
+            p,
+            CreateOptions {
+                append_only: args.append_only,
+                storage_quota: args.storage_quota,
+                make_parent_dirs: args.make_parent_dirs,
+            },
+        )?),
+        Repo::Ssh { .. } => {
+            let mut o = super::remote_options(super::common_remote(), true, 1.0);
+            o.create = true;
+            o.append_only = args.append_only;
+            o.make_parent_dirs = args.make_parent_dirs;
+            o.storage_quota = args.storage_quota;
+            Box::new(RemoteRepository::open(repo, &o)?)
+        }
     };
-    let r = LocalRepository::create(
-        &path,
-        CreateOptions {
-            append_only: args.append_only,
-            storage_quota: args.storage_quota,
-            make_parent_dirs: args.make_parent_dirs,
-        },
-    )?;
     let env = super::env;
-    Ok(Session::init(&env, Box::new(r), repo.clone(), args.encryption)?)
+    Ok(Session::init(&env, r, repo.clone(), args.encryption)?)
 }
 
 pub fn run(_common: &Common, args: InitArgs) -> Result<Outcome> {

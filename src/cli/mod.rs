@@ -10,11 +10,12 @@ pub mod output;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use proxborg::location::{Location, Repo};
 use proxborg::repo::local::{LocalRepository, OpenOptions};
+use proxborg::repo::remote::{LogLevel, RemoteOptions, RemoteRepository};
 use proxborg::repo::Repository;
 
 /// Exit status of a command that did not fail outright.
@@ -56,6 +57,12 @@ pub struct Common {
     /// Only log errors
     #[arg(long, global = true)]
     pub error: bool,
+    /// Command used to reach remote repositories (default: $BORG_RSH or "ssh")
+    #[arg(long, global = true, value_name = "RSH")]
+    pub rsh: Option<String>,
+    /// Path of borg on the remote host (default: $BORG_REMOTE_PATH or "borg")
+    #[arg(long, global = true, value_name = "PATH")]
+    pub remote_path: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -82,7 +89,7 @@ pub fn parse_location(text: Option<&str>) -> Result<Location> {
 }
 
 /// Opens the repository behind a location.
-pub fn open_repository(repo: &Repo, exclusive: bool, lock_wait: f64) -> Result<Box<dyn Repository>> {
+pub(crate) fn open_repository(repo: &Repo, exclusive: bool, lock_wait: f64) -> Result<Box<dyn Repository>> {
     match repo {
         Repo::Local(path) => {
             let r = LocalRepository::open(
@@ -95,10 +102,29 @@ pub fn open_repository(repo: &Repo, exclusive: bool, lock_wait: f64) -> Result<B
             )?;
             Ok(Box::new(r))
         }
-        Repo::Ssh { .. } => bail!(
-            "{}: remote (ssh) repositories are not supported by this build yet; use a local path",
-            repo.canonical()
-        ),
+        Repo::Ssh { .. } => {
+            let r = RemoteRepository::open(repo, &remote_options(common_remote(), exclusive, lock_wait))?;
+            Ok(Box::new(r))
+        }
+    }
+}
+
+/// `--rsh` / `--remote-path` as given on the command line (borg's env vars otherwise).
+static REMOTE: std::sync::OnceLock<(Option<String>, Option<String>, bool)> = std::sync::OnceLock::new();
+
+pub(crate) fn common_remote() -> (Option<String>, Option<String>, bool) {
+    REMOTE.get().cloned().unwrap_or((None, None, false))
+}
+
+/// Options for `borg serve` connections.
+pub fn remote_options(r: (Option<String>, Option<String>, bool), exclusive: bool, lock_wait: f64) -> RemoteOptions {
+    RemoteOptions {
+        exclusive,
+        lock_wait,
+        rsh: r.0,
+        remote_path: r.1,
+        log_level: if r.2 { LogLevel::Info } else { LogLevel::Warning },
+        ..Default::default()
     }
 }
 
@@ -109,6 +135,7 @@ pub fn env(name: &str) -> Option<String> {
 /// Runs the parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     let show_rc = cli.common.show_rc;
+    let _ = REMOTE.set((cli.common.rsh.clone(), cli.common.remote_path.clone(), cli.common.verbose || cli.common.debug));
     let res = match cli.cmd {
         Command::Init(a) => cmd_init::run(&cli.common, a),
         Command::Create(a) => cmd_create::run(&cli.common, *a),
