@@ -20,16 +20,33 @@ const MIB: usize = 1 << 20;
 const NEG_SEED: u32 = -1_325_427_408i32 as u32;
 
 fn buz(min_exp: u32, max_exp: u32, mask_bits: u32, window: u32) -> ChunkerParams {
-    ChunkerParams::Buzhash { min_exp, max_exp, mask_bits, window }
+    ChunkerParams::Buzhash {
+        min_exp,
+        max_exp,
+        mask_bits,
+        window,
+    }
 }
 
 fn fixed(block_size: u32, header_size: u32) -> ChunkerParams {
-    ChunkerParams::Fixed { block_size, header_size }
+    ChunkerParams::Fixed {
+        block_size,
+        header_size,
+    }
 }
 
 /// Log-like text: timestamps, counters and a few recurring messages.
 fn text(len: usize) -> Vec<u8> {
-    let words = ["GET", "POST", "/api/v1/items", "ok", "timeout", "retrying", "user=alice", "user=bob"];
+    let words = [
+        "GET",
+        "POST",
+        "/api/v1/items",
+        "ok",
+        "timeout",
+        "retrying",
+        "user=alice",
+        "user=bob",
+    ];
     let mut out = Vec::with_capacity(len + 200);
     let mut i = 0u64;
     while out.len() < len {
@@ -64,7 +81,17 @@ fn text(len: usize) -> Vec<u8> {
 
 /// Random stretches separated by zero runs from a few bytes to more than the largest chunk.
 fn zero_mix(len: usize) -> Vec<u8> {
-    let runs = [100, 4096, 600 << 10, 3 * MIB, 9 * MIB + 17, 1, 70_000, 512 << 10, 8 * MIB];
+    let runs = [
+        100,
+        4096,
+        600 << 10,
+        3 * MIB,
+        9 * MIB + 17,
+        1,
+        70_000,
+        512 << 10,
+        8 * MIB,
+    ];
     let mut out = Vec::with_capacity(len);
     let mut k = 0;
     while out.len() < len {
@@ -81,7 +108,10 @@ fn zero_mix(len: usize) -> Vec<u8> {
 fn low_entropy(len: usize) -> Vec<u8> {
     let r = prng_bytes(55, len);
     let third = len / 3;
-    let mut out: Vec<u8> = r[..third].iter().map(|b| b"ab\n"[*b as usize % 3]).collect();
+    let mut out: Vec<u8> = r[..third]
+        .iter()
+        .map(|b| b"ab\n"[*b as usize % 3])
+        .collect();
     let p32 = prng_bytes(56, 32);
     let p64 = prng_bytes(57, 64);
     for i in 0..third / 2 {
@@ -106,7 +136,10 @@ struct Corpus {
 }
 
 fn corpus() -> Corpus {
-    let dir = tempfile::Builder::new().prefix("chunker-").tempdir_in(common::test_tmp()).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("chunker-")
+        .tempdir_in(common::test_tmp())
+        .unwrap();
     let write = |name: &str, data: &[u8]| common::write_file(dir.path(), name, data);
     let big = vec![
         write("random", &prng_bytes(1, 22 * MIB + 12_345)),
@@ -124,9 +157,12 @@ fn corpus() -> Corpus {
     ];
     // Lengths around the thresholds of the parameter sets used below.
     let mut small = Vec::new();
-    for (i, n) in [0, 1, 127, 128, 129, 256, 257, 1087, 1088, 1089, 65_536, 65_537, 36_863, 36_864, 36_865, 528_383, 528_384, 528_385]
-        .into_iter()
-        .enumerate()
+    for (i, n) in [
+        0, 1, 127, 128, 129, 256, 257, 1087, 1088, 1089, 65_536, 65_537, 36_863, 36_864, 36_865,
+        528_383, 528_384, 528_385,
+    ]
+    .into_iter()
+    .enumerate()
     {
         small.push(write(&format!("edge{i}"), &prng_bytes(200 + i as u64, n)));
     }
@@ -137,7 +173,11 @@ fn corpus() -> Corpus {
         v.extend_from_slice(&text(600_000));
         v
     }));
-    Corpus { _dir: dir, big, small }
+    Corpus {
+        _dir: dir,
+        big,
+        small,
+    }
 }
 
 fn path_str(p: &Path) -> String {
@@ -154,11 +194,19 @@ struct Job {
 impl Job {
     fn spec(&self) -> Value {
         match self.params {
-            ChunkerParams::Buzhash { min_exp, max_exp, mask_bits, window } => json!({
+            ChunkerParams::Buzhash {
+                min_exp,
+                max_exp,
+                mask_bits,
+                window,
+            } => json!({
                 "file": path_str(&self.file), "algo": "buzhash", "seed": self.seed,
                 "params": [min_exp, max_exp, mask_bits, window],
             }),
-            ChunkerParams::Fixed { block_size, header_size } => json!({
+            ChunkerParams::Fixed {
+                block_size,
+                header_size,
+            } => json!({
                 "file": path_str(&self.file), "algo": "fixed", "block": block_size,
                 "header": header_size, "sparse": false,
             }),
@@ -166,7 +214,12 @@ impl Job {
     }
 
     fn describe(&self) -> String {
-        format!("{} seed={:#x} {}", self.params, self.seed, self.file.display())
+        format!(
+            "{} seed={:#x} {}",
+            self.params,
+            self.seed,
+            self.file.display()
+        )
     }
 }
 
@@ -216,7 +269,11 @@ fn ours_in_memory(data: &[u8], params: &ChunkerParams, seed: u32) -> (Vec<usize>
 }
 
 fn first_difference(a: &[usize], b: &[usize]) -> String {
-    let i = a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+    let i = a
+        .iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(b.len()));
     let offset: usize = a[..i].iter().sum();
     format!(
         "first difference at chunk {i} (offset {offset}): ours {:?} borg {:?}; counts {} vs {}",
@@ -236,7 +293,12 @@ fn check_jobs(borg: Borg, jobs: &[Job], streaming_too: bool) {
     let mut cache: Option<(PathBuf, Vec<u8>)> = None;
     let mut chunks = 0;
     for (job, r) in jobs.iter().zip(results) {
-        let borg_sizes: Vec<usize> = r["sizes"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let borg_sizes: Vec<usize> = r["sizes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
         let borg_alloc = r["alloc"].as_str().unwrap();
         if cache.as_ref().map(|c| &c.0) != Some(&job.file) {
             cache = Some((job.file.clone(), std::fs::read(&job.file).unwrap()));
@@ -250,7 +312,13 @@ fn check_jobs(borg: Borg, jobs: &[Job], streaming_too: bool) {
             job.describe(),
             first_difference(&sizes, &borg_sizes)
         );
-        assert_eq!(alloc, borg_alloc, "{} {}: allocation flags differ", borg.name(), job.describe());
+        assert_eq!(
+            alloc,
+            borg_alloc,
+            "{} {}: allocation flags differ",
+            borg.name(),
+            job.describe()
+        );
         if streaming_too {
             let (s2, a2) = ours_streaming(&job.file, &job.params, job.seed);
             assert!(
@@ -260,11 +328,22 @@ fn check_jobs(borg: Borg, jobs: &[Job], streaming_too: bool) {
                 job.describe(),
                 first_difference(&s2, &borg_sizes)
             );
-            assert_eq!(a2, borg_alloc, "{} {}: streaming allocation flags differ", borg.name(), job.describe());
+            assert_eq!(
+                a2,
+                borg_alloc,
+                "{} {}: streaming allocation flags differ",
+                borg.name(),
+                job.describe()
+            );
         }
         chunks += sizes.len();
     }
-    eprintln!("{}: {} jobs, {} chunks identical", borg.name(), jobs.len(), chunks);
+    eprintln!(
+        "{}: {} jobs, {} chunks identical",
+        borg.name(),
+        jobs.len(),
+        chunks
+    );
 }
 
 fn random_seed() -> u32 {
@@ -279,7 +358,11 @@ fn random_seed() -> u32 {
 fn buzhash_cuts_match_borg_14() {
     let c = corpus();
     let seeds = [0, NEG_SEED, 0x7fff_ffff, random_seed()];
-    let big_params = [ChunkerParams::DEFAULT, ChunkerParams::ITEMS, buz(10, 16, 12, 63)];
+    let big_params = [
+        ChunkerParams::DEFAULT,
+        ChunkerParams::ITEMS,
+        buz(10, 16, 12, 63),
+    ];
     // Tiny chunks: every chunk that runs to its size limit has a 1/64 chance that the hash
     // hits exactly on the last window, where borg does not cut.
     let small_params = [buz(6, 8, 6, 63), buz(7, 13, 8, 4095), buz(15, 19, 17, 4095)];
@@ -287,12 +370,20 @@ fn buzhash_cuts_match_borg_14() {
     for (si, &seed) in seeds.iter().enumerate() {
         for f in &c.big {
             for p in &big_params {
-                jobs.push(Job { file: f.clone(), params: *p, seed });
+                jobs.push(Job {
+                    file: f.clone(),
+                    params: *p,
+                    seed,
+                });
             }
         }
         for f in &c.small {
             for p in big_params.iter().chain(&small_params) {
-                jobs.push(Job { file: f.clone(), params: *p, seed });
+                jobs.push(Job {
+                    file: f.clone(),
+                    params: *p,
+                    seed,
+                });
             }
         }
         // The streaming chunker on files is checked for two of the seeds (it equals the
@@ -307,11 +398,19 @@ fn buzhash_cuts_match_borg_12() {
     let mut jobs = Vec::new();
     for f in c.big.iter().chain(&c.small) {
         for p in [ChunkerParams::DEFAULT, buz(10, 16, 12, 63)] {
-            jobs.push(Job { file: f.clone(), params: p, seed: NEG_SEED });
+            jobs.push(Job {
+                file: f.clone(),
+                params: p,
+                seed: NEG_SEED,
+            });
         }
     }
     for f in &c.small {
-        jobs.push(Job { file: f.clone(), params: buz(6, 8, 6, 63), seed: 0x7fff_ffff });
+        jobs.push(Job {
+            file: f.clone(),
+            params: buz(6, 8, 6, 63),
+            seed: 0x7fff_ffff,
+        });
     }
     check_jobs(Borg::V12, &jobs, true);
 }
@@ -319,12 +418,21 @@ fn buzhash_cuts_match_borg_12() {
 #[test]
 fn fixed_cuts_match_borg() {
     let c = corpus();
-    let params = [fixed(4 * MIB as u32, 0), fixed(64 << 10, 4096), fixed(4096, 10_000), fixed(1_000_000, 4_200_000)];
+    let params = [
+        fixed(4 * MIB as u32, 0),
+        fixed(64 << 10, 4096),
+        fixed(4096, 10_000),
+        fixed(1_000_000, 4_200_000),
+    ];
     for borg in Borg::ALL {
         let mut jobs = Vec::new();
         for f in c.big.iter().chain(&c.small) {
             for p in params {
-                jobs.push(Job { file: f.clone(), params: p, seed: 0 });
+                jobs.push(Job {
+                    file: f.clone(),
+                    params: p,
+                    seed: 0,
+                });
             }
         }
         check_jobs(borg, &jobs, true);
@@ -350,21 +458,36 @@ fn buzhash_values_match_borg() {
     for borg in Borg::ALL {
         let mut hashes = Vec::new();
         let mut ours_h = Vec::new();
-        for (i, &len) in [0usize, 1, 3, 31, 32, 33, 63, 64, 65, 4095, 4096, 10_001].iter().enumerate() {
+        for (i, &len) in [0usize, 1, 3, 31, 32, 33, 63, 64, 65, 4095, 4096, 10_001]
+            .iter()
+            .enumerate()
+        {
             if len == 0 && borg == Borg::V12 {
                 continue; // borg 1.2's C buzhash() reads out of bounds on empty input
             }
             for &seed in &seeds {
                 let offset = i * 97;
-                hashes.push(json!({"file": path_str(&file), "offset": offset, "length": len, "seed": seed}));
+                hashes.push(
+                    json!({"file": path_str(&file), "offset": offset, "length": len, "seed": seed}),
+                );
                 ours_h.push(buzhash(&data[offset..offset + len], seed));
             }
         }
         let spec = json!({"hashes": hashes, "updates": updates}).to_string();
         let out = run_py_json(borg, "chunker.py", &[], spec.as_bytes());
-        let theirs: Vec<u32> = out["hashes"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let theirs: Vec<u32> = out["hashes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
         assert_eq!(ours_h, theirs, "{}: buzhash", borg.name());
-        let theirs: Vec<u32> = out["updates"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let theirs: Vec<u32> = out["updates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
         assert_eq!(ours_u, theirs, "{}: buzhash_update", borg.name());
     }
 }
@@ -390,10 +513,17 @@ fn make_sparse(path: &Path, leading_hole: bool) {
 #[test]
 fn sparse_files_match_borg() {
     let dir = tempfile::tempdir_in(common::test_tmp()).unwrap();
-    let files = [dir.path().join("sparse-a"), dir.path().join("sparse-b"), dir.path().join("all-hole")];
+    let files = [
+        dir.path().join("sparse-a"),
+        dir.path().join("sparse-b"),
+        dir.path().join("all-hole"),
+    ];
     make_sparse(&files[0], false);
     make_sparse(&files[1], true);
-    File::create(&files[2]).unwrap().set_len(3 * MIB as u64 + 5).unwrap();
+    File::create(&files[2])
+        .unwrap()
+        .set_len(3 * MIB as u64 + 5)
+        .unwrap();
     let params = [
         fixed(MIB as u32, 0),
         fixed(64 << 10, 4096),
@@ -405,9 +535,17 @@ fn sparse_files_match_borg() {
     let mut ours = Vec::new();
     let mut holes = 0;
     for f in &files {
-        let map = sparse_map(&File::open(f).unwrap()).unwrap().expect("file system without SEEK_HOLE");
+        let map = sparse_map(&File::open(f).unwrap())
+            .unwrap()
+            .expect("file system without SEEK_HOLE");
         for p in params {
-            let ChunkerParams::Fixed { block_size, header_size } = p else { unreachable!() };
+            let ChunkerParams::Fixed {
+                block_size,
+                header_size,
+            } = p
+            else {
+                unreachable!()
+            };
             jobs.push(json!({"file": path_str(f), "algo": "fixed", "block": block_size, "header": header_size, "sparse": true}));
             let mut sizes = Vec::new();
             let mut alloc = String::new();
@@ -422,8 +560,13 @@ fn sparse_files_match_borg() {
             ours.push((format!("{p} {}", f.display()), sizes, alloc));
         }
     }
-    assert!(holes > 0, "the test files have no holes on this file system");
-    let spec = json!({"jobs": jobs, "sparsemaps": files.iter().map(|f| path_str(f)).collect::<Vec<_>>()}).to_string();
+    assert!(
+        holes > 0,
+        "the test files have no holes on this file system"
+    );
+    let spec =
+        json!({"jobs": jobs, "sparsemaps": files.iter().map(|f| path_str(f)).collect::<Vec<_>>()})
+            .to_string();
     for borg in Borg::ALL {
         let out = run_py_json(borg, "chunker.py", &[], spec.as_bytes());
         for (f, theirs) in files.iter().zip(out["sparsemaps"].as_array().unwrap()) {
@@ -433,12 +576,28 @@ fn sparse_files_match_borg() {
                 .into_iter()
                 .map(|(s, n, d)| json!([s, n, d]))
                 .collect();
-            assert_eq!(&Value::Array(ours), theirs, "{}: sparse map of {}", borg.name(), f.display());
+            assert_eq!(
+                &Value::Array(ours),
+                theirs,
+                "{}: sparse map of {}",
+                borg.name(),
+                f.display()
+            );
         }
         for ((what, sizes, alloc), r) in ours.iter().zip(out["jobs"].as_array().unwrap()) {
-            let theirs: Vec<u64> = r["sizes"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+            let theirs: Vec<u64> = r["sizes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect();
             assert_eq!(sizes, &theirs, "{}: {what}: sizes", borg.name());
-            assert_eq!(alloc, r["alloc"].as_str().unwrap(), "{}: {what}: allocation flags", borg.name());
+            assert_eq!(
+                alloc,
+                r["alloc"].as_str().unwrap(),
+                "{}: {what}: allocation flags",
+                borg.name()
+            );
         }
     }
 }

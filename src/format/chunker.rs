@@ -70,7 +70,12 @@ impl Cutter {
     /// `None` unless `params` are valid buzhash parameters.
     fn new(params: &ChunkerParams, seed: u32) -> Option<Cutter> {
         match *params {
-            ChunkerParams::Buzhash { min_exp, max_exp, mask_bits, window } if params.validate().is_ok() => Some(Cutter {
+            ChunkerParams::Buzhash {
+                min_exp,
+                max_exp,
+                mask_bits,
+                window,
+            } if params.validate().is_ok() => Some(Cutter {
                 tables: Tables::new(seed, window as usize),
                 min: 1 << min_exp,
                 max: 1 << max_exp,
@@ -88,7 +93,10 @@ impl Cutter {
 
     /// Start of scanning a chunk whose first `need()` bytes are `data[..]`.
     fn first(&self, data: &[u8]) -> (usize, u32) {
-        (self.min, self.tables.hash(&data[self.min..self.min + self.window]))
+        (
+            self.min,
+            self.tables.hash(&data[self.min..self.min + self.window]),
+        )
     }
 }
 
@@ -105,7 +113,9 @@ pub fn chunk_sizes(params: &ChunkerParams, seed: u32, data: &[u8]) -> Vec<usize>
     let mut sizes = Vec::new();
     match *params {
         ChunkerParams::Buzhash { .. } => {
-            let Some(c) = Cutter::new(params, seed) else { return sizes };
+            let Some(c) = Cutter::new(params, seed) else {
+                return sizes;
+            };
             let mut start = 0;
             while start < data.len() {
                 let rem = data.len() - start;
@@ -120,7 +130,10 @@ pub fn chunk_sizes(params: &ChunkerParams, seed: u32, data: &[u8]) -> Vec<usize>
                 start += cut;
             }
         }
-        ChunkerParams::Fixed { block_size, header_size } => {
+        ChunkerParams::Fixed {
+            block_size,
+            header_size,
+        } => {
             let (block, header) = (block_size as usize, header_size as usize);
             let mut rest = data.len();
             let mut header_left = header.min(rest);
@@ -141,17 +154,63 @@ pub fn chunk_sizes(params: &ChunkerParams, seed: u32, data: &[u8]) -> Vec<usize>
 }
 
 /// How much the buzhash chunker asks a reader for at once: large enough to keep system calls
-/// rare, small enough that the bytes read past a cut (copied into the next chunk) stay small
-/// next to the average chunk.
+/// rare, small next to the buffer so that little is moved when the buffer is compacted.
 fn read_block(max: usize) -> usize {
     (max / 8).clamp(64 << 10, 1 << 20)
 }
 
+/// The buzhash chunker's input window. The buffer is allocated once (twice the largest chunk,
+/// so compaction moves at most about one byte per byte consumed, and usually far less); a data
+/// chunk is copied out of it once, into a vector of its exact size.
 struct BuzState {
     cutter: Cutter,
-    /// The current chunk from its first byte, plus bytes read past it; never more than `max`.
+    /// Read input; `buf[start..]` is the current chunk and the bytes after it.
     buf: Vec<u8>,
+    start: usize,
     eof: bool,
+}
+
+impl BuzState {
+    /// The bytes the current chunk may span: at most `max` from its start.
+    fn window(&self) -> &[u8] {
+        let end = self.buf.len().min(self.start + self.cutter.max);
+        &self.buf[self.start..end]
+    }
+
+    /// Reads one more block, compacting first when the spare room is too small.
+    fn fill<R: Read>(&mut self, reader: &mut R) -> io::Result<()> {
+        let block = read_block(self.cutter.max);
+        if self.buf.capacity() - self.buf.len() < block {
+            self.buf.copy_within(self.start.., 0);
+            self.buf.truncate(self.buf.len() - self.start);
+            self.start = 0;
+        }
+        let want = block.min(self.buf.capacity() - self.buf.len());
+        if read_up_to(reader, &mut self.buf, want)? < want {
+            self.eof = true;
+        }
+        Ok(())
+    }
+
+    /// Cuts the first `n` bytes of the window off as a chunk.
+    fn take(&mut self, n: usize) -> Chunk {
+        let bytes = &self.buf[self.start..self.start + n];
+        let chunk = if is_zero(bytes) {
+            Chunk {
+                data: Vec::new(),
+                size: n,
+                allocation: Allocation::Alloc,
+            }
+        } else {
+            Chunk {
+                data: bytes.to_vec(),
+                size: n,
+                allocation: Allocation::Data,
+            }
+        };
+        self.start += n;
+        chunk
+    }
 }
 
 struct FixedState {
@@ -170,7 +229,7 @@ struct FixedState {
 }
 
 enum State {
-    Buzhash(BuzState),
+    Buzhash(Box<BuzState>),
     Fixed(FixedState),
     /// The parameters were invalid: report that once.
     Invalid(ParamsError),
@@ -205,10 +264,18 @@ impl<R: Read> Chunker<R> {
             Err(e) => State::Invalid(e),
             Ok(()) => match *params {
                 ChunkerParams::Buzhash { .. } => match Cutter::new(params, seed) {
-                    Some(cutter) => State::Buzhash(BuzState { buf: Vec::with_capacity(cutter.max), cutter, eof: false }),
+                    Some(cutter) => State::Buzhash(Box::new(BuzState {
+                        buf: Vec::with_capacity(2 * cutter.max),
+                        cutter,
+                        start: 0,
+                        eof: false,
+                    })),
                     None => State::Done,
                 },
-                ChunkerParams::Fixed { block_size, header_size } => State::Fixed(FixedState {
+                ChunkerParams::Fixed {
+                    block_size,
+                    header_size,
+                } => State::Fixed(FixedState {
                     block: block_size as usize,
                     header: header_size.into(),
                     ranges: plain_map(header_size.into()),
@@ -219,7 +286,11 @@ impl<R: Read> Chunker<R> {
                 }),
             },
         };
-        Chunker { reader, state, seek: None }
+        Chunker {
+            reader,
+            state,
+            seek: None,
+        }
     }
 
     /// Gives back the reader.
@@ -228,42 +299,54 @@ impl<R: Read> Chunker<R> {
     }
 
     fn next_buzhash(reader: &mut R, st: &mut BuzState) -> io::Result<Option<Chunk>> {
-        let c = &st.cutter;
-        while st.buf.len() < c.need() && !st.eof {
-            fill(reader, &mut st.buf, c.max, &mut st.eof)?;
+        let need = st.cutter.need();
+        while st.window().len() < need && !st.eof {
+            st.fill(reader)?;
         }
-        if st.buf.is_empty() {
+        let w = st.window();
+        if w.is_empty() {
             return Ok(None);
         }
-        let cut = if st.buf.len() < c.need() {
-            st.buf.len()
+        let cut = if w.len() < need {
+            w.len()
         } else {
-            let (mut p, mut h) = c.first(&st.buf);
+            let (mut p, mut h) = st.cutter.first(w);
+            let (mask, max) = (st.cutter.mask, st.cutter.max);
             loop {
-                match c.tables.scan(&st.buf, p, h, c.mask) {
+                let w = st.window();
+                match st.cutter.tables.scan(w, p, h, mask) {
                     Ok(cut) => break cut,
                     Err((q, hq)) => {
-                        if st.buf.len() == c.max || st.eof {
-                            break st.buf.len();
+                        if w.len() == max || st.eof {
+                            break w.len();
                         }
                         (p, h) = (q, hq);
-                        fill(reader, &mut st.buf, c.max, &mut st.eof)?;
+                        st.fill(reader)?;
                     }
                 }
             }
         };
-        Ok(Some(take_chunk(&mut st.buf, cut, c.max, st.eof)))
+        Ok(Some(st.take(cut)))
     }
 
-    fn next_fixed(reader: &mut R, seek: Option<SeekFn<R>>, st: &mut FixedState) -> io::Result<Option<Chunk>> {
+    fn next_fixed(
+        reader: &mut R,
+        seek: Option<SeekFn<R>>,
+        st: &mut FixedState,
+    ) -> io::Result<Option<Chunk>> {
         loop {
             let (left, is_data) = match st.current {
                 Some(cur) if cur.0 > 0 => cur,
                 _ => {
-                    let Some((start, len, is_data)) = st.ranges.pop_front() else { return Ok(None) };
+                    let Some((start, len, is_data)) = st.ranges.pop_front() else {
+                        return Ok(None);
+                    };
                     if start != st.offset {
                         let seek = seek.ok_or_else(|| {
-                            io::Error::new(io::ErrorKind::Unsupported, "chunker: sparse map needs a seekable input")
+                            io::Error::new(
+                                io::ErrorKind::Unsupported,
+                                "chunker: sparse map needs a seekable input",
+                            )
                         })?;
                         seek(reader, SeekFrom::Start(start))?;
                         st.offset = start;
@@ -276,21 +359,39 @@ impl<R: Read> Chunker<R> {
             let (got, chunk) = if is_data {
                 let mut buf = std::mem::take(&mut st.spare);
                 buf.clear();
-                buf.resize(wanted, 0);
-                let got = read_full(reader, &mut buf)?;
-                buf.truncate(got);
+                let got = read_up_to(reader, &mut buf, wanted)?;
                 let chunk = if is_zero(&buf) {
                     st.spare = buf;
-                    Chunk { data: Vec::new(), size: got, allocation: Allocation::Alloc }
+                    Chunk {
+                        data: Vec::new(),
+                        size: got,
+                        allocation: Allocation::Alloc,
+                    }
                 } else {
-                    Chunk { data: buf, size: got, allocation: Allocation::Data }
+                    Chunk {
+                        data: buf,
+                        size: got,
+                        allocation: Allocation::Data,
+                    }
                 };
                 (got, chunk)
             } else {
-                let seek = seek.ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "chunker: holes need a seekable input"))?;
+                let seek = seek.ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        "chunker: holes need a seekable input",
+                    )
+                })?;
                 let pos = seek(reader, SeekFrom::Current(wanted as i64))?;
                 let got = pos.saturating_sub(st.offset).min(wanted as u64) as usize;
-                (got, Chunk { data: Vec::new(), size: got, allocation: Allocation::Hole })
+                (
+                    got,
+                    Chunk {
+                        data: Vec::new(),
+                        size: got,
+                        allocation: Allocation::Hole,
+                    },
+                )
             };
             st.started = true;
             if got < wanted {
@@ -364,66 +465,11 @@ impl<R: Read> Iterator for Chunker<R> {
     }
 }
 
-/// Reads one block into `buf` (which stays within `max` bytes); sets `eof` at end of input.
-fn fill<R: Read>(reader: &mut R, buf: &mut Vec<u8>, max: usize, eof: &mut bool) -> io::Result<()> {
-    let old = buf.len();
-    let want = read_block(max).min(max - old);
-    if want == 0 {
-        return Ok(());
-    }
-    buf.resize(old + want, 0);
-    loop {
-        match reader.read(&mut buf[old..]) {
-            Ok(n) => {
-                buf.truncate(old + n.min(want));
-                if n == 0 {
-                    *eof = true;
-                }
-                return Ok(());
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                buf.truncate(old);
-                return Err(e);
-            }
-        }
-    }
-}
-
-/// Fills `buf` completely unless the input ends first; returns the bytes read.
-fn read_full<R: Read>(reader: &mut R, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match reader.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
-}
-
-/// Splits the first `cut` bytes off `buf` as a chunk; the rest stays in `buf`. Data chunks
-/// take over the buffer itself (the bytes past the cut move to a new one), so chunk bytes are
-/// copied only when they were read past a cut.
-fn take_chunk(buf: &mut Vec<u8>, cut: usize, max: usize, eof: bool) -> Chunk {
-    if is_zero(&buf[..cut]) {
-        buf.copy_within(cut.., 0);
-        buf.truncate(buf.len() - cut);
-        return Chunk { data: Vec::new(), size: cut, allocation: Allocation::Alloc };
-    }
-    let next = if eof && cut == buf.len() {
-        Vec::new()
-    } else {
-        let mut next = Vec::with_capacity(max);
-        next.extend_from_slice(&buf[cut..]);
-        next
-    };
-    let mut data = std::mem::replace(buf, next);
-    data.truncate(cut);
-    data.shrink_to_fit();
-    Chunk { data, size: cut, allocation: Allocation::Data }
+/// Appends up to `n` bytes to `buf`, fewer only at end of input; returns how many.
+/// (`read_to_end` reads into the spare capacity without zeroing it first.)
+fn read_up_to<R: Read>(reader: &mut R, buf: &mut Vec<u8>, n: usize) -> io::Result<usize> {
+    buf.reserve(n);
+    reader.by_ref().take(n as u64).read_to_end(buf)
 }
 
 #[cfg(test)]
@@ -440,7 +486,9 @@ mod tests {
 
     impl Read for Dribble<'_> {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = self.sizes[self.i % self.sizes.len()].min(buf.len()).min(self.data.len());
+            let n = self.sizes[self.i % self.sizes.len()]
+                .min(buf.len())
+                .min(self.data.len());
             self.i += 1;
             buf[..n].copy_from_slice(&self.data[..n]);
             self.data = &self.data[n..];
@@ -487,16 +535,31 @@ mod tests {
         .collect()
     }
 
-    const SMALL: ChunkerParams = ChunkerParams::Buzhash { min_exp: 6, max_exp: 9, mask_bits: 6, window: 63 };
+    const SMALL: ChunkerParams = ChunkerParams::Buzhash {
+        min_exp: 6,
+        max_exp: 9,
+        mask_bits: 6,
+        window: 63,
+    };
 
     #[test]
     fn sizes_obey_the_bounds() {
         let d = data(3, 300_000);
-        for p in [SMALL, ChunkerParams::Buzhash { min_exp: 10, max_exp: 16, mask_bits: 12, window: 63 }] {
+        for p in [
+            SMALL,
+            ChunkerParams::Buzhash {
+                min_exp: 10,
+                max_exp: 16,
+                mask_bits: 12,
+                window: 63,
+            },
+        ] {
             let sizes = chunk_sizes(&p, 42, &d);
             assert_eq!(sizes.iter().sum::<usize>(), d.len());
             let (min, max) = match p {
-                ChunkerParams::Buzhash { min_exp, max_exp, .. } => (1 << min_exp, 1 << max_exp),
+                ChunkerParams::Buzhash {
+                    min_exp, max_exp, ..
+                } => (1 << min_exp, 1 << max_exp),
                 _ => unreachable!(),
             };
             for &s in &sizes[..sizes.len() - 1] {
@@ -510,9 +573,18 @@ mod tests {
         let p = SMALL; // need = 64 + 63 + 1 = 128
         assert!(chunk_sizes(&p, 0, &[]).is_empty());
         assert_eq!(chunk_sizes(&p, 0, &[1; 127]), vec![127]);
-        assert_eq!(streamed(Chunker::new(&p, 0, &[1u8; 127][..]), &[1; 127]), vec![127]);
-        assert_eq!(streamed(Chunker::new(&p, 0, &[][..]), &[]), Vec::<usize>::new());
-        let f = ChunkerParams::Fixed { block_size: 64, header_size: 100 };
+        assert_eq!(
+            streamed(Chunker::new(&p, 0, &[1u8; 127][..]), &[1; 127]),
+            vec![127]
+        );
+        assert_eq!(
+            streamed(Chunker::new(&p, 0, &[][..]), &[]),
+            Vec::<usize>::new()
+        );
+        let f = ChunkerParams::Fixed {
+            block_size: 64,
+            header_size: 100,
+        };
         assert_eq!(chunk_sizes(&f, 0, &[1; 300]), vec![64, 36, 64, 64, 64, 8]);
         assert_eq!(chunk_sizes(&f, 0, &[1; 70]), vec![64, 6]);
     }
@@ -521,20 +593,35 @@ mod tests {
     fn zero_runs_are_alloc() {
         let mut d = vec![0u8; 5000];
         d.extend(data(9, 3000).iter().map(|b| b | 1));
-        let chunks: Vec<Chunk> = Chunker::new(&SMALL, 7, &d[..]).map(Result::unwrap).collect();
+        let chunks: Vec<Chunk> = Chunker::new(&SMALL, 7, &d[..])
+            .map(Result::unwrap)
+            .collect();
         assert!(chunks.iter().any(|c| c.allocation == Allocation::Alloc));
         assert!(chunks.iter().any(|c| c.allocation == Allocation::Data));
-        let f = ChunkerParams::Fixed { block_size: 1000, header_size: 0 };
-        let kinds: Vec<Allocation> = Chunker::new(&f, 0, &d[..]).map(|c| c.unwrap().allocation).collect();
+        let f = ChunkerParams::Fixed {
+            block_size: 1000,
+            header_size: 0,
+        };
+        let kinds: Vec<Allocation> = Chunker::new(&f, 0, &d[..])
+            .map(|c| c.unwrap().allocation)
+            .collect();
         assert_eq!(kinds[..5], [Allocation::Alloc; 5]);
         assert_eq!(kinds[5..], [Allocation::Data; 3]);
     }
 
     #[test]
     fn invalid_params_report_once() {
-        let bad = ChunkerParams::Buzhash { min_exp: 10, max_exp: 10, mask_bits: 10, window: 63 };
+        let bad = ChunkerParams::Buzhash {
+            min_exp: 10,
+            max_exp: 10,
+            mask_bits: 10,
+            window: 63,
+        };
         let mut c = Chunker::new(&bad, 0, &b"abc"[..]);
-        assert_eq!(c.next().unwrap().unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(
+            c.next().unwrap().unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
         assert!(c.next().is_none());
     }
 
@@ -556,7 +643,10 @@ mod tests {
         let mut d = vec![0u8; 10_000];
         d[..3000].fill(1);
         d[7000..].fill(2);
-        let f = ChunkerParams::Fixed { block_size: 2048, header_size: 1000 };
+        let f = ChunkerParams::Fixed {
+            block_size: 2048,
+            header_size: 1000,
+        };
         let map = vec![(0, 3000, true), (3000, 4000, false), (7000, 3000, true)];
         let got: Vec<(usize, Allocation)> = Chunker::new(&f, 0, io::Cursor::new(&d))
             .with_sparse_map(map)
@@ -565,7 +655,14 @@ mod tests {
         use Allocation::*;
         assert_eq!(
             got,
-            vec![(1000, Data), (2000, Data), (2048, Hole), (1952, Hole), (2048, Data), (952, Data)]
+            vec![
+                (1000, Data),
+                (2000, Data),
+                (2048, Hole),
+                (1952, Hole),
+                (2048, Data),
+                (952, Data)
+            ]
         );
     }
 
@@ -596,10 +693,29 @@ mod tests {
     #[test]
     fn streaming_equals_in_memory_large_chunks() {
         let d = data(11, 3 << 20);
-        for params in [ChunkerParams::ITEMS, ChunkerParams::Buzhash { min_exp: 16, max_exp: 20, mask_bits: 17, window: 4095 }] {
+        for params in [
+            ChunkerParams::ITEMS,
+            ChunkerParams::Buzhash {
+                min_exp: 16,
+                max_exp: 20,
+                mask_bits: 17,
+                window: 4095,
+            },
+        ] {
             let expect = chunk_sizes(&params, 5, &d);
             for sizes in [vec![1 << 20], vec![4096, 1, 65_537], vec![777]] {
-                let got = streamed(Chunker::new(&params, 5, Dribble { data: &d, sizes, i: 0 }), &d);
+                let got = streamed(
+                    Chunker::new(
+                        &params,
+                        5,
+                        Dribble {
+                            data: &d,
+                            sizes,
+                            i: 0,
+                        },
+                    ),
+                    &d,
+                );
                 assert_eq!(got, expect);
             }
         }

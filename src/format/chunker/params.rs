@@ -11,7 +11,12 @@ use crate::format::MAX_DATA_SIZE;
 pub enum ChunkerParams {
     /// Content-defined chunking: chunks of `2^min_exp ..= 2^max_exp` bytes, cut where the
     /// buzhash of the last `window` bytes has its low `mask_bits` bits clear.
-    Buzhash { min_exp: u32, max_exp: u32, mask_bits: u32, window: u32 },
+    Buzhash {
+        min_exp: u32,
+        max_exp: u32,
+        mask_bits: u32,
+        window: u32,
+    },
     /// An optional header chunk, then fixed-size blocks (borg's `ChunkerFixed`).
     Fixed { block_size: u32, header_size: u32 },
 }
@@ -37,26 +42,48 @@ pub enum ParamsError {
     #[error(
         "chunker params: required CHUNK_MIN_EXP <= HASH_MASK_BITS <= CHUNK_MAX_EXP, got {min_exp}, {mask_bits}, {max_exp}"
     )]
-    Order { min_exp: i64, mask_bits: i64, max_exp: i64 },
-    #[error("chunker params: CHUNK_MIN_EXP {0} must not be less than 6 (2^6 = 64 B min. chunk size)")]
+    Order {
+        min_exp: i64,
+        mask_bits: i64,
+        max_exp: i64,
+    },
+    #[error(
+        "chunker params: CHUNK_MIN_EXP {0} must not be less than 6 (2^6 = 64 B min. chunk size)"
+    )]
     MinExpTooSmall(i64),
-    #[error("chunker params: CHUNK_MAX_EXP {0} must not be more than 23 (2^23 = 8 MiB max. chunk size)")]
+    #[error(
+        "chunker params: CHUNK_MAX_EXP {0} must not be more than 23 (2^23 = 8 MiB max. chunk size)"
+    )]
     MaxExpTooLarge(i64),
     #[error("chunker params: HASH_WINDOW_SIZE {0} must be an odd number")]
     EvenWindow(i64),
     #[error(
         "chunker params: HASH_WINDOW_SIZE {window} is too large: 2^{min_exp} + {window} + 1 exceeds the max. chunk size 2^{max_exp}"
     )]
-    WindowTooLarge { min_exp: i64, max_exp: i64, window: i64 },
+    WindowTooLarge {
+        min_exp: i64,
+        max_exp: i64,
+        window: i64,
+    },
     #[error("chunker params: unsupported archive value {0}")]
     ArchiveValue(String),
 }
 
 impl ChunkerParams {
     /// borg's `CHUNKER_PARAMS`, used for file content.
-    pub const DEFAULT: ChunkerParams = ChunkerParams::Buzhash { min_exp: 19, max_exp: 23, mask_bits: 21, window: 4095 };
+    pub const DEFAULT: ChunkerParams = ChunkerParams::Buzhash {
+        min_exp: 19,
+        max_exp: 23,
+        mask_bits: 21,
+        window: 4095,
+    };
     /// borg's `ITEMS_CHUNKER_PARAMS`, used for the archive's item metadata stream.
-    pub const ITEMS: ChunkerParams = ChunkerParams::Buzhash { min_exp: 15, max_exp: 19, mask_bits: 17, window: 4095 };
+    pub const ITEMS: ChunkerParams = ChunkerParams::Buzhash {
+        min_exp: 15,
+        max_exp: 19,
+        mask_bits: 17,
+        window: 4095,
+    };
 
     /// The largest chunk these parameters produce (the fixed chunker also cuts its header
     /// into blocks, so no chunk exceeds the block size).
@@ -72,16 +99,26 @@ impl ChunkerParams {
     pub fn archive_value(&self) -> rmpv::Value {
         use rmpv::Value;
         match *self {
-            ChunkerParams::Buzhash { min_exp, max_exp, mask_bits, window } => Value::Array(vec![
+            ChunkerParams::Buzhash {
+                min_exp,
+                max_exp,
+                mask_bits,
+                window,
+            } => Value::Array(vec![
                 Value::from("buzhash"),
                 Value::from(min_exp),
                 Value::from(max_exp),
                 Value::from(mask_bits),
                 Value::from(window),
             ]),
-            ChunkerParams::Fixed { block_size, header_size } => {
-                Value::Array(vec![Value::from("fixed"), Value::from(block_size), Value::from(header_size)])
-            }
+            ChunkerParams::Fixed {
+                block_size,
+                header_size,
+            } => Value::Array(vec![
+                Value::from("fixed"),
+                Value::from(block_size),
+                Value::from(header_size),
+            ]),
         }
     }
 
@@ -122,19 +159,38 @@ impl ChunkerParams {
     /// Values built directly (not parsed) should be checked with this before use.
     pub fn validate(&self) -> Result<(), ParamsError> {
         match *self {
-            ChunkerParams::Buzhash { min_exp, max_exp, mask_bits, window } => {
-                buzhash_checked(min_exp.into(), max_exp.into(), mask_bits.into(), window.into()).map(drop)
-            }
-            ChunkerParams::Fixed { block_size, header_size } => {
-                fixed_checked(block_size.into(), header_size.into()).map(drop)
-            }
+            ChunkerParams::Buzhash {
+                min_exp,
+                max_exp,
+                mask_bits,
+                window,
+            } => buzhash_checked(
+                min_exp.into(),
+                max_exp.into(),
+                mask_bits.into(),
+                window.into(),
+            )
+            .map(drop),
+            ChunkerParams::Fixed {
+                block_size,
+                header_size,
+            } => fixed_checked(block_size.into(), header_size.into()).map(drop),
         }
     }
 }
 
-fn buzhash_checked(min_exp: i64, max_exp: i64, mask_bits: i64, window: i64) -> Result<ChunkerParams, ParamsError> {
+fn buzhash_checked(
+    min_exp: i64,
+    max_exp: i64,
+    mask_bits: i64,
+    window: i64,
+) -> Result<ChunkerParams, ParamsError> {
     if !(min_exp <= mask_bits && mask_bits <= max_exp) {
-        return Err(ParamsError::Order { min_exp, mask_bits, max_exp });
+        return Err(ParamsError::Order {
+            min_exp,
+            mask_bits,
+            max_exp,
+        });
     }
     if min_exp < 6 {
         return Err(ParamsError::MinExpTooSmall(min_exp));
@@ -143,13 +199,20 @@ fn buzhash_checked(min_exp: i64, max_exp: i64, mask_bits: i64, window: i64) -> R
         return Err(ParamsError::MaxExpTooLarge(max_exp));
     }
     if window < 0 {
-        return Err(ParamsError::Negative { name: "HASH_WINDOW_SIZE", value: window });
+        return Err(ParamsError::Negative {
+            name: "HASH_WINDOW_SIZE",
+            value: window,
+        });
     }
     if window % 2 == 0 {
         return Err(ParamsError::EvenWindow(window));
     }
     if (1i64 << min_exp) + window + 1 > (1i64 << max_exp) {
-        return Err(ParamsError::WindowTooLarge { min_exp, max_exp, window });
+        return Err(ParamsError::WindowTooLarge {
+            min_exp,
+            max_exp,
+            window,
+        });
     }
     // All four are now within 1..=2^23, so the narrowing casts are lossless.
     Ok(ChunkerParams::Buzhash {
@@ -165,33 +228,49 @@ fn fixed_checked(block_size: i64, header_size: i64) -> Result<ChunkerParams, Par
         return Err(ParamsError::BlockTooSmall(block_size));
     }
     if header_size < 0 {
-        return Err(ParamsError::Negative { name: "HEADER_SIZE", value: header_size });
+        return Err(ParamsError::Negative {
+            name: "HEADER_SIZE",
+            value: header_size,
+        });
     }
     for (name, value) in [("BLOCK_SIZE", block_size), ("HEADER_SIZE", header_size)] {
         if value > MAX_DATA_SIZE as i64 {
             return Err(ParamsError::TooLarge { name, value });
         }
     }
-    Ok(ChunkerParams::Fixed { block_size: block_size as u32, header_size: header_size as u32 })
+    Ok(ChunkerParams::Fixed {
+        block_size: block_size as u32,
+        header_size: header_size as u32,
+    })
 }
 
 /// Python's `int(str)` for decimal input: surrounding whitespace, an optional sign, and
 /// digits with single underscores between them.
 fn py_int(name: &'static str, s: &str) -> Result<i64, ParamsError> {
-    let err = || ParamsError::NotInteger { name, value: s.to_string() };
+    let err = || ParamsError::NotInteger {
+        name,
+        value: s.to_string(),
+    };
     let t = s.trim();
     let (neg, digits) = match t.as_bytes().first() {
         Some(b'-') => (true, &t[1..]),
         Some(b'+') => (false, &t[1..]),
         _ => (false, t),
     };
-    if digits.is_empty() || digits.starts_with('_') || digits.ends_with('_') || digits.contains("__") {
+    if digits.is_empty()
+        || digits.starts_with('_')
+        || digits.ends_with('_')
+        || digits.contains("__")
+    {
         return Err(err());
     }
     let mut v: i64 = 0;
     for c in digits.chars().filter(|&c| c != '_') {
         let d = c.to_digit(10).ok_or_else(err)?;
-        v = v.checked_mul(10).and_then(|v| v.checked_add(i64::from(d))).ok_or_else(err)?;
+        v = v
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(i64::from(d)))
+            .ok_or_else(err)?;
     }
     Ok(if neg { -v } else { v })
 }
@@ -233,11 +312,22 @@ impl FromStr for ChunkerParams {
 impl fmt::Display for ChunkerParams {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            ChunkerParams::Buzhash { min_exp, max_exp, mask_bits, window } => {
+            ChunkerParams::Buzhash {
+                min_exp,
+                max_exp,
+                mask_bits,
+                window,
+            } => {
                 write!(f, "buzhash,{min_exp},{max_exp},{mask_bits},{window}")
             }
-            ChunkerParams::Fixed { block_size, header_size: 0 } => write!(f, "fixed,{block_size}"),
-            ChunkerParams::Fixed { block_size, header_size } => write!(f, "fixed,{block_size},{header_size}"),
+            ChunkerParams::Fixed {
+                block_size,
+                header_size: 0,
+            } => write!(f, "fixed,{block_size}"),
+            ChunkerParams::Fixed {
+                block_size,
+                header_size,
+            } => write!(f, "fixed,{block_size},{header_size}"),
         }
     }
 }
@@ -257,11 +347,43 @@ mod tests {
         assert_eq!(p("buzhash,19,23,21,4095"), Ok(ChunkerParams::DEFAULT));
         assert_eq!(p("BUZHASH, 15 ,19,17,4095"), Ok(ChunkerParams::ITEMS));
         assert_eq!(p("19,23,21,4095"), Ok(ChunkerParams::DEFAULT));
-        assert_eq!(p("10,16,12,63"), Ok(ChunkerParams::Buzhash { min_exp: 10, max_exp: 16, mask_bits: 12, window: 63 }));
-        assert_eq!(p("fixed,4194304"), Ok(ChunkerParams::Fixed { block_size: 4_194_304, header_size: 0 }));
-        assert_eq!(p("fixed,4_194_304,4096"), Ok(ChunkerParams::Fixed { block_size: 4_194_304, header_size: 4096 }));
-        assert_eq!(p("fixed,64,+0"), Ok(ChunkerParams::Fixed { block_size: 64, header_size: 0 }));
-        assert_eq!(p("fixed,20971479"), Ok(ChunkerParams::Fixed { block_size: 20_971_479, header_size: 0 }));
+        assert_eq!(
+            p("10,16,12,63"),
+            Ok(ChunkerParams::Buzhash {
+                min_exp: 10,
+                max_exp: 16,
+                mask_bits: 12,
+                window: 63
+            })
+        );
+        assert_eq!(
+            p("fixed,4194304"),
+            Ok(ChunkerParams::Fixed {
+                block_size: 4_194_304,
+                header_size: 0
+            })
+        );
+        assert_eq!(
+            p("fixed,4_194_304,4096"),
+            Ok(ChunkerParams::Fixed {
+                block_size: 4_194_304,
+                header_size: 4096
+            })
+        );
+        assert_eq!(
+            p("fixed,64,+0"),
+            Ok(ChunkerParams::Fixed {
+                block_size: 64,
+                header_size: 0
+            })
+        );
+        assert_eq!(
+            p("fixed,20971479"),
+            Ok(ChunkerParams::Fixed {
+                block_size: 20_971_479,
+                header_size: 0
+            })
+        );
     }
 
     #[test]
@@ -272,26 +394,86 @@ mod tests {
         assert!(matches!(p("default,1"), Err(ParamsError::Syntax(_))));
         assert!(matches!(p("rabin,1,2,3,4"), Err(ParamsError::Syntax(_))));
         assert_eq!(p("fixed,63"), Err(ParamsError::BlockTooSmall(63)));
-        assert_eq!(p("fixed,20971480"), Err(ParamsError::TooLarge { name: "BLOCK_SIZE", value: 20_971_480 }));
-        assert_eq!(p("fixed,64,20971480"), Err(ParamsError::TooLarge { name: "HEADER_SIZE", value: 20_971_480 }));
-        assert_eq!(p("fixed,64,-1"), Err(ParamsError::Negative { name: "HEADER_SIZE", value: -1 }));
-        assert_eq!(p("fixed,4M"), Err(ParamsError::NotInteger { name: "BLOCK_SIZE", value: "4M".into() }));
-        assert_eq!(p("fixed,1,2,3"), Err(ParamsError::NotInteger { name: "CHUNK_MIN_EXP", value: "fixed".into() }));
-        assert_eq!(p("19,23,24,4095"), Err(ParamsError::Order { min_exp: 19, mask_bits: 24, max_exp: 23 }));
+        assert_eq!(
+            p("fixed,20971480"),
+            Err(ParamsError::TooLarge {
+                name: "BLOCK_SIZE",
+                value: 20_971_480
+            })
+        );
+        assert_eq!(
+            p("fixed,64,20971480"),
+            Err(ParamsError::TooLarge {
+                name: "HEADER_SIZE",
+                value: 20_971_480
+            })
+        );
+        assert_eq!(
+            p("fixed,64,-1"),
+            Err(ParamsError::Negative {
+                name: "HEADER_SIZE",
+                value: -1
+            })
+        );
+        assert_eq!(
+            p("fixed,4M"),
+            Err(ParamsError::NotInteger {
+                name: "BLOCK_SIZE",
+                value: "4M".into()
+            })
+        );
+        assert_eq!(
+            p("fixed,1,2,3"),
+            Err(ParamsError::NotInteger {
+                name: "CHUNK_MIN_EXP",
+                value: "fixed".into()
+            })
+        );
+        assert_eq!(
+            p("19,23,24,4095"),
+            Err(ParamsError::Order {
+                min_exp: 19,
+                mask_bits: 24,
+                max_exp: 23
+            })
+        );
         assert_eq!(p("5,23,21,4095"), Err(ParamsError::MinExpTooSmall(5)));
         assert_eq!(p("19,24,21,4095"), Err(ParamsError::MaxExpTooLarge(24)));
         assert_eq!(p("19,23,21,4096"), Err(ParamsError::EvenWindow(4096)));
-        assert_eq!(p("19,23,21,-1"), Err(ParamsError::Negative { name: "HASH_WINDOW_SIZE", value: -1 }));
-        assert!(matches!(p("12,12,12,4095"), Err(ParamsError::WindowTooLarge { .. })));
-        assert!(matches!(p("19,23,21,1__0"), Err(ParamsError::NotInteger { name: "HASH_WINDOW_SIZE", .. })));
-        assert!(matches!(p("19,23,21,99999999999999999999"), Err(ParamsError::NotInteger { .. })));
+        assert_eq!(
+            p("19,23,21,-1"),
+            Err(ParamsError::Negative {
+                name: "HASH_WINDOW_SIZE",
+                value: -1
+            })
+        );
+        assert!(matches!(
+            p("12,12,12,4095"),
+            Err(ParamsError::WindowTooLarge { .. })
+        ));
+        assert!(matches!(
+            p("19,23,21,1__0"),
+            Err(ParamsError::NotInteger {
+                name: "HASH_WINDOW_SIZE",
+                ..
+            })
+        ));
+        assert!(matches!(
+            p("19,23,21,99999999999999999999"),
+            Err(ParamsError::NotInteger { .. })
+        ));
         let msg = p("19,24,21,4095").unwrap_err().to_string();
         assert!(msg.contains("CHUNK_MAX_EXP 24"), "{msg}");
     }
 
     #[test]
     fn display_round_trips() {
-        for s in ["buzhash,19,23,21,4095", "buzhash,10,16,12,63", "fixed,4194304", "fixed,65536,4096"] {
+        for s in [
+            "buzhash,19,23,21,4095",
+            "buzhash,10,16,12,63",
+            "fixed,4194304",
+            "fixed,65536,4096",
+        ] {
             let v = p(s).unwrap();
             assert_eq!(v.to_string(), s);
             assert_eq!(p(&v.to_string()), Ok(v));
@@ -304,23 +486,46 @@ mod tests {
     fn archive_value_shape() {
         let v = ChunkerParams::DEFAULT.archive_value();
         assert_eq!(v.to_string(), r#"["buzhash", 19, 23, 21, 4095]"#);
-        let f = ChunkerParams::Fixed { block_size: 4096, header_size: 0 }.archive_value();
+        let f = ChunkerParams::Fixed {
+            block_size: 4096,
+            header_size: 0,
+        }
+        .archive_value();
         assert_eq!(f.to_string(), r#"["fixed", 4096, 0]"#);
         let legacy = rmpv::Value::Array(vec![19.into(), 23.into(), 21.into(), 4095.into()]);
-        assert_eq!(ChunkerParams::from_archive_value(&legacy), Ok(ChunkerParams::DEFAULT));
-        let bin = rmpv::Value::Array(vec![rmpv::Value::Binary(b"fixed".to_vec()), 4096.into(), 512.into()]);
+        assert_eq!(
+            ChunkerParams::from_archive_value(&legacy),
+            Ok(ChunkerParams::DEFAULT)
+        );
+        let bin = rmpv::Value::Array(vec![
+            rmpv::Value::Binary(b"fixed".to_vec()),
+            4096.into(),
+            512.into(),
+        ]);
         assert_eq!(
             ChunkerParams::from_archive_value(&bin),
-            Ok(ChunkerParams::Fixed { block_size: 4096, header_size: 512 })
+            Ok(ChunkerParams::Fixed {
+                block_size: 4096,
+                header_size: 512
+            })
         );
         assert!(ChunkerParams::from_archive_value(&rmpv::Value::from(3)).is_err());
-        assert!(ChunkerParams::from_archive_value(&rmpv::Value::Array(vec!["buzhash".into()])).is_err());
+        assert!(
+            ChunkerParams::from_archive_value(&rmpv::Value::Array(vec!["buzhash".into()])).is_err()
+        );
     }
 
     #[test]
     fn max_chunk_size() {
         assert_eq!(ChunkerParams::DEFAULT.max_chunk_size(), 8 << 20);
         assert_eq!(ChunkerParams::ITEMS.max_chunk_size(), 512 << 10);
-        assert_eq!(ChunkerParams::Fixed { block_size: 4096, header_size: 100_000 }.max_chunk_size(), 4096);
+        assert_eq!(
+            ChunkerParams::Fixed {
+                block_size: 4096,
+                header_size: 100_000
+            }
+            .max_chunk_size(),
+            4096
+        );
     }
 }

@@ -9,7 +9,8 @@ use std::os::fd::AsRawFd;
 pub type Range = (u64, u64, bool);
 
 fn lseek(fd: libc::c_int, offset: u64, whence: libc::c_int) -> io::Result<u64> {
-    let off = libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let off =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: lseek only reads its integer arguments; an invalid fd yields EBADF.
     let r = unsafe { libc::lseek(fd, off, whence) };
     if r < 0 {
@@ -42,7 +43,10 @@ pub fn sparse_map(file: &File) -> io::Result<Option<Vec<Range>>> {
 }
 
 fn unsupported(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP | libc::ESPIPE))
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::EOPNOTSUPP | libc::ESPIPE)
+    )
 }
 
 fn ranges(fd: libc::c_int, file_len: u64) -> io::Result<Vec<Range>> {
@@ -58,7 +62,11 @@ fn ranges(fd: libc::c_int, file_len: u64) -> io::Result<Vec<Range>> {
                     map.push((start, end - start, is_data));
                 }
                 start = end;
-                whence = if is_data { libc::SEEK_DATA } else { libc::SEEK_HOLE };
+                whence = if is_data {
+                    libc::SEEK_DATA
+                } else {
+                    libc::SEEK_HOLE
+                };
             }
             Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
                 // SEEK_DATA inside a trailing hole finds no data: the hole runs to the end.
@@ -84,7 +92,9 @@ mod tests {
         f.seek(SeekFrom::Start(300_000)).unwrap();
         f.write_all(&[7u8; 5000]).unwrap();
         f.seek(SeekFrom::Start(1234)).unwrap();
-        let Some(map) = sparse_map(&f).unwrap() else { return };
+        let Some(map) = sparse_map(&f).unwrap() else {
+            return;
+        };
         assert_eq!(f.stream_position().unwrap(), 1234);
         let mut off = 0;
         for &(start, len, _) in &map {
@@ -93,7 +103,11 @@ mod tests {
             off += len;
         }
         assert_eq!(off, 1 << 20);
-        let data_at = |pos: u64| map.iter().find(|r| r.0 <= pos && pos < r.0 + r.1).map(|r| r.2);
+        let data_at = |pos: u64| {
+            map.iter()
+                .find(|r| r.0 <= pos && pos < r.0 + r.1)
+                .map(|r| r.2)
+        };
         assert_eq!(data_at(300_000), Some(true));
         assert_eq!(data_at(304_999), Some(true));
     }
