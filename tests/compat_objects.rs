@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use common::{prng_bytes, run_py_json, Borg};
 use proxborg::format::objects::{
-    decode_item_stream, ArchiveMeta, ChunkRef, Item, ItemStreamDecoder, Manifest, ManifestArchive, ObjectError,
-    TamStatus,
+    decode_item_stream, ArchiveMeta, ChunkRef, Item, ItemStreamDecoder, Manifest, ManifestArchive,
+    ObjectError, TamStatus,
 };
 use proxborg::format::tam::{hkdf_tam_key, TamKeySource};
 use rmpv::Value;
@@ -93,7 +93,11 @@ fn base(path: &[u8], mode: u32) -> Item {
 fn sample_items() -> Vec<Item> {
     let mut v = Vec::new();
     let mut f = base(b"srv/data/file.bin", 0o100644);
-    f.chunks = Some(vec![cref(1, 12, 15), cref(2, 65_536, 40_000), cref(3, 8_388_608, 8_388_650)]);
+    f.chunks = Some(vec![
+        cref(1, 12, 15),
+        cref(2, 65_536, 40_000),
+        cref(3, 8_388_608, 8_388_650),
+    ]);
     f.size = Some(12 + 65_536 + 8_388_608);
     f.hardlink_master = Some(false);
     v.push(f);
@@ -104,7 +108,8 @@ fn sample_items() -> Vec<Item> {
     v.push(empty);
     let mut d = base(b"srv", 0o040755);
     d.acl_access = Some(b"user::rwx\ngroup::r-x\nother::r-x".to_vec());
-    d.acl_default = Some(b"user::rwx\ngroup::r-x\ngroup:nogroup:r-x:65534\nmask::r-x\nother::r-x".to_vec());
+    d.acl_default =
+        Some(b"user::rwx\ngroup::r-x\ngroup:nogroup:r-x:65534\nmask::r-x\nother::r-x".to_vec());
     v.push(d);
     let mut l = base(b"srv/link", 0o120777);
     l.source = Some(b"../target with spaces/\xff".to_vec());
@@ -137,7 +142,8 @@ fn sample_items() -> Vec<Item> {
         (b"user.k".to_vec(), Some(b"val".to_vec())),
         (b"user.bin\xfe".to_vec(), Some(prng_bytes(9, 300))),
     ]));
-    x.acl_access = Some(b"user::rw-\nuser:nobody:rw-:65534\ngroup::r--\nmask::rw-\nother::r--".to_vec());
+    x.acl_access =
+        Some(b"user::rw-\nuser:nobody:rw-:65534\ngroup::r--\nmask::rw-\nother::r--".to_vec());
     x.acl_extended = Some(b"!#acl 1\nuser:FFFFEEEE:alice:1000:allow:read".to_vec());
     x.acl_nfs4 = Some(b"owner@:rwxp--aARWcCos:-------:allow".to_vec());
     x.bsdflags = Some(0x1 | 0x4);
@@ -193,7 +199,9 @@ fn hexo(b: &Option<Vec<u8>>) -> Json {
 }
 
 fn chunks_json(c: &[ChunkRef]) -> Json {
-    c.iter().map(|c| json!([hex::encode(c.id), c.size, c.csize])).collect()
+    c.iter()
+        .map(|c| json!([hex::encode(c.id), c.size, c.csize]))
+        .collect()
 }
 
 /// The oracle's description of an item (what borg's `Item(**kwargs)` gets).
@@ -206,12 +214,21 @@ fn item_json(it: &Item) -> Json {
     m.insert("user".into(), hexo(&it.user));
     m.insert("group".into(), hexo(&it.group));
     m.insert("mtime".into(), json!(it.mtime));
-    for (k, v) in [("ctime", it.ctime), ("atime", it.atime), ("birthtime", it.birthtime)] {
+    for (k, v) in [
+        ("ctime", it.ctime),
+        ("atime", it.atime),
+        ("birthtime", it.birthtime),
+    ] {
         if let Some(v) = v {
             m.insert(k.into(), json!(v));
         }
     }
-    for (k, v) in [("size", it.size), ("rdev", it.rdev), ("part", it.part), ("bsdflags", it.bsdflags.map(u64::from))] {
+    for (k, v) in [
+        ("size", it.size),
+        ("rdev", it.rdev),
+        ("part", it.part),
+        ("bsdflags", it.bsdflags.map(u64::from)),
+    ] {
         if let Some(v) = v {
             m.insert(k.into(), json!(v));
         }
@@ -237,18 +254,33 @@ fn item_json(it: &Item) -> Json {
         m.insert("chunks_healthy".into(), chunks_json(c));
     }
     if let Some(x) = &it.xattrs {
-        m.insert("xattrs".into(), x.iter().map(|(k, v)| json!([hex::encode(k), hexo(v)])).collect());
+        m.insert(
+            "xattrs".into(),
+            x.iter()
+                .map(|(k, v)| json!([hex::encode(k), hexo(v)]))
+                .collect(),
+        );
     }
     Json::Object(m)
 }
 
 fn oracle(borg: Borg, reqs: &[Json]) -> Vec<Json> {
-    let out = run_py_json(borg, "objects.py", &[], serde_json::to_vec(&reqs).unwrap().as_slice());
+    let out = run_py_json(
+        borg,
+        "objects.py",
+        &[],
+        serde_json::to_vec(&reqs).unwrap().as_slice(),
+    );
     out.as_array().expect("a list of results").clone()
 }
 
 fn ok(borg: Borg, r: &Json, what: &str) -> Json {
-    assert!(r.get("error").is_none(), "{}: {what}: {}", borg.name(), r["error"]);
+    assert!(
+        r.get("error").is_none(),
+        "{}: {what}: {}",
+        borg.name(),
+        r["error"]
+    );
     r.clone()
 }
 
@@ -259,7 +291,9 @@ fn items_are_byte_identical_and_read_by_borg() {
     // the refcounts borg's cache sync must find: every chunk list entry counts once
     let mut want_sync: BTreeMap<String, (u64, u32, u32)> = BTreeMap::new();
     for c in items.iter().flat_map(|i| i.chunks.iter().flatten()) {
-        let e = want_sync.entry(hex::encode(c.id)).or_insert((0, c.size, c.csize));
+        let e = want_sync
+            .entry(hex::encode(c.id))
+            .or_insert((0, c.size, c.csize));
         e.0 += 1;
     }
     for borg in Borg::ALL {
@@ -273,12 +307,28 @@ fn items_are_byte_identical_and_read_by_borg() {
             .map(|h| hex::decode(h.as_str().unwrap()).unwrap())
             .collect();
         for ((it, mine), theirs) in items.iter().zip(&ours).zip(&packed) {
-            assert_eq!(hex::encode(mine), hex::encode(theirs), "{}: packing of {:?}", borg.name(), String::from_utf8_lossy(&it.path[..it.path.len().min(40)]));
+            assert_eq!(
+                hex::encode(mine),
+                hex::encode(theirs),
+                "{}: packing of {:?}",
+                borg.name(),
+                String::from_utf8_lossy(&it.path[..it.path.len().min(40)])
+            );
         }
         for (i, e) in r["equal"].as_array().unwrap().iter().enumerate() {
-            assert_eq!(e, &json!(true), "{}: borg reads our item {i} differently", borg.name());
+            assert_eq!(
+                e,
+                &json!(true),
+                "{}: borg reads our item {i} differently",
+                borg.name()
+            );
         }
-        assert_eq!(r["stream_equal"], json!(true), "{}: item stream", borg.name());
+        assert_eq!(
+            r["stream_equal"],
+            json!(true),
+            "{}: item stream",
+            borg.name()
+        );
         let sync: BTreeMap<String, (u64, u32, u32)> = r["sync"]
             .as_object()
             .unwrap()
@@ -288,7 +338,12 @@ fn items_are_byte_identical_and_read_by_borg() {
                 (k.clone(), v)
             })
             .collect();
-        assert_eq!(sync, want_sync, "{}: cache sync of our item stream", borg.name());
+        assert_eq!(
+            sync,
+            want_sync,
+            "{}: cache sync of our item stream",
+            borg.name()
+        );
         // borg's packed items, one by one and as a stream cut anywhere, decode to ours
         for (it, theirs) in items.iter().zip(&packed) {
             let v = rmpv::decode::read_value(&mut &theirs[..]).unwrap();
@@ -306,7 +361,12 @@ fn items_are_byte_identical_and_read_by_borg() {
                 }
             }
             d.finish().unwrap();
-            assert_eq!(got, items, "{}: stream fed in {step}-byte pieces", borg.name());
+            assert_eq!(
+                got,
+                items,
+                "{}: stream fed in {step}-byte pieces",
+                borg.name()
+            );
         }
     }
 }
@@ -345,13 +405,24 @@ fn sample_archive(cwd: bool) -> ArchiveMeta {
                 id
             })
             .collect(),
-        cmdline: vec![b"proxborg-native".to_vec(), b"create".to_vec(), b"/srv/\xff".to_vec(), vec![b'x'; 40]],
+        cmdline: vec![
+            b"proxborg-native".to_vec(),
+            b"create".to_vec(),
+            b"/srv/\xff".to_vec(),
+            vec![b'x'; 40],
+        ],
         hostname: b"pve1".to_vec(),
         username: b"root".to_vec(),
         time: "2026-11-23T06:23:30.136596".into(),
         time_end: "2026-11-23T06:25:01.000001".into(),
         comment: b"nightly \xe2\x9c\x93".to_vec(),
-        chunker_params: Value::Array(vec![Value::from("buzhash"), 19.into(), 23.into(), 21.into(), 4095.into()]),
+        chunker_params: Value::Array(vec![
+            Value::from("buzhash"),
+            19.into(),
+            23.into(),
+            21.into(),
+            4095.into(),
+        ]),
         cwd: cwd.then(|| b"/root".to_vec()),
         size: 1 << 40,
         csize: 123_456_789_012,
@@ -393,22 +464,36 @@ fn borg_verifies_our_manifest_and_archives() {
                     .iter()
                     .map(|(n, a)| (hex::encode(n), json!([hex::encode(a.id), a.time])))
                     .collect();
-                assert_eq!(r["archives"], Json::Object(want), "{}: archive list", borg.name());
+                assert_eq!(
+                    r["archives"],
+                    Json::Object(want),
+                    "{}: archive list",
+                    borg.name()
+                );
             } else {
                 let a = sample_archive(flag);
                 for k in ["valid_msgpacked_dict", "rebuild_markers", "required_keys"] {
                     assert_eq!(r[k], json!(true), "{}: {k}", borg.name());
                 }
                 assert_eq!(r["name"], json!(hex::encode(&a.name)));
-                assert_eq!(r["items"], json!(a.items.iter().map(hex::encode).collect::<Vec<_>>()));
-                assert_eq!(r["cmdline"], json!(a.cmdline.iter().map(hex::encode).collect::<Vec<_>>()));
+                assert_eq!(
+                    r["items"],
+                    json!(a.items.iter().map(hex::encode).collect::<Vec<_>>())
+                );
+                assert_eq!(
+                    r["cmdline"],
+                    json!(a.cmdline.iter().map(hex::encode).collect::<Vec<_>>())
+                );
                 assert_eq!(r["hostname"], json!(hex::encode(&a.hostname)));
                 assert_eq!(r["username"], json!(hex::encode(&a.username)));
                 assert_eq!(r["time"], json!(a.time));
                 assert_eq!(r["time_end"], json!(a.time_end));
                 assert_eq!(r["comment"], json!(hex::encode(&a.comment)));
                 assert_eq!(r["chunker_params"], json!(["buzhash", 19, 23, 21, 4095]));
-                assert_eq!(r["cwd"], a.cwd.as_ref().map_or(Json::Null, |c| json!(hex::encode(c))));
+                assert_eq!(
+                    r["cwd"],
+                    a.cwd.as_ref().map_or(Json::Null, |c| json!(hex::encode(c)))
+                );
                 assert_eq!(r["stats"], json!([a.size, a.csize, a.nfiles, 0, 0, 0]));
             }
         }
@@ -431,7 +516,11 @@ fn borg_refuses_our_objects_once_tampered() {
         }
         for (i, r) in oracle(borg, &reqs).iter().enumerate() {
             let refused = r.get("error").is_some() || r["verified"] == json!(false);
-            assert!(refused, "{}: tampered object {i} accepted: {r}", borg.name());
+            assert!(
+                refused,
+                "{}: tampered object {i} accepted: {r}",
+                borg.name()
+            );
         }
     }
 }
@@ -463,8 +552,10 @@ fn we_verify_borgs_manifest_and_archives_and_match_its_bytes() {
                 .iter()
                 .map(|(n, a)| json!([hex::encode(n), hex::encode(a.id), a.time]))
                 .collect();
-            reqs.push(json!({"op": "pack_manifest", "key": kj, "archives": archives,
-                             "timestamp": m.timestamp, "tam_required": req}));
+            reqs.push(
+                json!({"op": "pack_manifest", "key": kj, "archives": archives,
+                             "timestamp": m.timestamp, "tam_required": req}),
+            );
             for &cwd in cwds(borg) {
                 let a = sample_archive(cwd);
                 let meta = json!({
@@ -482,22 +573,62 @@ fn we_verify_borgs_manifest_and_archives_and_match_its_bytes() {
         let out = oracle(borg, &reqs);
         let mut out = out.iter();
         for (_, key, req) in keys() {
-            let raw = hex::decode(ok(borg, out.next().unwrap(), "pack_manifest")["data"].as_str().unwrap()).unwrap();
+            let raw = hex::decode(
+                ok(borg, out.next().unwrap(), "pack_manifest")["data"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap();
             let (m, tam) = Manifest::decode(&raw, key.as_ref(), req).unwrap();
-            assert_eq!(tam, TamStatus::Verified, "{}: borg's manifest TAM", borg.name());
+            assert_eq!(
+                tam,
+                TamStatus::Verified,
+                "{}: borg's manifest TAM",
+                borg.name()
+            );
             assert_eq!(m, sample_manifest(req));
-            let again = m.encode_with_tam_salt(key.as_ref(), &salt_of(&raw)).unwrap();
-            assert_eq!(hex::encode(&again), hex::encode(&raw), "{}: manifest bytes", borg.name());
+            let again = m
+                .encode_with_tam_salt(key.as_ref(), &salt_of(&raw))
+                .unwrap();
+            assert_eq!(
+                hex::encode(&again),
+                hex::encode(&raw),
+                "{}: manifest bytes",
+                borg.name()
+            );
             // someone else's key must not verify it
-            assert!(matches!(Manifest::decode(&raw, &Keyed::new(false, 999), false), Err(ObjectError::TamInvalid { .. })));
+            assert!(matches!(
+                Manifest::decode(&raw, &Keyed::new(false, 999), false),
+                Err(ObjectError::TamInvalid { .. })
+            ));
             for &cwd in cwds(borg) {
-                let raw = hex::decode(ok(borg, out.next().unwrap(), "pack_archive")["data"].as_str().unwrap()).unwrap();
+                let raw = hex::decode(
+                    ok(borg, out.next().unwrap(), "pack_archive")["data"]
+                        .as_str()
+                        .unwrap(),
+                )
+                .unwrap();
                 let (a, tam) = ArchiveMeta::decode(&raw, key.as_ref()).unwrap();
-                assert_eq!(tam, TamStatus::Verified, "{}: borg's archive TAM", borg.name());
+                assert_eq!(
+                    tam,
+                    TamStatus::Verified,
+                    "{}: borg's archive TAM",
+                    borg.name()
+                );
                 assert_eq!(a, sample_archive(cwd));
-                let again = a.encode_with_tam_salt(key.as_ref(), &salt_of(&raw)).unwrap();
-                assert_eq!(hex::encode(&again), hex::encode(&raw), "{}: archive bytes (cwd {cwd})", borg.name());
-                assert!(matches!(ArchiveMeta::decode(&raw, &Keyed::new(true, 998)), Err(ObjectError::TamInvalid { .. })));
+                let again = a
+                    .encode_with_tam_salt(key.as_ref(), &salt_of(&raw))
+                    .unwrap();
+                assert_eq!(
+                    hex::encode(&again),
+                    hex::encode(&raw),
+                    "{}: archive bytes (cwd {cwd})",
+                    borg.name()
+                );
+                assert!(matches!(
+                    ArchiveMeta::decode(&raw, &Keyed::new(true, 998)),
+                    Err(ObjectError::TamInvalid { .. })
+                ));
             }
         }
     }
@@ -513,22 +644,44 @@ fn limits_are_refused_before_borg_would() {
             time: m.timestamp.clone(),
         },
     );
-    assert!(matches!(m.encode_with_tam(&Plain), Err(ObjectError::Limit { .. })));
+    assert!(matches!(
+        m.encode_with_tam(&Plain),
+        Err(ObjectError::Limit { .. })
+    ));
     // the limit is borg 1.2's, not ours: an untagged manifest (fine for a plaintext key)
     // with a 256-byte name, packed without our checks, is refused by 1.2 and read by 1.4
     let name = Value::Binary(vec![b'x'; 256]);
-    let entry = Value::Map(vec![(Value::from("id"), Value::Binary(vec![0; 32])), (Value::from("time"), Value::from("2026-11-23T06:23:30.136596"))]);
+    let entry = Value::Map(vec![
+        (Value::from("id"), Value::Binary(vec![0; 32])),
+        (
+            Value::from("time"),
+            Value::from("2026-11-23T06:23:30.136596"),
+        ),
+    ]);
     let v = Value::Map(vec![
         (Value::from("archives"), Value::Map(vec![(name, entry)])),
         (Value::from("config"), Value::Map(vec![])),
-        (Value::from("timestamp"), Value::from("2026-11-23T06:23:30.142571")),
+        (
+            Value::from("timestamp"),
+            Value::from("2026-11-23T06:23:30.142571"),
+        ),
         (Value::from("version"), Value::from(1)),
     ]);
     let mut raw = Vec::new();
     proxborg::format::msgpack::write_value(&mut raw, &v);
-    let req = [json!({"op": "verify_manifest", "key": {"kind": "plain"}, "data": hex::encode(&raw)})];
+    let req =
+        [json!({"op": "verify_manifest", "key": {"kind": "plain"}, "data": hex::encode(&raw)})];
     let r12 = oracle(Borg::V12, &req);
-    assert!(r12[0]["error"].as_str().is_some_and(|e| e.contains("max_str_len")), "borg 1.2: {}", r12[0]);
+    assert!(
+        r12[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("max_str_len")),
+        "borg 1.2: {}",
+        r12[0]
+    );
     let r14 = oracle(Borg::V14, &req);
-    assert_eq!(ok(Borg::V14, &r14[0], "long name")["verified"], json!(false));
+    assert_eq!(
+        ok(Borg::V14, &r14[0], "long name")["verified"],
+        json!(false)
+    );
 }

@@ -9,6 +9,8 @@
 mod archive;
 mod item;
 mod manifest;
+#[cfg(test)]
+mod proptests;
 mod sealed;
 mod stream;
 
@@ -49,11 +51,17 @@ pub enum TamStatus {
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
     #[error("malformed msgpack in {object}: {reason}")]
-    Msgpack { object: &'static str, reason: String },
+    Msgpack {
+        object: &'static str,
+        reason: String,
+    },
     #[error("{object} is not a msgpack map")]
     NotAMap { object: &'static str },
     #[error("{object} has no {key:?} key")]
-    MissingKey { object: &'static str, key: &'static str },
+    MissingKey {
+        object: &'static str,
+        key: &'static str,
+    },
     #[error("{object} key {key:?} has the wrong type (expected {expected})")]
     WrongType {
         object: &'static str,
@@ -61,21 +69,31 @@ pub enum ObjectError {
         expected: &'static str,
     },
     #[error("unknown {object} version {version}")]
-    UnknownVersion { object: &'static str, version: String },
+    UnknownVersion {
+        object: &'static str,
+        version: String,
+    },
     #[error("{object} has no TAM but the repository requires one (borg: TAMRequiredError)")]
     TamRequired { object: &'static str },
-    #[error("{object} TAM authentication failed: the object was modified or forged (borg: TAMInvalid)")]
+    #[error(
+        "{object} TAM authentication failed: the object was modified or forged (borg: TAMInvalid)"
+    )]
     TamInvalid { object: &'static str },
     #[error("{object} TAM uses an unsupported suite {suite:?} but the repository requires TAM")]
     TamUnsupportedSuite { object: &'static str, suite: String },
-    #[error("the manifest was written by a newer borg and cannot be read (UnsupportedManifestError)")]
+    #[error(
+        "the manifest was written by a newer borg and cannot be read (UnsupportedManifestError)"
+    )]
     UnsupportedManifest,
     #[error("repository requires features this program does not support: {}", .0.join(", "))]
     MandatoryFeatureUnsupported(Vec<String>),
     #[error("{object} exceeds a borg limit: {what}")]
     Limit { object: &'static str, what: String },
     #[error("{object}: {reason}")]
-    Invalid { object: &'static str, reason: String },
+    Invalid {
+        object: &'static str,
+        reason: String,
+    },
     #[error("item stream ends inside an item ({0} bytes left over)")]
     TruncatedStream(usize),
     #[error("cannot draw a random TAM salt: {0}")]
@@ -139,20 +157,33 @@ pub(crate) mod field {
             .ok_or_else(|| wrong(object, key, "32-byte id"))
     }
 
-    pub fn uint<T: TryFrom<u64>>(v: &Value, object: &'static str, key: &str, expected: &'static str) -> Result<T, ObjectError> {
+    pub fn uint<T: TryFrom<u64>>(
+        v: &Value,
+        object: &'static str,
+        key: &str,
+        expected: &'static str,
+    ) -> Result<T, ObjectError> {
         v.as_u64()
             .and_then(|u| T::try_from(u).ok())
             .ok_or_else(|| wrong(object, key, expected))
     }
 
-    pub fn array<'a>(v: &'a Value, object: &'static str, key: &str) -> Result<&'a [Value], ObjectError> {
+    pub fn array<'a>(
+        v: &'a Value,
+        object: &'static str,
+        key: &str,
+    ) -> Result<&'a [Value], ObjectError> {
         match v {
             Value::Array(a) => Ok(a),
             _ => Err(wrong(object, key, "array")),
         }
     }
 
-    pub fn bytes_list(v: &Value, object: &'static str, key: &str) -> Result<Vec<Vec<u8>>, ObjectError> {
+    pub fn bytes_list(
+        v: &Value,
+        object: &'static str,
+        key: &str,
+    ) -> Result<Vec<Vec<u8>>, ObjectError> {
         array(v, object, key)?
             .iter()
             .map(|x| bytes(x, object, key))

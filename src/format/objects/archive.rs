@@ -132,7 +132,11 @@ impl ArchiveMeta {
     /// positive fixint, so `rebuild_manifest` can recognise the object. Refuses what borg
     /// could not read back: a version other than 1, names over 255 bytes (the manifest
     /// limit of borg 1.2), objects over `MAX_DATA_SIZE`.
-    pub fn encode_with_tam_salt(&self, key: &dyn TamKeySource, salt: &[u8]) -> Result<Vec<u8>, ObjectError> {
+    pub fn encode_with_tam_salt(
+        &self,
+        key: &dyn TamKeySource,
+        salt: &[u8],
+    ) -> Result<Vec<u8>, ObjectError> {
         self.validate()?;
         let mut e: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(18 + self.extra.len());
         let mut put = |k: &str, f: &dyn Fn(&mut Vec<u8>)| {
@@ -141,7 +145,9 @@ impl ArchiveMeta {
             e.push((k.as_bytes().to_vec(), v));
         };
         if !self.chunker_params.is_nil() {
-            put("chunker_params", &|b| sealed::write_sorted(b, &self.chunker_params));
+            put("chunker_params", &|b| {
+                sealed::write_sorted(b, &self.chunker_params)
+            });
         }
         put("cmdline", &|b| write_bytes_list(b, &self.cmdline));
         put("comment", &|b| write_raw(b, &self.comment));
@@ -195,7 +201,10 @@ impl ArchiveMeta {
         if self.name.len() > limits::MANIFEST_MAX_STR {
             return Err(ObjectError::Limit {
                 object: OBJ,
-                what: format!("name is {} bytes, borg 1.2 reads at most 255", self.name.len()),
+                what: format!(
+                    "name is {} bytes, borg 1.2 reads at most 255",
+                    self.name.len()
+                ),
             });
         }
         for (what, t) in [("time", &self.time), ("time_end", &self.time_end)] {
@@ -210,7 +219,10 @@ impl ArchiveMeta {
             if k == b"tam" || MODELLED.iter().any(|m| m.as_bytes() == k.as_slice()) {
                 return Err(ObjectError::Invalid {
                     object: OBJ,
-                    reason: format!("extra key {:?} clashes with a field", String::from_utf8_lossy(k)),
+                    reason: format!(
+                        "extra key {:?} clashes with a field",
+                        String::from_utf8_lossy(k)
+                    ),
                 });
             }
         }
@@ -221,7 +233,10 @@ impl ArchiveMeta {
     /// (`unpack_and_verify_archive(force_tam_not_required=True)`): a missing TAM is
     /// reported as [`TamStatus::Missing`] for the caller to judge (`borg check` refuses such
     /// archives in keyed modes), an invalid TAM is an error.
-    pub fn decode(raw: &[u8], key: &dyn TamKeySource) -> Result<(ArchiveMeta, TamStatus), ObjectError> {
+    pub fn decode(
+        raw: &[u8],
+        key: &dyn TamKeySource,
+    ) -> Result<(ArchiveMeta, TamStatus), ObjectError> {
         let (meta, tam) = Self::decode_unverified(raw, key)?;
         if tam == TamStatus::Invalid {
             return Err(ObjectError::TamInvalid { object: OBJ });
@@ -231,7 +246,10 @@ impl ArchiveMeta {
 
     /// Like [`decode`](Self::decode) but reports an invalid TAM as a status instead of
     /// failing — for tools that must look at such an object (check, repair).
-    pub fn decode_unverified(raw: &[u8], key: &dyn TamKeySource) -> Result<(ArchiveMeta, TamStatus), ObjectError> {
+    pub fn decode_unverified(
+        raw: &[u8],
+        key: &dyn TamKeySource,
+    ) -> Result<(ArchiveMeta, TamStatus), ObjectError> {
         let Unpacked { entries, tam, .. } = sealed::unpack(raw, key, CONTEXT_ARCHIVE, OBJ)?;
         let version = sealed::version(require(&entries, "version", OBJ)?, OBJ)?;
         if version != 1 {
@@ -290,13 +308,20 @@ impl ArchiveMeta {
                 }
             }
         }
-        for (have, key) in [(name, "name"), (items, "items"), (cmdline, "cmdline"), (time, "time")] {
+        for (have, key) in [
+            (name, "name"),
+            (items, "items"),
+            (cmdline, "cmdline"),
+            (time, "time"),
+        ] {
             if !have {
                 return Err(ObjectError::MissingKey { object: OBJ, key });
             }
         }
         // borg: `metadata.get('time_end') or metadata.time`
-        m.time_end = time_end.filter(|t| !t.is_empty()).unwrap_or_else(|| m.time.clone());
+        m.time_end = time_end
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| m.time.clone());
         Ok((m, tam))
     }
 }
@@ -332,7 +357,13 @@ mod tests {
             time: "2026-11-23T06:23:30.136596".into(),
             time_end: "2026-11-23T06:23:30.139603".into(),
             comment: vec![],
-            chunker_params: Value::Array(vec![Value::from("buzhash"), 19.into(), 23.into(), 21.into(), 4095.into()]),
+            chunker_params: Value::Array(vec![
+                Value::from("buzhash"),
+                19.into(),
+                23.into(),
+                21.into(),
+                4095.into(),
+            ]),
             cwd: Some(b"/srv/ex".to_vec()),
             size: 1036,
             csize: 287,
@@ -360,8 +391,14 @@ mod tests {
         let mut raw = meta().encode_with_tam(&Plain).unwrap();
         let at = raw.windows(3).position(|w| w == b"\xa2vm").unwrap() + 1;
         raw[at] = b'V';
-        assert!(matches!(ArchiveMeta::decode(&raw, &Plain), Err(ObjectError::TamInvalid { .. })));
-        assert_eq!(ArchiveMeta::decode_unverified(&raw, &Plain).unwrap().1, TamStatus::Invalid);
+        assert!(matches!(
+            ArchiveMeta::decode(&raw, &Plain),
+            Err(ObjectError::TamInvalid { .. })
+        ));
+        assert_eq!(
+            ArchiveMeta::decode_unverified(&raw, &Plain).unwrap().1,
+            TamStatus::Invalid
+        );
         // without tam
         let mut b = Vec::new();
         write_map_len(&mut b, 5);
@@ -384,7 +421,10 @@ mod tests {
     fn encode_refuses_what_borg_cannot_read() {
         let mut m = meta();
         m.name = vec![b'n'; 256];
-        assert!(matches!(m.encode_with_tam(&Plain), Err(ObjectError::Limit { .. })));
+        assert!(matches!(
+            m.encode_with_tam(&Plain),
+            Err(ObjectError::Limit { .. })
+        ));
         let mut m = meta();
         m.version = 2;
         assert!(m.encode_with_tam(&Plain).is_err());
@@ -396,13 +436,19 @@ mod tests {
         assert!(m.encode_with_tam(&Plain).is_err());
         let mut m = meta();
         m.items = vec![[0; 32]; MAX_DATA_SIZE / 34];
-        assert!(matches!(m.encode_with_tam(&Plain), Err(ObjectError::Limit { .. })));
+        assert!(matches!(
+            m.encode_with_tam(&Plain),
+            Err(ObjectError::Limit { .. })
+        ));
     }
 
     #[test]
     fn extra_keys_survive() {
         let mut m = meta();
-        m.extra.insert(b"recreate_cmdline".to_vec(), Value::Array(vec![Value::from("borg")]));
+        m.extra.insert(
+            b"recreate_cmdline".to_vec(),
+            Value::Array(vec![Value::from("borg")]),
+        );
         let raw = m.encode_with_tam(&Plain).unwrap();
         assert_eq!(ArchiveMeta::decode(&raw, &Plain).unwrap().0, m);
     }
@@ -412,7 +458,10 @@ mod tests {
         let mut m = meta();
         m.extra.insert(b"zzz".to_vec(), Value::Nil);
         let raw = m.encode_with_tam(&Plain).unwrap();
-        let pos = raw.windows(9).position(|w| w == b"\xa7version\x01").unwrap();
+        let pos = raw
+            .windows(9)
+            .position(|w| w == b"\xa7version\x01")
+            .unwrap();
         let mut bad = raw.clone();
         bad[pos + 8] = 2;
         assert!(matches!(

@@ -7,7 +7,10 @@ use rmpv::Value;
 
 use super::field::{self, wrong};
 use super::{key_name, ObjectError};
-use crate::format::msgpack::{as_bytes, write_array_len, write_bool, write_int, write_map_len, write_nil, write_raw, write_uint};
+use crate::format::msgpack::{
+    as_bytes, write_array_len, write_bool, write_int, write_map_len, write_nil, write_raw,
+    write_uint,
+};
 
 /// A chunk ID (`id_hash` of the chunk plaintext).
 pub type ChunkId = [u8; 32];
@@ -170,7 +173,11 @@ impl Item {
 
     /// Σ plaintext sizes of the chunk list (0 without one).
     pub fn chunks_size(&self) -> u64 {
-        self.chunks.iter().flatten().map(|c| u64::from(c.size)).sum()
+        self.chunks
+            .iter()
+            .flatten()
+            .map(|c| u64::from(c.size))
+            .sum()
     }
 
     /// Appends the item exactly as borg's `msgpack.packb(item.as_dict())` would.
@@ -333,7 +340,11 @@ impl Item {
                 _ => {}
             }
         }
-        for (have, key) in [(have_path, "path"), (have_mode, "mode"), (have_mtime, "mtime")] {
+        for (have, key) in [
+            (have_path, "path"),
+            (have_mode, "mode"),
+            (have_mtime, "mtime"),
+        ] {
             if !have {
                 return Err(ObjectError::MissingKey { object: OBJ, key });
             }
@@ -342,7 +353,10 @@ impl Item {
     }
 }
 
-fn nil_or<T>(v: &Value, f: impl FnOnce(&Value) -> Result<T, ObjectError>) -> Result<Option<T>, ObjectError> {
+fn nil_or<T>(
+    v: &Value,
+    f: impl FnOnce(&Value) -> Result<T, ObjectError>,
+) -> Result<Option<T>, ObjectError> {
     match v {
         Value::Nil => Ok(None),
         v => f(v).map(Some),
@@ -353,7 +367,11 @@ fn read_chunks(v: &Value, key: &str) -> Result<Option<Vec<ChunkRef>>, ObjectErro
     match v {
         // borg's property allows None ("list or None")
         Value::Nil => Ok(None),
-        Value::Array(a) => a.iter().map(|c| ChunkRef::decode(c, key)).collect::<Result<_, _>>().map(Some),
+        Value::Array(a) => a
+            .iter()
+            .map(|c| ChunkRef::decode(c, key))
+            .collect::<Result<_, _>>()
+            .map(Some),
         _ => Err(wrong(OBJ, key, "chunk list")),
     }
 }
@@ -421,7 +439,11 @@ mod tests {
             mtime: 1_704_164_645_123_456_789,
             ctime: Some(1_795_415_009_336_887_977),
             size: Some(12),
-            chunks: Some(vec![ChunkRef { id: [0xa9; 32], size: 12, csize: 15 }]),
+            chunks: Some(vec![ChunkRef {
+                id: [0xa9; 32],
+                size: 12,
+                csize: 15,
+            }]),
             hardlink_master: Some(false),
             ..Default::default()
         }
@@ -455,7 +477,10 @@ mod tests {
     #[test]
     fn round_trip() {
         let mut f = file();
-        f.xattrs = Some(BTreeMap::from([(b"user.empty".to_vec(), None), (b"user.k".to_vec(), Some(b"val".to_vec()))]));
+        f.xattrs = Some(BTreeMap::from([
+            (b"user.empty".to_vec(), None),
+            (b"user.k".to_vec(), Some(b"val".to_vec())),
+        ]));
         f.mtime = i64::MIN;
         f.atime = Some(-1);
         let b = f.to_msgpack();
@@ -469,7 +494,11 @@ mod tests {
         assert_eq!(hex::encode(&b), "a90000000000000080ff");
         let v = decode_one(&b).unwrap();
         assert_eq!(read_timestamp(&v, "t").unwrap(), i64::MIN);
-        for (bytes, want) in [(&[][..], Some(0)), (&[0xff][..], Some(-1)), (&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0][..], Some(1))] {
+        for (bytes, want) in [
+            (&[][..], Some(0)),
+            (&[0xff][..], Some(-1)),
+            (&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0][..], Some(1)),
+        ] {
             assert_eq!(read_timestamp(&raw_value(bytes), "t").ok(), want);
         }
         assert!(read_timestamp(&raw_value(&[0, 0, 0, 0, 0, 0, 0, 0, 1]), "t").is_err());
@@ -499,7 +528,11 @@ mod tests {
     fn chunk_entries_must_have_three_fields() {
         let v = Value::Array(vec![Value::Binary(vec![0; 32]), Value::from(1)]);
         assert!(ChunkRef::decode(&v, "chunks").is_err());
-        let v = Value::Array(vec![Value::Binary(vec![0; 31]), Value::from(1), Value::from(1)]);
+        let v = Value::Array(vec![
+            Value::Binary(vec![0; 31]),
+            Value::from(1),
+            Value::from(1),
+        ]);
         assert!(ChunkRef::decode(&v, "chunks").is_err());
     }
 
@@ -511,7 +544,11 @@ mod tests {
         slave.hardlink_master = None;
         slave.source = Some(b"src/a".to_vec());
         assert!(slave.is_hardlink_slave() && slave.is_reg());
-        let link = Item { mode: 0o120777, source: Some(b"t".to_vec()), ..Default::default() };
+        let link = Item {
+            mode: 0o120777,
+            source: Some(b"t".to_vec()),
+            ..Default::default()
+        };
         assert!(link.is_symlink() && !link.is_hardlink_slave());
         assert_eq!(file().chunks_size(), 12);
     }

@@ -8,7 +8,9 @@ use rmpv::Value;
 use super::item::{ChunkId, ITEM_KEYS};
 use super::sealed::{self, random_salt, Unpacked};
 use super::{field, limits, ObjectError, TamStatus};
-use crate::format::msgpack::{as_bytes, map_get, write_array_len, write_map_len, write_raw, write_uint};
+use crate::format::msgpack::{
+    as_bytes, map_get, write_array_len, write_map_len, write_raw, write_uint,
+};
 use crate::format::tam::{TamKeySource, CONTEXT_MANIFEST};
 use crate::format::{timefmt, MAX_DATA_SIZE};
 
@@ -69,7 +71,10 @@ impl Manifest {
             self.config = Value::Map(Vec::new());
         }
         if let Value::Map(m) = &mut self.config {
-            match m.iter_mut().find(|(k, _)| as_bytes(k) == Some(b"tam_required")) {
+            match m
+                .iter_mut()
+                .find(|(k, _)| as_bytes(k) == Some(b"tam_required"))
+            {
                 Some((_, v)) => *v = Value::Boolean(true),
                 None => m.push((Value::from("tam_required"), Value::Boolean(true))),
             }
@@ -87,15 +92,27 @@ impl Manifest {
             return Err(field::wrong(OBJ, "config.feature_flags", "map"));
         };
         for (op, req) in ops {
-            let op = String::from_utf8_lossy(as_bytes(op).ok_or_else(|| field::wrong(OBJ, "config.feature_flags", "byte-string operation"))?)
-                .into_owned();
+            let op = String::from_utf8_lossy(as_bytes(op).ok_or_else(|| {
+                field::wrong(OBJ, "config.feature_flags", "byte-string operation")
+            })?)
+            .into_owned();
             let Value::Map(_) = req else {
-                return Err(field::wrong(OBJ, "config.feature_flags", "map per operation"));
+                return Err(field::wrong(
+                    OBJ,
+                    "config.feature_flags",
+                    "map per operation",
+                ));
             };
             if let Some(m) = map_get(req, b"mandatory") {
                 let names = field::bytes_list(m, OBJ, "config.feature_flags.mandatory")?;
                 if !names.is_empty() {
-                    out.insert(op, names.iter().map(|n| String::from_utf8_lossy(n).into_owned()).collect());
+                    out.insert(
+                        op,
+                        names
+                            .iter()
+                            .map(|n| String::from_utf8_lossy(n).into_owned())
+                            .collect(),
+                    );
                 }
             }
         }
@@ -111,7 +128,11 @@ impl Manifest {
     /// same content and salt. Refuses anything borg 1.2's limited manifest unpacker would
     /// reject (strings > 255 bytes, arrays > 100, > 400 000 archives, ext types) and
     /// objects over `MAX_DATA_SIZE`.
-    pub fn encode_with_tam_salt(&self, key: &dyn TamKeySource, salt: &[u8]) -> Result<Vec<u8>, ObjectError> {
+    pub fn encode_with_tam_salt(
+        &self,
+        key: &dyn TamKeySource,
+        salt: &[u8],
+    ) -> Result<Vec<u8>, ObjectError> {
         self.validate()?;
         let mut item_keys = self.item_keys.clone();
         item_keys.sort();
@@ -159,7 +180,11 @@ impl Manifest {
 
     fn validate(&self) -> Result<(), ObjectError> {
         if self.archives.len() > limits::MAX_ARCHIVES {
-            return Err(limit(format!("{} archives, borg allows {}", self.archives.len(), limits::MAX_ARCHIVES)));
+            return Err(limit(format!(
+                "{} archives, borg allows {}",
+                self.archives.len(),
+                limits::MAX_ARCHIVES
+            )));
         }
         for (name, a) in &self.archives {
             if name.len() > limits::MANIFEST_MAX_STR {
@@ -173,9 +198,16 @@ impl Manifest {
         }
         check_time(&self.timestamp, "timestamp")?;
         if self.item_keys.len() > limits::MANIFEST_MAX_ARRAY {
-            return Err(limit(format!("{} item keys, borg 1.2 reads at most 100", self.item_keys.len())));
+            return Err(limit(format!(
+                "{} item keys, borg 1.2 reads at most 100",
+                self.item_keys.len()
+            )));
         }
-        if let Some(k) = self.item_keys.iter().find(|k| k.len() > limits::MANIFEST_MAX_STR) {
+        if let Some(k) = self
+            .item_keys
+            .iter()
+            .find(|k| k.len() > limits::MANIFEST_MAX_STR)
+        {
             return Err(limit(format!("item key of {} bytes", k.len())));
         }
         match &self.config {
@@ -188,13 +220,23 @@ impl Manifest {
     /// `tam_required` and no TAM → [`ObjectError::TamRequired`]; a TAM that does not match →
     /// [`ObjectError::TamInvalid`] (always); version must be 1 or 2; mandatory feature
     /// flags → [`ObjectError::MandatoryFeatureUnsupported`].
-    pub fn decode(raw: &[u8], key: &dyn TamKeySource, tam_required: bool) -> Result<(Manifest, TamStatus), ObjectError> {
+    pub fn decode(
+        raw: &[u8],
+        key: &dyn TamKeySource,
+        tam_required: bool,
+    ) -> Result<(Manifest, TamStatus), ObjectError> {
         if raw.starts_with(&[0xc1; 4]) {
             return Err(ObjectError::UnsupportedManifest);
         }
-        let Unpacked { entries, tam, suite } = sealed::unpack(raw, key, CONTEXT_MANIFEST, OBJ)?;
+        let Unpacked {
+            entries,
+            tam,
+            suite,
+        } = sealed::unpack(raw, key, CONTEXT_MANIFEST, OBJ)?;
         match tam {
-            TamStatus::Missing if tam_required => return Err(ObjectError::TamRequired { object: OBJ }),
+            TamStatus::Missing if tam_required => {
+                return Err(ObjectError::TamRequired { object: OBJ })
+            }
             TamStatus::Invalid => return Err(ObjectError::TamInvalid { object: OBJ }),
             TamStatus::UnsupportedSuite if tam_required => {
                 return Err(ObjectError::TamUnsupportedSuite { object: OBJ, suite })
@@ -220,7 +262,10 @@ impl Manifest {
             let Value::Map(_) = a else {
                 return Err(field::wrong(OBJ, "archives", "map {id, time} per archive"));
             };
-            let id = map_get(a, b"id").ok_or(ObjectError::MissingKey { object: OBJ, key: "archives.id" })?;
+            let id = map_get(a, b"id").ok_or(ObjectError::MissingKey {
+                object: OBJ,
+                key: "archives.id",
+            })?;
             let time = map_get(a, b"time").ok_or(ObjectError::MissingKey {
                 object: OBJ,
                 key: "archives.time",
@@ -283,15 +328,20 @@ fn check_time(t: &str, what: &str) -> Result<(), ObjectError> {
 /// borg 1.2's limited unpacker, applied to a value we are about to write.
 fn check_limits(v: &Value, path: &str) -> Result<(), ObjectError> {
     match v {
-        Value::String(s) if s.as_bytes().len() > limits::MANIFEST_MAX_STR => {
-            Err(limit(format!("{path}: string of {} bytes (borg 1.2 reads at most 255)", s.as_bytes().len())))
-        }
-        Value::Binary(b) if b.len() > limits::MANIFEST_MAX_STR => {
-            Err(limit(format!("{path}: string of {} bytes (borg 1.2 reads at most 255)", b.len())))
-        }
+        Value::String(s) if s.as_bytes().len() > limits::MANIFEST_MAX_STR => Err(limit(format!(
+            "{path}: string of {} bytes (borg 1.2 reads at most 255)",
+            s.as_bytes().len()
+        ))),
+        Value::Binary(b) if b.len() > limits::MANIFEST_MAX_STR => Err(limit(format!(
+            "{path}: string of {} bytes (borg 1.2 reads at most 255)",
+            b.len()
+        ))),
         Value::Array(a) => {
             if a.len() > limits::MANIFEST_MAX_ARRAY {
-                return Err(limit(format!("{path}: array of {} (borg 1.2 reads at most 100)", a.len())));
+                return Err(limit(format!(
+                    "{path}: array of {} (borg 1.2 reads at most 100)",
+                    a.len()
+                )));
             }
             a.iter().try_for_each(|x| check_limits(x, path))
         }
@@ -304,7 +354,9 @@ fn check_limits(v: &Value, path: &str) -> Result<(), ObjectError> {
                 check_limits(x, &format!("{path}.{}", super::key_name(k)))
             })
         }
-        Value::Ext(..) => Err(limit(format!("{path}: msgpack ext type (borg 1.2 refuses them)"))),
+        Value::Ext(..) => Err(limit(format!(
+            "{path}: msgpack ext type (borg 1.2 refuses them)"
+        ))),
         _ => Ok(()),
     }
 }
@@ -351,7 +403,10 @@ mod tests {
         let mut bad = raw.clone();
         let at = bad.windows(5).position(|w| w == b"arch1").unwrap();
         bad[at] = b'A';
-        assert!(matches!(Manifest::decode(&bad, &Plain, false), Err(ObjectError::TamInvalid { .. })));
+        assert!(matches!(
+            Manifest::decode(&bad, &Plain, false),
+            Err(ObjectError::TamInvalid { .. })
+        ));
         // strip the tam: rebuild the map without it
         let mut v = crate::format::msgpack::decode_one(&raw).unwrap();
         if let Value::Map(m) = &mut v {
@@ -359,9 +414,18 @@ mod tests {
         }
         let mut untagged = Vec::new();
         crate::format::msgpack::write_value(&mut untagged, &v);
-        assert!(matches!(Manifest::decode(&untagged, &Plain, true), Err(ObjectError::TamRequired { .. })));
-        assert_eq!(Manifest::decode(&untagged, &Plain, false).unwrap().1, TamStatus::Missing);
-        assert!(matches!(Manifest::decode(&[0xc1; 8], &Plain, false), Err(ObjectError::UnsupportedManifest)));
+        assert!(matches!(
+            Manifest::decode(&untagged, &Plain, true),
+            Err(ObjectError::TamRequired { .. })
+        ));
+        assert_eq!(
+            Manifest::decode(&untagged, &Plain, false).unwrap().1,
+            TamStatus::Missing
+        );
+        assert!(matches!(
+            Manifest::decode(&[0xc1; 8], &Plain, false),
+            Err(ObjectError::UnsupportedManifest)
+        ));
     }
 
     #[test]
@@ -374,14 +438,19 @@ mod tests {
         assert_eq!(Manifest::new_empty(true).config, m.config);
         let ff = Value::Map(vec![(
             Value::from("write"),
-            Value::Map(vec![(Value::from("mandatory"), Value::Array(vec![Value::from("future")]))]),
+            Value::Map(vec![(
+                Value::from("mandatory"),
+                Value::Array(vec![Value::from("future")]),
+            )]),
         )]);
         if let Value::Map(c) = &mut m.config {
             c.push((Value::from("feature_flags"), ff));
         }
         let raw = m.encode_with_tam(&Plain).unwrap();
         match Manifest::decode(&raw, &Plain, true) {
-            Err(ObjectError::MandatoryFeatureUnsupported(f)) => assert_eq!(f, vec!["future".to_string()]),
+            Err(ObjectError::MandatoryFeatureUnsupported(f)) => {
+                assert_eq!(f, vec!["future".to_string()])
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -396,10 +465,19 @@ mod tests {
                 time: m.timestamp.clone(),
             },
         );
-        assert!(matches!(m.encode_with_tam(&Plain), Err(ObjectError::Limit { .. })));
+        assert!(matches!(
+            m.encode_with_tam(&Plain),
+            Err(ObjectError::Limit { .. })
+        ));
         let mut m = manifest();
-        m.config = Value::Map(vec![(Value::from("k"), Value::Array(vec![Value::Nil; 101]))]);
-        assert!(matches!(m.encode_with_tam(&Plain), Err(ObjectError::Limit { .. })));
+        m.config = Value::Map(vec![(
+            Value::from("k"),
+            Value::Array(vec![Value::Nil; 101]),
+        )]);
+        assert!(matches!(
+            m.encode_with_tam(&Plain),
+            Err(ObjectError::Limit { .. })
+        ));
         let mut m = manifest();
         m.timestamp = String::new();
         assert!(m.encode_with_tam(&Plain).is_err());
@@ -412,7 +490,10 @@ mod tests {
         let raw = m.encode_with_tam(&Plain).unwrap();
         let (d, _) = Manifest::decode(&raw, &Plain, false).unwrap();
         assert_eq!(d.item_keys.len(), 24);
-        let pos = raw.windows(9).position(|w| w == b"\xa7version\x01").unwrap();
+        let pos = raw
+            .windows(9)
+            .position(|w| w == b"\xa7version\x01")
+            .unwrap();
         let mut v3 = raw.clone();
         v3[pos + 8] = 3;
         // the TAM breaks first; the version check needs an untagged manifest

@@ -19,7 +19,12 @@ pub fn random_salt() -> Result<[u8; SALT_LEN], ObjectError> {
 
 /// Packs `entries` (key, already packed value) plus a `tam` entry as one map with keys in
 /// borg's `StableDict` order, then seals the TAM over the final bytes.
-pub fn pack_sealed(mut entries: Vec<(Vec<u8>, Vec<u8>)>, key: &dyn TamKeySource, context: &[u8], salt: &[u8]) -> Vec<u8> {
+pub fn pack_sealed(
+    mut entries: Vec<(Vec<u8>, Vec<u8>)>,
+    key: &dyn TamKeySource,
+    context: &[u8],
+    salt: &[u8],
+) -> Vec<u8> {
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     let tam_at = entries.partition_point(|(k, _)| k.as_slice() < b"tam".as_slice());
     let total: usize = entries.iter().map(|(k, v)| k.len() + v.len() + 5).sum();
@@ -80,7 +85,12 @@ pub struct Unpacked {
 
 /// borg's `unpack_and_verify_*` without the policy: decodes `raw`, removes `tam` and
 /// checks it against exactly the stored bytes. Callers turn the status into errors.
-pub fn unpack(raw: &[u8], key: &dyn TamKeySource, context: &[u8], object: &'static str) -> Result<Unpacked, ObjectError> {
+pub fn unpack(
+    raw: &[u8],
+    key: &dyn TamKeySource,
+    context: &[u8],
+    object: &'static str,
+) -> Result<Unpacked, ObjectError> {
     let v = decode_exact(raw, object)?;
     let Value::Map(mut entries) = v else {
         return Err(ObjectError::NotAMap { object });
@@ -99,7 +109,11 @@ pub fn unpack(raw: &[u8], key: &dyn TamKeySource, context: &[u8], object: &'stat
         None => (TamStatus::Missing, String::new()),
         Some(t) => check(raw, &t, key, context),
     };
-    Ok(Unpacked { entries, tam, suite })
+    Ok(Unpacked {
+        entries,
+        tam,
+        suite,
+    })
 }
 
 fn check(raw: &[u8], t: &Value, key: &dyn TamKeySource, context: &[u8]) -> (TamStatus, String) {
@@ -116,7 +130,10 @@ fn check(raw: &[u8], t: &Value, key: &dyn TamKeySource, context: &[u8]) -> (TamS
     if suite.as_bytes() != tam::TAM_TYPE {
         return (TamStatus::UnsupportedSuite, suite);
     }
-    let (Some(hmac), Some(salt)) = (get(b"hmac").and_then(as_bytes), get(b"salt").and_then(as_bytes)) else {
+    let (Some(hmac), Some(salt)) = (
+        get(b"hmac").and_then(as_bytes),
+        get(b"salt").and_then(as_bytes),
+    ) else {
         return (TamStatus::Invalid, suite);
     };
     if tam::verify(raw, hmac, salt, key, context) {
@@ -135,7 +152,11 @@ pub fn get<'a>(entries: &'a [(Value, Value)], key: &str) -> Option<&'a Value> {
         .map(|(_, v)| v)
 }
 
-pub fn require<'a>(entries: &'a [(Value, Value)], key: &'static str, object: &'static str) -> Result<&'a Value, ObjectError> {
+pub fn require<'a>(
+    entries: &'a [(Value, Value)],
+    key: &'static str,
+    object: &'static str,
+) -> Result<&'a Value, ObjectError> {
     get(entries, key).ok_or(ObjectError::MissingKey { object, key })
 }
 
