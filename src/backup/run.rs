@@ -460,8 +460,10 @@ fn backup_lxc_dir(ctx: &Context, session: &mut Session, g: &Resolved) -> Outcome
         }
         SnapshotMethod::Zfs => {
             let datasets: Vec<String> = vols.iter().map(|(_, d)| d.clone()).collect();
-            if let Err(e) = ctx.zfs.snapshot(&datasets, &snap) {
-                return o.fail(e.to_string());
+            match ctx.zfs.snapshot(&datasets, &snap) {
+                Ok(true) => {}
+                Ok(false) => eprintln!("note: this ZFS cannot snapshot several datasets atomically; took them one by one"),
+                Err(e) => return o.fail(e.to_string()),
             }
             for d in datasets {
                 let (z, s2, sleep) = (ctx.zfs.clone(), format!("{d}@{snap}"), ctx.settings.sleep_before_delete);

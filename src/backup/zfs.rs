@@ -81,12 +81,28 @@ impl Zfs {
         Ok(self.run(&["get", "-H", "-o", "value", "mountpoint", dataset])?.trim().to_string())
     }
 
-    /// One atomic `zfs snapshot a@s b@s …` (all correspond to the same moment).
-    pub fn snapshot(&self, datasets: &[String], snap: &str) -> Result<(), ZfsError> {
+    /// One atomic `zfs snapshot a@s b@s …` (all correspond to the same moment). ZFS
+    /// versions without multi-snapshot support (zfs-fuse) get one call per dataset; then
+    /// the set is only as consistent as the data is quiet, and `Ok(false)` says so.
+    pub fn snapshot(&self, datasets: &[String], snap: &str) -> Result<bool, ZfsError> {
         let names: Vec<String> = datasets.iter().map(|d| format!("{d}@{snap}")).collect();
         let mut args = vec!["snapshot"];
         args.extend(names.iter().map(|s| s.as_str()));
-        self.run(&args).map(|_| ())
+        match self.run(&args) {
+            Ok(_) => Ok(true),
+            Err(ZfsError::Failed { stderr, .. }) if names.len() > 1 && stderr.contains("too many arguments") => {
+                for (i, n) in names.iter().enumerate() {
+                    if let Err(e) = self.run(&["snapshot", n]) {
+                        for made in &names[..i] {
+                            let _ = self.destroy(made);
+                        }
+                        return Err(e);
+                    }
+                }
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// All snapshot names (`dataset@snap`).
