@@ -3,13 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use rmpv::Value;
+use rmpv::{Value, ValueRef};
 
-use super::field::{self, wrong};
-use super::{key_name, ObjectError};
+use super::field::wrong;
+use super::ObjectError;
 use crate::format::msgpack::{
-    as_bytes, write_array_len, write_bool, write_int, write_map_len, write_nil, write_raw,
-    write_uint,
+    write_array_len, write_bool, write_int, write_map_len, write_nil, write_raw, write_uint,
 };
 
 /// A chunk ID (`id_hash` of the chunk plaintext).
@@ -64,15 +63,15 @@ impl ChunkRef {
         write_uint(buf, self.csize.into());
     }
 
-    fn decode(v: &Value, key: &str) -> Result<ChunkRef, ObjectError> {
+    fn decode(v: &ValueRef<'_>, key: &str) -> Result<ChunkRef, ObjectError> {
         let expected = "chunk list entry [id, size, csize]";
         match v {
-            Value::Array(a) if a.len() == 3 => Ok(ChunkRef {
-                id: as_bytes(&a[0])
+            ValueRef::Array(a) if a.len() == 3 => Ok(ChunkRef {
+                id: ref_bytes(&a[0])
                     .and_then(|b| <[u8; 32]>::try_from(b).ok())
                     .ok_or_else(|| wrong(OBJ, key, expected))?,
-                size: field::uint(&a[1], OBJ, key, expected)?,
-                csize: field::uint(&a[2], OBJ, key, expected)?,
+                size: ref_uint(&a[1], key, expected)?,
+                csize: ref_uint(&a[2], key, expected)?,
             }),
             _ => Err(wrong(OBJ, key, expected)),
         }
@@ -290,28 +289,37 @@ impl Item {
     /// read as 0. Keys outside [`ITEM_KEYS`] (borg's in-memory `deleted`/`nlink`, attic's
     /// stray `acl`) are dropped: writing them back would make `borg check` complain.
     pub fn decode(v: &Value) -> Result<Item, ObjectError> {
-        let Value::Map(entries) = v else {
+        Self::decode_ref(&v.as_ref())
+    }
+
+    /// [`decode`](Self::decode) on a borrowed value (no copies of strings until the item's
+    /// own fields), which is what the item-stream decoder uses.
+    pub fn decode_ref(v: &ValueRef<'_>) -> Result<Item, ObjectError> {
+        let ValueRef::Map(entries) = v else {
             return Err(ObjectError::NotAMap { object: OBJ });
         };
         let mut it = Item::default();
         let (mut have_path, mut have_mode, mut have_mtime) = (false, false, false);
         for (k, v) in entries {
-            let Some(key) = as_bytes(k) else {
-                return Err(wrong(OBJ, &key_name(k), "byte-string key"));
+            let Some(key) = ref_bytes(k) else {
+                return Err(wrong(OBJ, &format!("{k}"), "byte-string key"));
             };
-            let name = || String::from_utf8_lossy(key).into_owned();
-            let bytes = |v: &Value| field::bytes(v, OBJ, &name());
+            let bytes = |v: &ValueRef<'_>| {
+                ref_bytes(v)
+                    .map(<[u8]>::to_vec)
+                    .ok_or_else(|| wrong(OBJ, &String::from_utf8_lossy(key), "byte string"))
+            };
             match key {
                 b"path" => {
                     it.path = bytes(v)?;
                     have_path = true;
                 }
                 b"mode" => {
-                    it.mode = field::uint(v, OBJ, "mode", "u32")?;
+                    it.mode = ref_uint(v, "mode", "u32")?;
                     have_mode = true;
                 }
-                b"uid" => it.uid = field::uint(v, OBJ, "uid", "u32")?,
-                b"gid" => it.gid = field::uint(v, OBJ, "gid", "u32")?,
+                b"uid" => it.uid = ref_uint(v, "uid", "u32")?,
+                b"gid" => it.gid = ref_uint(v, "gid", "u32")?,
                 b"user" => it.user = nil_or(v, bytes)?,
                 b"group" => it.group = nil_or(v, bytes)?,
                 b"mtime" => {
@@ -321,22 +329,22 @@ impl Item {
                 b"ctime" => it.ctime = Some(read_timestamp(v, "ctime")?),
                 b"atime" => it.atime = Some(read_timestamp(v, "atime")?),
                 b"birthtime" => it.birthtime = Some(read_timestamp(v, "birthtime")?),
-                b"size" => it.size = Some(field::uint(v, OBJ, "size", "u64")?),
+                b"size" => it.size = Some(ref_uint(v, "size", "u64")?),
                 b"chunks" => it.chunks = read_chunks(v, "chunks")?,
                 b"chunks_healthy" => it.chunks_healthy = read_chunks(v, "chunks_healthy")?,
                 b"hardlink_master" => match v {
-                    Value::Boolean(b) => it.hardlink_master = Some(*b),
+                    ValueRef::Boolean(b) => it.hardlink_master = Some(*b),
                     _ => return Err(wrong(OBJ, "hardlink_master", "bool")),
                 },
                 b"source" => it.source = Some(bytes(v)?),
-                b"rdev" => it.rdev = Some(field::uint(v, OBJ, "rdev", "u64")?),
+                b"rdev" => it.rdev = Some(ref_uint(v, "rdev", "u64")?),
                 b"xattrs" => it.xattrs = Some(read_xattrs(v)?),
                 b"acl_access" => it.acl_access = Some(bytes(v)?),
                 b"acl_default" => it.acl_default = Some(bytes(v)?),
                 b"acl_extended" => it.acl_extended = Some(bytes(v)?),
                 b"acl_nfs4" => it.acl_nfs4 = Some(bytes(v)?),
-                b"bsdflags" => it.bsdflags = Some(field::uint(v, OBJ, "bsdflags", "u32")?),
-                b"part" => it.part = Some(field::uint(v, OBJ, "part", "u64")?),
+                b"bsdflags" => it.bsdflags = Some(ref_uint(v, "bsdflags", "u32")?),
+                b"part" => it.part = Some(ref_uint(v, "part", "u64")?),
                 _ => {}
             }
         }
@@ -353,21 +361,40 @@ impl Item {
     }
 }
 
-fn nil_or<T>(
-    v: &Value,
-    f: impl FnOnce(&Value) -> Result<T, ObjectError>,
+/// The bytes of a raw/str or bin value.
+fn ref_bytes<'v>(v: &'v ValueRef<'_>) -> Option<&'v [u8]> {
+    match v {
+        ValueRef::String(s) => Some(s.as_bytes()),
+        ValueRef::Binary(b) => Some(b),
+        _ => None,
+    }
+}
+
+fn ref_uint<T: TryFrom<u64>>(
+    v: &ValueRef<'_>,
+    key: &str,
+    expected: &'static str,
+) -> Result<T, ObjectError> {
+    v.as_u64()
+        .and_then(|u| T::try_from(u).ok())
+        .ok_or_else(|| wrong(OBJ, key, expected))
+}
+
+fn nil_or<'v, 'a, T>(
+    v: &'v ValueRef<'a>,
+    f: impl FnOnce(&'v ValueRef<'a>) -> Result<T, ObjectError>,
 ) -> Result<Option<T>, ObjectError> {
     match v {
-        Value::Nil => Ok(None),
+        ValueRef::Nil => Ok(None),
         v => f(v).map(Some),
     }
 }
 
-fn read_chunks(v: &Value, key: &str) -> Result<Option<Vec<ChunkRef>>, ObjectError> {
+fn read_chunks(v: &ValueRef<'_>, key: &str) -> Result<Option<Vec<ChunkRef>>, ObjectError> {
     match v {
         // borg's property allows None ("list or None")
-        Value::Nil => Ok(None),
-        Value::Array(a) => a
+        ValueRef::Nil => Ok(None),
+        ValueRef::Array(a) => a
             .iter()
             .map(|c| ChunkRef::decode(c, key))
             .collect::<Result<_, _>>()
@@ -376,14 +403,19 @@ fn read_chunks(v: &Value, key: &str) -> Result<Option<Vec<ChunkRef>>, ObjectErro
     }
 }
 
-fn read_xattrs(v: &Value) -> Result<BTreeMap<Vec<u8>, Option<Vec<u8>>>, ObjectError> {
-    let Value::Map(m) = v else {
+fn read_xattrs(v: &ValueRef<'_>) -> Result<BTreeMap<Vec<u8>, Option<Vec<u8>>>, ObjectError> {
+    let ValueRef::Map(m) = v else {
         return Err(wrong(OBJ, "xattrs", "map"));
+    };
+    let bytes = |v: &ValueRef<'_>| {
+        ref_bytes(v)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| wrong(OBJ, "xattrs", "byte string"))
     };
     m.iter()
         .map(|(k, x)| {
-            let k = field::bytes(k, OBJ, "xattrs")?;
-            let x = nil_or(x, |x| field::bytes(x, OBJ, "xattrs"))?;
+            let k = bytes(k)?;
+            let x = nil_or(x, bytes)?;
             Ok((k, x))
         })
         .collect()
@@ -402,11 +434,13 @@ fn write_timestamp(buf: &mut Vec<u8>, v: i64) {
 }
 
 /// borg's `bigint_to_int`: an int, or little-endian signed bytes (borg 1.0 archives).
-fn read_timestamp(v: &Value, key: &str) -> Result<i64, ObjectError> {
-    if let Some(i) = v.as_i64() {
-        return Ok(i);
+fn read_timestamp(v: &ValueRef<'_>, key: &str) -> Result<i64, ObjectError> {
+    if let ValueRef::Integer(i) = v {
+        return i
+            .as_i64()
+            .ok_or_else(|| wrong(OBJ, key, "timestamp within 64 bits"));
     }
-    let b = as_bytes(v).ok_or_else(|| wrong(OBJ, key, "int nanoseconds"))?;
+    let b = ref_bytes(v).ok_or_else(|| wrong(OBJ, key, "int nanoseconds"))?;
     let neg = b.last().is_some_and(|&x| x & 0x80 != 0);
     let fill = if neg { 0xff } else { 0 };
     let mut le = [fill; 8];
@@ -493,21 +527,21 @@ mod tests {
         write_timestamp(&mut b, i64::MIN);
         assert_eq!(hex::encode(&b), "a90000000000000080ff");
         let v = decode_one(&b).unwrap();
-        assert_eq!(read_timestamp(&v, "t").unwrap(), i64::MIN);
+        assert_eq!(read_timestamp(&v.as_ref(), "t").unwrap(), i64::MIN);
         for (bytes, want) in [
             (&[][..], Some(0)),
             (&[0xff][..], Some(-1)),
             (&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0][..], Some(1)),
         ] {
-            assert_eq!(read_timestamp(&raw_value(bytes), "t").ok(), want);
+            assert_eq!(read_timestamp(&raw_value_ref(bytes), "t").ok(), want);
         }
-        assert!(read_timestamp(&raw_value(&[0, 0, 0, 0, 0, 0, 0, 0, 1]), "t").is_err());
-        assert!(read_timestamp(&raw_value(&[0, 0, 0, 0, 0, 0, 0, 0x80, 0]), "t").is_err());
-        assert!(read_timestamp(&Value::from(u64::MAX), "t").is_err());
+        assert!(read_timestamp(&raw_value_ref(&[0, 0, 0, 0, 0, 0, 0, 0, 1]), "t").is_err());
+        assert!(read_timestamp(&raw_value_ref(&[0, 0, 0, 0, 0, 0, 0, 0x80, 0]), "t").is_err());
+        assert!(read_timestamp(&Value::from(u64::MAX).as_ref(), "t").is_err());
     }
 
-    fn raw_value(b: &[u8]) -> Value {
-        Value::Binary(b.to_vec())
+    fn raw_value_ref(b: &[u8]) -> ValueRef<'_> {
+        ValueRef::Binary(b)
     }
 
     #[test]
@@ -527,13 +561,13 @@ mod tests {
     #[test]
     fn chunk_entries_must_have_three_fields() {
         let v = Value::Array(vec![Value::Binary(vec![0; 32]), Value::from(1)]);
-        assert!(ChunkRef::decode(&v, "chunks").is_err());
+        assert!(ChunkRef::decode(&v.as_ref(), "chunks").is_err());
         let v = Value::Array(vec![
             Value::Binary(vec![0; 31]),
             Value::from(1),
             Value::from(1),
         ]);
-        assert!(ChunkRef::decode(&v, "chunks").is_err());
+        assert!(ChunkRef::decode(&v.as_ref(), "chunks").is_err());
     }
 
     #[test]

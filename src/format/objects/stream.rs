@@ -68,10 +68,17 @@ impl ItemStreamDecoder {
         let Some(len) = self.scan.advance(rest)? else {
             return Ok(None);
         };
-        let v = super::decode_exact(&rest[..len], "item")?;
+        let mut rd = &rest[..len];
+        let v = rmpv::decode::read_value_ref_with_max_depth(&mut rd, limits::MAX_DEPTH).map_err(
+            |e| ObjectError::Msgpack {
+                object: "item",
+                reason: e.to_string(),
+            },
+        )?;
+        let item = Item::decode_ref(&v)?;
         self.start += len;
         self.scan = Scanner::default();
-        Item::decode(&v).map(Some)
+        Ok(Some(item))
     }
 
     /// Checks that the stream ended on an item boundary.
