@@ -118,9 +118,21 @@ pub fn run(common: &Common, args: BackupArgs) -> Result<Outcome> {
     };
     let list = a.list;
     let filter = a.filter.clone();
+    // progress only on a terminal; under systemd the per-target lines are the log
+    let progress = a.progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let last = std::sync::Mutex::new((std::time::Instant::now(), 0u64));
     let status = move |c: char, path: &str| {
         if list && filter.as_ref().is_none_or(|f| f.contains(c)) {
             eprintln!("{c} {path}");
+        }
+        if progress {
+            let mut l = last.lock().expect("progress lock");
+            l.1 += 1;
+            if l.0.elapsed().as_millis() >= 200 {
+                l.0 = std::time::Instant::now();
+                let shown: String = path.chars().take(60).collect();
+                eprint!("\r{} items, {shown}\x1b[K", l.1);
+            }
         }
     };
     let ctx = Context {
