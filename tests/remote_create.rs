@@ -27,10 +27,10 @@ fn ours_then_borg(server: Borg, mode: &str) {
     make_tree(&src);
     let path = env.path().join("repo");
     let repo = url(&sshd, &path);
-    ok(&mut remote_cmd(env.ours(), &rsh, server).args(["init", "-e", mode, &repo]));
+    ok(remote_cmd(env.ours(), &rsh, server).args(["init", "-e", mode, &repo]));
     ok(remote_cmd(env.ours(), &rsh, server).current_dir(env.path()).args(["create", &format!("{repo}::remote1"), "src"]));
     // borg over ssh and borg on the same directory locally (its location differs: accept)
-    let (rc, out, err) = run(&mut remote_cmd(env.borg(server), &rsh, server).args(["check", "--verify-data", &repo]));
+    let (rc, out, err) = run(remote_cmd(env.borg(server), &rsh, server).args(["check", "--verify-data", &repo]));
     assert_eq!(rc, 0, "{out}{err}");
     let local = path.display().to_string();
     let (rc, out, err) = run(env.borg(Borg::V14).args(["check", "--verify-data", &local]));
@@ -45,7 +45,7 @@ fn ours_then_borg(server: Borg, mode: &str) {
     let out = ok(remote_cmd(env.ours(), &rsh, server).current_dir(env.path()).args(["create", "--json", &format!("{repo}::remote2"), "src"]));
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(j["archive"]["stats"]["deduplicated_size"].as_u64().unwrap() < 20_000, "{j}");
-    let list = ok(&mut remote_cmd(env.ours(), &rsh, server).args(["list", "--short", &repo]));
+    let list = ok(remote_cmd(env.ours(), &rsh, server).args(["list", "--short", &repo]));
     assert_eq!(list.lines().count(), 3, "{list}");
     let (rc, out, err) = run(env.borg(Borg::V12).args(["check", &local]));
     assert_eq!(rc, 0, "{out}{err}");
@@ -98,7 +98,7 @@ fn killed_connection_leaves_a_clean_repo() {
     let path = env.path().join("repo");
     let repo = url(&sshd, &path);
     ok(remote_cmd(env.ours(), &rsh, Borg::V14).args(["init", "-e", "repokey-blake2", &repo]));
-    let mut child = remote_cmd(env.ours(), &rsh, Borg::V14)
+    let child = remote_cmd(env.ours(), &rsh, Borg::V14)
         .current_dir(env.path())
         .args(["create", &format!("{repo}::killed"), "src"])
         .stdout(std::process::Stdio::null())

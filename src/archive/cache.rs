@@ -396,8 +396,7 @@ fn decode_files(data: &[u8]) -> Option<Vec<(Vec<u8>, FileEntry)>> {
         Some(a)
     };
     let mut out = Vec::new();
-    loop {
-        let Some(kl) = take(4) else { break };
+    while let Some(kl) = take(4) {
         let kl = u32::from_le_bytes(kl.try_into().ok()?) as usize;
         let key = take(kl)?.to_vec();
         let inode = u64::from_le_bytes(take(8)?.try_into().ok()?);

@@ -100,9 +100,11 @@ impl Outcome {
 }
 
 /// Undo actions run in reverse order when dropped (snapshots, clones, mounts).
+type UndoFn = Box<dyn FnOnce() -> Result<(), String>>;
+
 #[derive(Default)]
 pub struct Cleanup {
-    actions: Vec<(String, Box<dyn FnOnce() -> Result<(), String>>)>,
+    actions: Vec<(String, UndoFn)>,
     pub errors: Vec<String>,
 }
 
