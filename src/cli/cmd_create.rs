@@ -344,7 +344,7 @@ pub fn build_options(a: &ArchiveOpts, ph: &Placeholders, matcher: PatternMatcher
     let cmdline: Vec<Vec<u8>> = std::env::args_os().map(|x| x.as_bytes().to_vec()).collect();
     Ok(CreateOptions {
         compression: a.compression.clone(),
-        chunker: a.chunker_params.clone(),
+        chunker: a.chunker_params,
         meta: MetaOptions {
             numeric_ids: a.numeric_ids,
             noacls: a.noacls,
