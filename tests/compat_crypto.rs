@@ -278,7 +278,7 @@ fn we_load_keys_borg_init_wrote() {
         let repo = env.path().join("kf repo");
         ok(env.borg(borg).args(["init", "-e", "keyfile"]).arg(&repo));
         let config = std::fs::read_to_string(repo.join("config")).unwrap();
-        assert!(config_value(&config, "key").map_or(true, |k| k.is_empty()));
+        assert!(config_value(&config, "key").is_none_or(|k| k.is_empty()));
         let id: [u8; 32] = hex::decode(config_value(&config, "id").unwrap())
             .unwrap()
             .try_into()
