@@ -5,4 +5,4 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash compat/setup.sh
-cargo test --all-targets "$@"
+cargo test "$@"

@@ -63,6 +63,16 @@ pub struct Common {
     /// Path of borg on the remote host (default: $BORG_REMOTE_PATH or "borg")
     #[arg(long, global = true, value_name = "PATH")]
     pub remote_path: Option<String>,
+    /// umask for files we create (octal; borg's default 0077)
+    #[arg(long, global = true, value_name = "M", default_value = "0077", value_parser = parse_umask)]
+    pub umask: u32,
+}
+
+fn parse_umask(s: &str) -> std::result::Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("invalid umask {s:?} (octal, e.g. 0077)"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -135,6 +145,10 @@ pub fn env(name: &str) -> Option<String> {
 /// Runs the parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     let show_rc = cli.common.show_rc;
+    // SAFETY: umask only changes the process's file creation mask.
+    unsafe {
+        libc::umask(cli.common.umask as libc::mode_t);
+    }
     let _ = REMOTE.set((cli.common.rsh.clone(), cli.common.remote_path.clone(), cli.common.verbose || cli.common.debug));
     let res = match cli.cmd {
         Command::Init(a) => cmd_init::run(&cli.common, a),
