@@ -196,6 +196,10 @@ fn proxmox_backup_modes() {
     assert_eq!(rc, 1, "other-node guest is a warning: {err}");
     let now = archives(&env, &repo);
     assert_eq!(now.len(), n_before + 2, "pool = 101 + 200 once each: {now:?}");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (rc, _, err) = run(pve.cmd(&env, &repo).arg("vm200"));
+    assert_eq!(rc, 0, "unique guest name: {err}");
+    assert_eq!(archives(&env, &repo).len(), n_before + 3);
     let (rc, _, err) = run(pve.cmd(&env, &repo).arg("web"));
     assert_eq!(rc, 2, "ambiguous name must fail: {err}");
     assert!(err.contains("ambiguous"), "{err}");
