@@ -6,5 +6,6 @@ pub mod create;
 pub mod fsmeta;
 pub mod itemstream;
 pub mod patterns;
+pub mod prune;
 pub mod stats;
 pub mod store;
