@@ -9,8 +9,6 @@
 //! Checkpoint archives (`….checkpoint`, `….checkpoint.N`) are never kept by the rules:
 //! only the newest one survives, and only while no complete archive is newer.
 
-use std::sync::Once;
-
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Timelike, Utc};
 use regex::Regex;
 
@@ -216,14 +214,12 @@ pub fn prune_glob_regex(glob: Option<&str>) -> Result<Regex, PruneError> {
 /// The local wall-clock time of an instant, as the C library sees it (borg's
 /// `to_localtime`: `time.localtime()` of the floored seconds).
 pub fn localtime(t: DateTime<Utc>) -> NaiveDateTime {
-    static TZSET: Once = Once::new();
-    TZSET.call_once(|| {
-        extern "C" {
-            fn tzset();
-        }
-        // SAFETY: tzset only reads TZ and initialises libc's time zone state.
-        unsafe { tzset() }
-    });
+    extern "C" {
+        fn tzset();
+    }
+    // SAFETY: tzset only reads TZ and (re)initialises libc's time zone state; glibc
+    // returns at once when TZ did not change
+    unsafe { tzset() }
     let secs = t.timestamp() as libc::time_t;
     // SAFETY: localtime_r writes only into the tm we pass.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
