@@ -116,7 +116,7 @@ impl LocalRepository {
             match r {
                 Ok(()) => {}
                 Err(SegError::Integrity(msg)) => {
-                    report(log, msg);
+                    report(log, format!("Data integrity error: {msg}"));
                     entries.clear();
                 }
                 Err(e) => return Err(self.seg_err(Some(seg), e)),
@@ -214,7 +214,10 @@ mod tests {
         let mut r = LocalRepository::open(&p, OpenOptions::default()).unwrap();
         let (ok, msgs) = collect(&mut r);
         assert!(!ok);
-        assert_eq!(msgs[0], "Segment entry checksum mismatch [segment 0, offset 8]");
+        assert_eq!(
+            msgs[0],
+            "Data integrity error: Segment entry checksum mismatch [segment 0, offset 8]"
+        );
         assert!(msgs.iter().any(|m| m == "Index object count mismatch."));
         assert_eq!(msgs.iter().filter(|m| m.starts_with("ID: ")).count(), 20);
         assert_eq!(msgs.last().unwrap(), "Finished full repository check, errors found.");
@@ -224,6 +227,6 @@ mod tests {
         let mut r = LocalRepository::open(&p, OpenOptions::default()).unwrap();
         let (ok, msgs) = collect(&mut r);
         assert!(!ok);
-        assert!(msgs[0].starts_with("Segment entry data short read [segment 0, offset "), "{msgs:?}");
+        assert!(msgs[0].starts_with("Data integrity error: Segment entry data short read [segment 0, offset "), "{msgs:?}");
     }
 }
