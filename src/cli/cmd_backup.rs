@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use anyhow::{bail, Context as _, Result};
-use clap::Args;
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args};
 
 use super::cmd_create::{build_matcher, build_options, ArchiveOpts};
 use super::cmd_prune::{KeepArgs, PruneOptsLine};
@@ -24,13 +25,13 @@ pub struct BackupArgs {
     #[arg(long, env = "BORG_REPO", hide_env_values = true)]
     pub repo: Option<String>,
     /// Name archives after the guest / host instead of vzdump/dump/dataset
-    #[arg(long, env = "HOSTNAME_IN_ARCHIVENAME")]
+    #[arg(long, env = "HOSTNAME_IN_ARCHIVENAME", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     pub hostname_in_archivename: bool,
     /// Stop after the first target that fails
-    #[arg(long, env = "EXIT_ON_ERRORS")]
+    #[arg(long, env = "EXIT_ON_ERRORS", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     pub exit_on_errors: bool,
     /// Show repository information at the end
-    #[arg(long, env = "SHOW_SUMMARY")]
+    #[arg(long, env = "SHOW_SUMMARY", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     pub show_summary: bool,
     /// Extra vzdump options for image mode
     #[arg(long, env = "VZDUMP_OPTS", default_value = "--quiet", allow_hyphen_values = true)]
@@ -57,7 +58,7 @@ pub struct BackupArgs {
     #[arg(long, env = "PRUNE_OPTS", allow_hyphen_values = true, value_name = "OPTS")]
     pub prune_opts: Option<String>,
     /// Prune also when the run ended with warnings
-    #[arg(long, env = "PRUNE_ON_WARNINGS")]
+    #[arg(long, env = "PRUNE_ON_WARNINGS", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     pub prune_on_warnings: bool,
     /// Do not compact the repository after pruning
     #[arg(long)]
