@@ -55,7 +55,10 @@ fn archives(env: &TestEnv, repo: &str) -> Vec<String> {
 }
 
 fn data_size(repo: &Path) -> u64 {
-    std::fs::read_dir(repo.join("data/0")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum()
+    std::fs::read_dir(repo.join("data/0"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
 }
 
 #[test]
@@ -64,7 +67,7 @@ fn backup_prunes_per_prefix_and_compacts() {
     let fx = fixture(&env);
     let repo_path = env.path().join("repo");
     let repo = repo_path.display().to_string();
-    ok(&mut env.ours().args(["init", "-e", "repokey-blake2", &repo]));
+    ok(env.ours().args(["init", "-e", "repokey-blake2", &repo]));
     // older archives: five days of guest 200, two of guest 201 (other prefix)
     let old = env.path().join("old");
     std::fs::create_dir_all(&old).unwrap();
@@ -92,7 +95,9 @@ fn backup_prunes_per_prefix_and_compacts() {
 
     // a warning (guest on another node): no prune unless PRUNE_ON_WARNINGS
     let before = archives(&env, &repo);
-    let (rc, _, err) = run(backup(&env, &fx, &repo).env("PRUNE_OPTS", "--keep-daily=2 --list").args(["200", "far"]));
+    let (rc, _, err) = run(backup(&env, &fx, &repo)
+        .env("PRUNE_OPTS", "--keep-daily=2 --list")
+        .args(["200", "far"]));
     assert_eq!(rc, 1, "{err}");
     assert!(err.contains("prune skipped"), "{err}");
     let after_warn = archives(&env, &repo);
@@ -100,7 +105,10 @@ fn backup_prunes_per_prefix_and_compacts() {
 
     // a failure: never prune
     std::fs::write(fx.join("vzdump/200.fail"), b"").unwrap();
-    let (rc, _, err) = run(backup(&env, &fx, &repo).env("PRUNE_OPTS", "--keep-daily=1").env("PRUNE_ON_WARNINGS", "1").arg("200"));
+    let (rc, _, err) = run(backup(&env, &fx, &repo)
+        .env("PRUNE_OPTS", "--keep-daily=1")
+        .env("PRUNE_ON_WARNINGS", "1")
+        .arg("200"));
     assert_eq!(rc, 2, "{err}");
     assert!(err.contains("prune skipped"), "{err}");
     std::fs::remove_file(fx.join("vzdump/200.fail")).unwrap();
@@ -114,22 +122,46 @@ fn backup_prunes_per_prefix_and_compacts() {
         .env("PRUNE_ON_WARNINGS", "1")
         .args(["200", "far"]));
     assert_eq!(rc, 1, "{err}");
-    assert!(err.contains("prune vzdump-qemu-200-*: 2 kept, 5 pruned"), "{err}");
+    assert!(
+        err.contains("prune vzdump-qemu-200-*: 2 kept, 5 pruned"),
+        "{err}"
+    );
     let now = archives(&env, &repo);
-    let g200: Vec<&String> = now.iter().filter(|n| n.starts_with("vzdump-qemu-200-")).collect();
-    let g201: Vec<&String> = now.iter().filter(|n| n.starts_with("vzdump-qemu-201-")).collect();
+    let g200: Vec<&String> = now
+        .iter()
+        .filter(|n| n.starts_with("vzdump-qemu-200-"))
+        .collect();
+    let g201: Vec<&String> = now
+        .iter()
+        .filter(|n| n.starts_with("vzdump-qemu-201-"))
+        .collect();
     assert_eq!(g200.len(), 2, "{now:?}");
     // one per day: today's newest run and June 5th
-    assert!(g200.iter().any(|n| n.as_str() == "vzdump-qemu-200-2024_06_05-03_00_00.vma"), "{now:?}");
+    assert!(
+        g200.iter()
+            .any(|n| n.as_str() == "vzdump-qemu-200-2024_06_05-03_00_00.vma"),
+        "{now:?}"
+    );
     assert_eq!(g201.len(), 2, "other prefixes are not touched: {now:?}");
-    assert!(data_size(&repo_path) < size_before, "compaction freed nothing");
+    assert!(
+        data_size(&repo_path) < size_before,
+        "compaction freed nothing"
+    );
 
     // command-line rules override PRUNE_OPTS; two prefixes in one run
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let (rc, _, err) = run(backup(&env, &fx, &repo).env("PRUNE_OPTS", "--keep-daily=5").args(["--prune", "--keep-daily", "1", "200", "201"]));
+    let (rc, _, err) = run(backup(&env, &fx, &repo)
+        .env("PRUNE_OPTS", "--keep-daily=5")
+        .args(["--prune", "--keep-daily", "1", "200", "201"]));
     assert_eq!(rc, 0, "{err}");
-    assert!(err.contains("prune vzdump-qemu-200-*: 1 kept, 2 pruned"), "{err}");
-    assert!(err.contains("prune vzdump-qemu-201-*: 1 kept, 2 pruned"), "{err}");
+    assert!(
+        err.contains("prune vzdump-qemu-200-*: 1 kept, 2 pruned"),
+        "{err}"
+    );
+    assert!(
+        err.contains("prune vzdump-qemu-201-*: 1 kept, 2 pruned"),
+        "{err}"
+    );
     assert_eq!(archives(&env, &repo).len(), 2);
     for v in Borg::ALL {
         let (rc, out, err) = run(env.borg(v).args(["check", "--verify-data", &repo]));
@@ -137,7 +169,9 @@ fn backup_prunes_per_prefix_and_compacts() {
     }
 
     // bad retention options are refused before anything is backed up
-    let (rc, _, err) = run(backup(&env, &fx, &repo).env("PRUNE_OPTS", "--keep-bogus=1").arg("200"));
+    let (rc, _, err) = run(backup(&env, &fx, &repo)
+        .env("PRUNE_OPTS", "--keep-bogus=1")
+        .arg("200"));
     assert_eq!(rc, 2, "{err}");
     let (rc, _, err) = run(backup(&env, &fx, &repo).arg("--prune").arg("200"));
     assert_eq!(rc, 2, "{err}");

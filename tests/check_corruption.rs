@@ -28,10 +28,16 @@ fn fixture() -> Fixture {
     std::fs::write(src.join("b"), prng_bytes(2, 100_000)).unwrap();
     let base = env.path().join("base");
     let b = base.display().to_string();
-    ok(&mut env.ours().args(["init", "-e", "repokey", &b]));
-    ok(env.ours().current_dir(env.path()).args(["create", &format!("{b}::ours"), "src"]));
+    ok(env.ours().args(["init", "-e", "repokey", &b]));
+    ok(env
+        .ours()
+        .current_dir(env.path())
+        .args(["create", &format!("{b}::ours"), "src"]));
     std::fs::write(src.join("c"), prng_bytes(3, 50_000)).unwrap();
-    ok(env.borg(Borg::V14).current_dir(env.path()).args(["create", &format!("{b}::borgs"), "src"]));
+    ok(env
+        .borg(Borg::V14)
+        .current_dir(env.path())
+        .args(["create", &format!("{b}::borgs"), "src"]));
     Fixture { env, base }
 }
 
@@ -39,7 +45,12 @@ impl Fixture {
     /// A fresh copy of the base repository for one case.
     fn copy(&self, name: &str) -> PathBuf {
         let to = self.env.path().join(name);
-        let st = Command::new("cp").arg("-a").arg(&self.base).arg(&to).status().unwrap();
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(&self.base)
+            .arg(&to)
+            .status()
+            .unwrap();
         assert!(st.success());
         to
     }
@@ -51,7 +62,7 @@ impl Fixture {
             for f in std::fs::read_dir(d.unwrap().path()).unwrap() {
                 let f = f.unwrap();
                 let len = f.metadata().unwrap().len();
-                if best.as_ref().is_none_or(|b| len > b.0) {
+                if best.as_ref().map_or(true, |b| len > b.0) {
                     best = Some((len, f.path()));
                 }
             }
@@ -80,7 +91,13 @@ fn check(env: &TestEnv, mut cmd: Command, repo: &Path, extra: &[&str]) -> (i32, 
 
 /// Runs every checker on its own copy of `repo` (checks may rebuild index files) and
 /// compares with ours; `normalize` maps lines whose wording may legitimately differ.
-fn compare(f: &Fixture, case: &str, damage: impl Fn(&Path), extra: &[&str], normalize: &dyn Fn(&str) -> String) -> (i32, Vec<String>) {
+fn compare(
+    f: &Fixture,
+    case: &str,
+    damage: impl Fn(&Path),
+    extra: &[&str],
+    normalize: &dyn Fn(&str) -> String,
+) -> (i32, Vec<String>) {
     let mut results = Vec::new();
     for who in ["ours", "borg-1.4", "borg-1.2"] {
         let repo = f.copy(&format!("{case}-{who}"));
@@ -91,7 +108,11 @@ fn compare(f: &Fixture, case: &str, damage: impl Fn(&Path), extra: &[&str], norm
             _ => f.env.borg(Borg::V12),
         };
         let (rc, lines) = check(&f.env, cmd, &repo, extra);
-        let mut lines: Vec<String> = lines.iter().map(|l| normalize(l)).filter(|l| !l.is_empty()).collect();
+        let mut lines: Vec<String> = lines
+            .iter()
+            .map(|l| normalize(l))
+            .filter(|l| !l.is_empty())
+            .collect();
         lines.sort();
         results.push((who, rc, lines));
     }
@@ -119,35 +140,69 @@ fn findings_match_borg() {
     }
 
     // a flipped byte inside a PUT: CRC mismatch, that segment's objects unreadable
-    let (rc, lines) = compare(&f, "flip", |r| {
-        let p = Fixture::data_segment(r);
-        let mut b = std::fs::read(&p).unwrap();
-        let mid = b.len() / 2;
-        b[mid] ^= 0xff;
-        std::fs::write(&p, b).unwrap();
-    }, &[], &same);
+    let (rc, lines) = compare(
+        &f,
+        "flip",
+        |r| {
+            let p = Fixture::data_segment(r);
+            let mut b = std::fs::read(&p).unwrap();
+            let mid = b.len() / 2;
+            b[mid] ^= 0xff;
+            std::fs::write(&p, b).unwrap();
+        },
+        &[],
+        &same,
+    );
     assert_eq!(rc, 1);
-    assert!(lines.iter().any(|l| l.contains("Segment entry checksum mismatch")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Segment entry checksum mismatch")),
+        "{lines:?}"
+    );
 
     // a truncated segment (mid-entry)
-    let (rc, lines) = compare(&f, "truncate", |r| {
-        let p = Fixture::data_segment(r);
-        let len = std::fs::metadata(&p).unwrap().len();
-        std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(len - 1000).unwrap();
-    }, &[], &same);
+    let (rc, lines) = compare(
+        &f,
+        "truncate",
+        |r| {
+            let p = Fixture::data_segment(r);
+            let len = std::fs::metadata(&p).unwrap().len();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_len(len - 1000)
+                .unwrap();
+        },
+        &[],
+        &same,
+    );
     assert_eq!(rc, 1);
     assert!(lines.iter().any(|l| l.contains("short read")), "{lines:?}");
 
     // a lost index: rebuilt by replaying the segments, no finding
-    let replay = |l: &str| if l.starts_with("Replaying segments") { String::new() } else { l.to_string() };
-    let (rc, _) = compare(&f, "noindex", |r| {
-        for e in std::fs::read_dir(r).unwrap() {
-            let e = e.unwrap();
-            if e.file_name().to_string_lossy().starts_with("index.") {
-                std::fs::remove_file(e.path()).unwrap();
-            }
+    let replay = |l: &str| {
+        if l.starts_with("Replaying segments") {
+            String::new()
+        } else {
+            l.to_string()
         }
-    }, &["--verify-data"], &replay);
+    };
+    let (rc, _) = compare(
+        &f,
+        "noindex",
+        |r| {
+            for e in std::fs::read_dir(r).unwrap() {
+                let e = e.unwrap();
+                if e.file_name().to_string_lossy().starts_with("index.") {
+                    std::fs::remove_file(e.path()).unwrap();
+                }
+            }
+        },
+        &["--verify-data"],
+        &replay,
+    );
     assert_eq!(rc, 0);
 
     // data changed under an intact CRC: only --verify-data sees it
@@ -169,32 +224,66 @@ fn findings_match_borg() {
     };
     let (rc, lines) = compare(&f, "mac", mac_damage, &["--verify-data"], &cut);
     assert_eq!(rc, 1);
-    assert!(lines.iter().any(|l| l.ends_with(", integrity error:")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.ends_with(", integrity error:")),
+        "{lines:?}"
+    );
 
     // a file chunk deleted (consistently) from the repository: missing in both archives
     let largest_object = |r: &Path| {
         let mut repo = LocalRepository::open(r, OpenOptions::default()).unwrap();
         let ids = repo.list(1000, None).unwrap();
-        let big = ids.iter().max_by_key(|id| repo.get(id).unwrap().len()).copied().unwrap();
+        let big = ids
+            .iter()
+            .max_by_key(|id| repo.get(id).unwrap().len())
+            .copied()
+            .unwrap();
         (repo, big)
     };
     // (borg 1.2.4 words it as if repairing even without --repair)
-    let wording = |l: &str| l.replace("Replacing with all-zero chunk.", "Would replace it with all-zero chunk with --repair.");
-    let (rc, lines) = compare(&f, "missing", |r| {
-        let (mut repo, big) = largest_object(r);
-        repo.delete(&big).unwrap();
-        repo.commit().unwrap();
-    }, &[], &wording);
+    let wording = |l: &str| {
+        l.replace(
+            "Replacing with all-zero chunk.",
+            "Would replace it with all-zero chunk with --repair.",
+        )
+    };
+    let (rc, lines) = compare(
+        &f,
+        "missing",
+        |r| {
+            let (mut repo, big) = largest_object(r);
+            repo.delete(&big).unwrap();
+            repo.commit().unwrap();
+        },
+        &[],
+        &wording,
+    );
     assert_eq!(rc, 1);
-    assert_eq!(lines.iter().filter(|l| l.contains("New missing file chunk detected")).count(), 2, "{lines:?}");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("New missing file chunk detected"))
+            .count(),
+        2,
+        "{lines:?}"
+    );
 
     // an object nobody references
-    let (rc, lines) = compare(&f, "orphan", |r| {
-        let (mut repo, big) = largest_object(r);
-        let data = repo.get(&big).unwrap();
-        repo.put(&[0x42; 32], &data).unwrap();
-        repo.commit().unwrap();
-    }, &[], &same);
+    let (rc, lines) = compare(
+        &f,
+        "orphan",
+        |r| {
+            let (mut repo, big) = largest_object(r);
+            let data = repo.get(&big).unwrap();
+            repo.put(&[0x42; 32], &data).unwrap();
+            repo.commit().unwrap();
+        },
+        &[],
+        &same,
+    );
     assert_eq!(rc, 1);
-    assert!(lines.iter().any(|l| l == "1 orphaned objects found!"), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l == "1 orphaned objects found!"),
+        "{lines:?}"
+    );
 }

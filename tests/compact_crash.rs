@@ -13,7 +13,12 @@ use std::process::Command;
 use common::{ok, prng_bytes, run, Borg, TestEnv};
 
 fn copy(from: &Path, to: &Path) {
-    let st = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
     assert!(st.success());
 }
 
@@ -30,13 +35,29 @@ fn sparse_repo(env: &TestEnv) -> PathBuf {
     std::fs::write(other.join("x"), prng_bytes(999, 200_000)).unwrap();
     let repo = env.path().join("base");
     let r = repo.display().to_string();
-    ok(&mut env.ours().args(["init", "-e", "repokey", &r]));
+    ok(env.ours().args(["init", "-e", "repokey", &r]));
     let cfg = std::fs::read_to_string(repo.join("config")).unwrap();
-    std::fs::write(repo.join("config"), cfg.replace("max_segment_size = 524288000", "max_segment_size = 65536")).unwrap();
-    ok(env.ours().current_dir(env.path()).args(["create", &format!("{r}::all"), "src"]));
-    ok(env.ours().current_dir(env.path()).args(["create", "--exclude", "src/f*[02468]", &format!("{r}::odd"), "src"]));
-    ok(env.borg(Borg::V14).current_dir(env.path()).args(["create", &format!("{r}::b14"), "other"]));
-    ok(&mut env.ours().args(["delete", &format!("{r}::all")]));
+    std::fs::write(
+        repo.join("config"),
+        cfg.replace("max_segment_size = 524288000", "max_segment_size = 65536"),
+    )
+    .unwrap();
+    ok(env
+        .ours()
+        .current_dir(env.path())
+        .args(["create", &format!("{r}::all"), "src"]));
+    ok(env.ours().current_dir(env.path()).args([
+        "create",
+        "--exclude",
+        "src/f*[02468]",
+        &format!("{r}::odd"),
+        "src",
+    ]));
+    ok(env
+        .borg(Borg::V14)
+        .current_dir(env.path())
+        .args(["create", &format!("{r}::b14"), "other"]));
+    ok(env.ours().args(["delete", &format!("{r}::all")]));
     repo
 }
 
@@ -49,20 +70,32 @@ fn syscall_counts(env: &TestEnv, repo: &Path) -> std::collections::HashMap<Strin
         .args(["-e", "trace=write,fdatasync,fsync,unlink,rename"])
         .arg(env!("CARGO_BIN_EXE_proxborg-native"))
         .args(["compact", &repo.display().to_string()])
-        .envs(env.ours().get_envs().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))))
+        .envs(
+            env.ours()
+                .get_envs()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+        )
         .status()
         .unwrap();
     assert!(st.success());
     let mut counts = std::collections::HashMap::new();
     for line in std::fs::read_to_string(&log).unwrap().lines() {
-        let call = line.split_whitespace().nth(1).unwrap_or("").split('(').next().unwrap_or("");
+        let call = line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("")
+            .split('(')
+            .next()
+            .unwrap_or("");
         *counts.entry(call.to_string()).or_insert(0) += 1;
     }
     counts
 }
 
 fn archives(env: &TestEnv, v: Borg, repo: &Path) -> Vec<String> {
-    let out = ok(env.borg(v).args(["list", "--short", &repo.display().to_string()]));
+    let out = ok(env
+        .borg(v)
+        .args(["list", "--short", &repo.display().to_string()]));
     let mut v: Vec<String> = out.lines().map(String::from).collect();
     v.sort();
     v
@@ -82,7 +115,13 @@ fn kill_during_compaction_loses_nothing() {
     eprintln!("syscalls of one compaction: {counts:?}");
     // crash points spread over each kind of step
     let mut points = Vec::new();
-    for (call, samples) in [("rename", 4), ("fdatasync", 5), ("unlink", 5), ("write", 3), ("fsync", 2)] {
+    for (call, samples) in [
+        ("rename", 4),
+        ("fdatasync", 5),
+        ("unlink", 5),
+        ("write", 3),
+        ("fsync", 2),
+    ] {
         let n = counts.get(call).copied().unwrap_or(0);
         assert!(n > 0, "no {call} seen: {counts:?}");
         for k in 1..=samples.min(n) {
@@ -98,7 +137,11 @@ fn kill_during_compaction_loses_nothing() {
             .arg(format!("inject={call}:signal=KILL:when={when}"))
             .arg(env!("CARGO_BIN_EXE_proxborg-native"))
             .args(["compact", &case.display().to_string()])
-            .envs(env.ours().get_envs().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))))
+            .envs(
+                env.ours()
+                    .get_envs()
+                    .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+            )
             .status()
             .unwrap();
         let killed = st.signal() == Some(9) || st.code() == Some(137);
@@ -106,17 +149,27 @@ fn kill_during_compaction_loses_nothing() {
         // borg 1.2 on its own copy (checks may replay and rewrite index files)
         let case12 = env.path().join(format!("crash-{call}-{when}-12"));
         copy(&case, &case12);
-        let (rc, out, err) = run(env.borg(Borg::V14).args(["check", "--verify-data", &case.display().to_string()]));
+        let (rc, out, err) =
+            run(env
+                .borg(Borg::V14)
+                .args(["check", "--verify-data", &case.display().to_string()]));
         assert_eq!(rc, 0, "{call} #{when}: borg 1.4 check: {out}{err}");
-        let (rc, out, err) = run(env.borg(Borg::V12).args(["check", &case12.display().to_string()]));
+        let (rc, out, err) = run(env
+            .borg(Borg::V12)
+            .args(["check", &case12.display().to_string()]));
         assert_eq!(rc, 0, "{call} #{when}: borg 1.2 check: {out}{err}");
         assert_eq!(archives(&env, Borg::V14, &case), want, "{call} #{when}");
         assert_eq!(archives(&env, Borg::V12, &case12), want, "{call} #{when}");
         // compacting again finishes the job; borg 1.2 compacts the other copy
-        ok(&mut env.ours().args(["compact", &case.display().to_string()]));
+        ok(env.ours().args(["compact", &case.display().to_string()]));
         let (rc, out, err) = run(env.ours().args(["check", &case.display().to_string()]));
-        assert_eq!(rc, 0, "{call} #{when}: our check after resuming: {out}{err}");
-        ok(&mut env.borg(Borg::V12).args(["compact", &case12.display().to_string()]));
+        assert_eq!(
+            rc, 0,
+            "{call} #{when}: our check after resuming: {out}{err}"
+        );
+        ok(env
+            .borg(Borg::V12)
+            .args(["compact", &case12.display().to_string()]));
         let _ = std::fs::remove_dir_all(&case12);
     }
     // and a finished compaction of the probe copy is clean for both

@@ -63,7 +63,14 @@ struct Case {
 fn make_cases(seed: u64, n: usize, quarterly: bool) -> Vec<Case> {
     let mut rng = Rng(seed);
     let anchors = anchors();
-    let spreads: [i64; 6] = [90, 3_600, 86_400, 7 * 86_400, 120 * 86_400, 4 * 365 * 86_400];
+    let spreads: [i64; 6] = [
+        90,
+        3_600,
+        86_400,
+        7 * 86_400,
+        120 * 86_400,
+        4 * 365 * 86_400,
+    ];
     let rules: Vec<Rule> = Rule::ALL
         .into_iter()
         .filter(|r| quarterly || !matches!(r, Rule::Quarterly13Weekly | Rule::Quarterly3Monthly))
@@ -109,7 +116,10 @@ fn make_cases(seed: u64, n: usize, quarterly: bool) -> Vec<Case> {
                 kr.within_hours = Some(1 + rng.below(24 * 60));
             }
             if kr.counts.is_empty() && kr.within_hours.is_none() {
-                kr.set(rules[rng.below(rules.len() as u64) as usize], 1 + rng.below(5) as i64);
+                kr.set(
+                    rules[rng.below(rules.len() as u64) as usize],
+                    1 + rng.below(5) as i64,
+                );
             }
             let newest = archives.iter().map(|a| a.ts).max().unwrap();
             let now = newest + chrono::Duration::seconds(rng.below(spread as u64 + 1) as i64);
@@ -154,7 +164,8 @@ fn compare(borg: Borg, cases: &[Case]) {
         let want = want.as_object().expect("object");
         kept_total += want.len();
         assert_eq!(
-            &got, want,
+            &got,
+            want,
             "{} case {i} (TZ={}, rules {:?}, now {}) differs",
             borg.name(),
             c.tz,
@@ -164,7 +175,10 @@ fn compare(borg: Borg, cases: &[Case]) {
     }
     // the sets are neither trivial nor all-kept
     let all: usize = cases.iter().map(|c| c.archives.len()).sum();
-    assert!(kept_total > all / 20 && kept_total < all * 9 / 10, "kept {kept_total} of {all}");
+    assert!(
+        kept_total > all / 20 && kept_total < all * 9 / 10,
+        "kept {kept_total} of {all}"
+    );
 }
 
 #[test]

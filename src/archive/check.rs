@@ -158,7 +158,12 @@ impl Checker<'_, '_> {
             .filter_map(|(k, _)| as_bytes(k))
             .filter(|k| *k != b"acl")
             .collect();
-        if keys.len() != entries.iter().filter(|(k, _)| as_bytes(k) != Some(b"acl")).count() {
+        if keys.len()
+            != entries
+                .iter()
+                .filter(|(k, _)| as_bytes(k) != Some(b"acl"))
+                .count()
+        {
             return Err("not a dictionary".into());
         }
         let missing: Vec<&str> = ["mtime", "path"]
@@ -183,7 +188,10 @@ impl Checker<'_, '_> {
         let Some(chunks) = &item.chunks else { return };
         let path = String::from_utf8_lossy(&item.path).into_owned();
         let mut offset = 0u64;
-        let healthy = item.chunks_healthy.as_ref().filter(|h| h.len() == chunks.len());
+        let healthy = item
+            .chunks_healthy
+            .as_ref()
+            .filter(|h| h.len() == chunks.len());
         for (i, c) in chunks.iter().enumerate() {
             let want = healthy.map_or(c, |h| &h[i]);
             if !self.add_reference(&c.id) {
@@ -282,7 +290,8 @@ impl Checker<'_, '_> {
                     Err(_) => {
                         report(
                             self,
-                            "Unpacker crashed while unpacking item metadata, trying to resync...".into(),
+                            "Unpacker crashed while unpacking item metadata, trying to resync..."
+                                .into(),
                         );
                         resync = true;
                         pos += 1;
@@ -299,9 +308,18 @@ impl Checker<'_, '_> {
         }
     }
 
-    fn check_archive(&mut self, name: &str, id: &ObjectId, item_keys: &[Vec<u8>], tam_required: bool) {
+    fn check_archive(
+        &mut self,
+        name: &str,
+        id: &ObjectId,
+        item_keys: &[Vec<u8>],
+        tam_required: bool,
+    ) {
         if !self.chunks.contains_key(id) {
-            self.error(format!("Archive metadata block {} is missing!", hex::encode(id)));
+            self.error(format!(
+                "Archive metadata block {} is missing!",
+                hex::encode(id)
+            ));
             return;
         }
         self.add_reference(id);
@@ -313,12 +331,17 @@ impl Checker<'_, '_> {
         {
             Ok(d) => d,
             Err(e) => {
-                self.error(format!("Archive metadata block {} is corrupted: {e}", hex::encode(id)));
+                self.error(format!(
+                    "Archive metadata block {} is corrupted: {e}",
+                    hex::encode(id)
+                ));
                 return;
             }
         };
         let tam_issue = |c: &mut Self, why: String| {
-            c.error(format!("Archive TAM authentication issue for archive {name}: {why}"));
+            c.error(format!(
+                "Archive TAM authentication issue for archive {name}: {why}"
+            ));
             c.error("This archive would be *removed* / *deleted* when using --repair!".into());
         };
         let meta = match ArchiveMeta::decode_unverified(&data, &self.key) {
@@ -328,13 +351,19 @@ impl Checker<'_, '_> {
                 return tam_issue(self, format!("Archive '{name}' is unauthenticated, but it is required for this repository."));
             }
             Ok((_, TamStatus::UnsupportedSuite)) => {
-                return tam_issue(self, "Could not verify archive TAM: unsupported suite".into());
+                return tam_issue(
+                    self,
+                    "Could not verify archive TAM: unsupported suite".into(),
+                );
             }
             Ok((_, TamStatus::Invalid)) => {
                 return tam_issue(self, "Archive authentication did not verify".into());
             }
             Err(e) => {
-                self.error(format!("Archive metadata block {} is corrupted: {e}", hex::encode(id)));
+                self.error(format!(
+                    "Archive metadata block {} is corrupted: {e}",
+                    hex::encode(id)
+                ));
                 return;
             }
         };
@@ -360,8 +389,12 @@ pub fn check_archives(
     opts: &CheckOptions,
     log: CheckLog<'_>,
 ) -> Result<bool, ArchiveCheckError> {
-    log(CheckLevel::Info, "Starting archive consistency check...".into());
-    let check_all = opts.archive.is_none() && opts.glob.is_none() && opts.first == 0 && opts.last == 0;
+    log(
+        CheckLevel::Info,
+        "Starting archive consistency check...".into(),
+    );
+    let check_all =
+        opts.archive.is_none() && opts.glob.is_none() && opts.first == 0 && opts.last == 0;
     let chunks = all_ids(repo)?;
     if chunks.is_empty() {
         log(
@@ -377,12 +410,20 @@ pub fn check_archives(
     if chunks.contains_key(&MANIFEST_ID) {
         ids.push(MANIFEST_ID);
     }
-    ids.extend(chunks.keys().filter(|k| **k != MANIFEST_ID).take(998).copied());
+    ids.extend(
+        chunks
+            .keys()
+            .filter(|k| **k != MANIFEST_ID)
+            .take(998)
+            .copied(),
+    );
     let mut last_err = None;
     for id in ids {
         tried += 1;
         let env_bytes = repo.get(&id)?;
-        let Some(&t) = env_bytes.first() else { continue };
+        let Some(&t) = env_bytes.first() else {
+            continue;
+        };
         if KeyMode::from_type_byte(t).is_none() {
             continue;
         }
@@ -423,7 +464,9 @@ pub fn check_archives(
             .get(&MANIFEST_ID)
             .map_err(|e| e.to_string())
             .and_then(|env| open_object(&c.key, &MANIFEST_ID, &env))
-            .and_then(|plain| Manifest::decode(&plain, &c.key, tam_required).map_err(|e| e.to_string()));
+            .and_then(|plain| {
+                Manifest::decode(&plain, &c.key, tam_required).map_err(|e| e.to_string())
+            });
         match r {
             Ok((m, _)) => Some(m),
             Err(e) => {
@@ -461,7 +504,8 @@ pub fn check_archives(
     } else {
         let mut v = archives.clone();
         if let Some(g) = &opts.glob {
-            let re = super::prune::glob_regex(g, r"\z").map_err(|e| ArchiveCheckError::Other(e.to_string()))?;
+            let re = super::prune::glob_regex(g, r"\z")
+                .map_err(|e| ArchiveCheckError::Other(e.to_string()))?;
             v.retain(|a| re.is_match(&a.0));
             if v.is_empty() {
                 c.warning(format!("--glob-archives {g} does not match any archives"));
@@ -469,12 +513,20 @@ pub fn check_archives(
         }
         if opts.first > 0 {
             if v.len() < opts.first {
-                c.warning(format!("--first {} archives: only found {} archives", opts.first, v.len()));
+                c.warning(format!(
+                    "--first {} archives: only found {} archives",
+                    opts.first,
+                    v.len()
+                ));
             }
             v.truncate(opts.first);
         } else if opts.last > 0 {
             if v.len() < opts.last {
-                c.warning(format!("--last {} archives: only found {} archives", opts.last, v.len()));
+                c.warning(format!(
+                    "--last {} archives: only found {} archives",
+                    opts.last,
+                    v.len()
+                ));
             }
             let skip = v.len().saturating_sub(opts.last);
             v.drain(..skip);

@@ -131,7 +131,8 @@ impl<'a> Deleter<'a> {
         self.session.write_manifest()?;
         self.session.commit()?;
         let all: Vec<(ObjectId, Entry)> = self.chunks.iter().map(|(k, v)| (*k, *v)).collect();
-        self.cache.save_chunks(&self.session.manifest_id, &all, None)?;
+        self.cache
+            .save_chunks(&self.session.manifest_id, &all, None)?;
         for id in &self.deleted_ids {
             self.cache.forget_archive(id);
         }

@@ -146,12 +146,12 @@ pub fn interval_hours(s: &str) -> Result<u64, PruneError> {
     // Python's int() accepts surrounding whitespace, a sign and underscores between digits
     let cleaned = number.trim();
     let digits = cleaned.strip_prefix('+').unwrap_or(cleaned);
-    let n: Option<i64> = if digits.starts_with('_') || digits.ends_with('_') || digits.contains("__")
-    {
-        None
-    } else {
-        digits.replace('_', "").parse::<i64>().ok()
-    };
+    let n: Option<i64> =
+        if digits.starts_with('_') || digits.ends_with('_') || digits.contains("__") {
+            None
+        } else {
+            digits.replace('_', "").parse::<i64>().ok()
+        };
     match n.and_then(|n| n.checked_mul(mult)) {
         Some(h) if h > 0 => Ok(h as u64),
         _ => Err(PruneError::IntervalNumber(number.to_string())),
@@ -228,7 +228,13 @@ pub fn localtime(t: DateTime<Utc>) -> NaiveDateTime {
         return t.naive_utc();
     }
     NaiveDate::from_ymd_opt(tm.tm_year + 1900, (tm.tm_mon + 1) as u32, tm.tm_mday as u32)
-        .and_then(|d| d.and_hms_opt(tm.tm_hour as u32, tm.tm_min as u32, tm.tm_sec.min(59) as u32))
+        .and_then(|d| {
+            d.and_hms_opt(
+                tm.tm_hour as u32,
+                tm.tm_min as u32,
+                tm.tm_sec.min(59) as u32,
+            )
+        })
         .unwrap_or_else(|| t.naive_utc())
 }
 
@@ -254,7 +260,8 @@ fn prune_split(
     if n == 0 {
         return;
     }
-    let is_kept = |kept: &Vec<(ObjectId, String, usize)>, id: &ObjectId| kept.iter().any(|k| &k.0 == id);
+    let is_kept =
+        |kept: &Vec<(ObjectId, String, usize)>, id: &ObjectId| kept.iter().any(|k| &k.0 == id);
     let mut last: Option<[i32; 6]> = None;
     let mut count = 0usize;
     // borg compares `len(keep) == n` / `< n`: with n = -1 neither ever holds
@@ -299,7 +306,11 @@ pub fn decide(
     } else {
         None
     };
-    let archives: Vec<&Candidate> = all.iter().copied().filter(|c| !is_checkpoint(&c.name)).collect();
+    let archives: Vec<&Candidate> = all
+        .iter()
+        .copied()
+        .filter(|c| !is_checkpoint(&c.name))
+        .collect();
     let mut kept: Vec<(ObjectId, String, usize)> = Vec::new();
     if let Some(h) = rules.within_hours {
         let target = now - chrono::Duration::seconds((h as i64).saturating_mul(3600));
@@ -393,9 +404,18 @@ mod tests {
         assert_eq!(interval_hours("1y"), Ok(8760));
         assert_eq!(interval_hours("1_0H"), Ok(10));
         assert!(matches!(interval_hours("5"), Err(PruneError::IntervalUnit(u)) if u == "5"));
-        assert!(matches!(interval_hours("0d"), Err(PruneError::IntervalNumber(_))));
-        assert!(matches!(interval_hours("-1d"), Err(PruneError::IntervalNumber(_))));
-        assert!(matches!(interval_hours("xd"), Err(PruneError::IntervalNumber(_))));
+        assert!(matches!(
+            interval_hours("0d"),
+            Err(PruneError::IntervalNumber(_))
+        ));
+        assert!(matches!(
+            interval_hours("-1d"),
+            Err(PruneError::IntervalNumber(_))
+        ));
+        assert!(matches!(
+            interval_hours("xd"),
+            Err(PruneError::IntervalNumber(_))
+        ));
         assert!(interval_hours("").is_err());
     }
 
@@ -436,7 +456,9 @@ mod tests {
     #[test]
     fn earlier_rules_consume_periods_and_within() {
         let h = |hh: u32| Utc.with_ymd_and_hms(2024, 1, 10, hh, 30, 0).unwrap();
-        let c: Vec<_> = (0..6).map(|i| cand(i as u8, &format!("x{i}"), h(i * 4))).collect();
+        let c: Vec<_> = (0..6)
+            .map(|i| cand(i as u8, &format!("x{i}"), h(i * 4)))
+            .collect();
         let mut r = KeepRules {
             within_hours: Some(5),
             ..Default::default()
@@ -460,7 +482,13 @@ mod tests {
     #[test]
     fn unlimited_and_quarters() {
         let c: Vec<_> = (1..=12)
-            .map(|m| cand(m as u8, &format!("m{m}"), Utc.with_ymd_and_hms(2023, m, 15, 0, 0, 0).unwrap()))
+            .map(|m| {
+                cand(
+                    m as u8,
+                    &format!("m{m}"),
+                    Utc.with_ymd_and_hms(2023, m, 15, 0, 0, 0).unwrap(),
+                )
+            })
             .collect();
         let mut r = KeepRules::default();
         r.set(Rule::Quarterly3Monthly, -1);
@@ -492,7 +520,7 @@ mod tests {
         let exact = glob_regex("a[0-9]", r"\z").unwrap();
         assert!(exact.is_match("a5") && !exact.is_match("a5x"));
         assert!(is_checkpoint("x.checkpoint") && is_checkpoint("x.checkpoint.12"));
-        assert!(!is_checkpoint("x.checkpointy") && !is_checkpoint("x.checkpoint.") );
+        assert!(!is_checkpoint("x.checkpointy") && !is_checkpoint("x.checkpoint."));
     }
 
     #[test]

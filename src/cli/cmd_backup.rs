@@ -151,7 +151,7 @@ pub fn run(common: &Common, args: BackupArgs) -> Result<Outcome> {
     let list = a.list;
     let filter = a.filter.clone();
     let status = move |c: char, path: &str| {
-        if list && filter.as_ref().is_none_or(|f| f.contains(c)) {
+        if list && filter.as_ref().map_or(true, |f| f.contains(c)) {
             eprintln!("{c} {path}");
         }
     };

@@ -43,7 +43,11 @@ pub struct CheckArgs {
 
 pub fn run(common: &Common, args: CheckArgs) -> Result<Outcome> {
     let loc = super::parse_location(args.location.as_deref())?;
-    let filters = args.verify_data || args.first.is_some() || args.last.is_some() || args.prefix.is_some() || args.glob_archives.is_some();
+    let filters = args.verify_data
+        || args.first.is_some()
+        || args.last.is_some()
+        || args.prefix.is_some()
+        || args.glob_archives.is_some();
     if args.repo_only && filters {
         bail!("--repository-only contradicts --first, --last, --glob-archives, --prefix and --verify-data arguments.");
     }
@@ -100,5 +104,9 @@ pub fn run(common: &Common, args: CheckArgs) -> Result<Outcome> {
         last: args.last.unwrap_or(0),
     };
     let ok = check_archives(&env, repo.as_mut(), &opts, &mut log)?;
-    Ok(if ok { Outcome::Success } else { Outcome::Warning })
+    Ok(if ok {
+        Outcome::Success
+    } else {
+        Outcome::Warning
+    })
 }

@@ -45,7 +45,10 @@ pub fn compact_repo(repo: &Repo, common: &Common, threshold_percent: f64) -> Res
             }
             r.close()?;
             if common.verbose {
-                eprintln!("compaction freed about {} repository space.", output::size(st.freed));
+                eprintln!(
+                    "compaction freed about {} repository space.",
+                    output::size(st.freed)
+                );
                 eprintln!(
                     "compacted {} segments: {} segment files ({}) before, {} ({}) after",
                     st.segments_compacted,

@@ -44,7 +44,10 @@ pub struct DeleteArgs {
 
 pub fn run(common: &Common, args: DeleteArgs) -> Result<Outcome> {
     let loc = super::parse_location(args.location.as_deref())?;
-    let filter = args.prefix.is_some() || args.glob_archives.is_some() || args.first.is_some() || args.last.is_some();
+    let filter = args.prefix.is_some()
+        || args.glob_archives.is_some()
+        || args.first.is_some()
+        || args.last.is_some();
     let mut named: Vec<String> = args.archives.clone();
     if let Some(a) = &loc.archive {
         named.insert(0, a.clone());
@@ -92,7 +95,13 @@ pub fn run(common: &Common, args: DeleteArgs) -> Result<Outcome> {
     let mut outcome = Outcome::Success;
     let mut deleter = Deleter::new(&env, &mut session, args.dry_run)?;
     for (i, name) in names.iter().enumerate() {
-        let Some(a) = deleter.session().manifest.archives.get(name.as_bytes()).cloned() else {
+        let Some(a) = deleter
+            .session()
+            .manifest
+            .archives
+            .get(name.as_bytes())
+            .cloned()
+        else {
             eprintln!("Archive {name} not found ({}/{total}).", i + 1);
             outcome = Outcome::Warning;
             continue;
@@ -103,7 +112,11 @@ pub fn run(common: &Common, args: DeleteArgs) -> Result<Outcome> {
                 id: a.id,
                 ts: timefmt::parse(&a.time).unwrap_or_default(),
             };
-            let verb = if args.dry_run { "Would delete archive" } else { "Deleting archive" };
+            let verb = if args.dry_run {
+                "Would delete archive"
+            } else {
+                "Deleting archive"
+            };
             eprintln!("{verb}: {} ({}/{total})", prune::format_archive(&c), i + 1);
         }
         deleter.delete(name.as_bytes())?;

@@ -17,7 +17,12 @@ pub struct KeepArgs {
     #[arg(long, value_name = "INTERVAL", value_parser = parse_interval)]
     pub keep_within: Option<u64>,
     /// Number of secondly archives to keep (alias of --keep-secondly)
-    #[arg(long = "keep-last", visible_alias = "keep-secondly", value_name = "N", allow_negative_numbers = true)]
+    #[arg(
+        long = "keep-last",
+        visible_alias = "keep-secondly",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
     pub keep_secondly: Option<i64>,
     /// Number of minutely archives to keep
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
@@ -35,10 +40,18 @@ pub struct KeepArgs {
     #[arg(short = 'm', long, value_name = "N", allow_negative_numbers = true)]
     pub keep_monthly: Option<i64>,
     /// Number of quarterly archives to keep (13 week strategy)
-    #[arg(long = "keep-13weekly", value_name = "N", allow_negative_numbers = true)]
+    #[arg(
+        long = "keep-13weekly",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
     pub keep_13weekly: Option<i64>,
     /// Number of quarterly archives to keep (3 month strategy)
-    #[arg(long = "keep-3monthly", value_name = "N", allow_negative_numbers = true)]
+    #[arg(
+        long = "keep-3monthly",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
     pub keep_3monthly: Option<i64>,
     /// Number of yearly archives to keep
     #[arg(short = 'y', long, value_name = "N", allow_negative_numbers = true)]
@@ -112,7 +125,8 @@ pub struct PruneOptsLine {
 impl PruneOptsLine {
     /// Parses `PRUNE_OPTS` (shell words), e.g. `--keep-last=2 --keep-daily=7`.
     pub fn parse_str(s: &str) -> Result<Self> {
-        let words = proxborg::secrets::shlex_split(s).map_err(|e| anyhow::anyhow!("PRUNE_OPTS: {e}"))?;
+        let words =
+            proxborg::secrets::shlex_split(s).map_err(|e| anyhow::anyhow!("PRUNE_OPTS: {e}"))?;
         PruneOptsLine::try_parse_from(words).map_err(|e| anyhow::anyhow!("PRUNE_OPTS {s:?}: {e}"))
     }
 }
@@ -148,7 +162,13 @@ pub struct PruneArgs {
 
 /// borg's "Deleted data" statistics block.
 pub fn print_stats(o: &PruneOutcome) {
-    let neg = |v: u64| if v == 0 { "0 B".to_string() } else { format!("-{}", output::size(v)) };
+    let neg = |v: u64| {
+        if v == 0 {
+            "0 B".to_string()
+        } else {
+            format!("-{}", output::size(v))
+        }
+    };
     let s: &DeleteStats = &o.stats;
     eprintln!("{}", output::RULE);
     eprintln!("{}", output::stats_header());
@@ -160,7 +180,10 @@ pub fn print_stats(o: &PruneOutcome) {
         neg(s.deduplicated_size)
     );
     if let Some(t) = &o.totals {
-        eprintln!("{}", output::stats_row("All archives:", t.total_size, t.total_csize, t.unique_csize));
+        eprintln!(
+            "{}",
+            output::stats_row("All archives:", t.total_size, t.total_csize, t.unique_csize)
+        );
         eprintln!();
         eprintln!("                       Unique chunks         Total chunks");
         eprintln!("Chunk index: {:>23}{:>21}", t.unique_chunks, t.total_chunks);
@@ -183,10 +206,26 @@ pub fn prune_session(
             eprintln!("{}", decision_line(d, dry_run, n, total));
         }
     };
-    let o = prune_archives(&env, session, glob, rules, dry_run, chrono::Utc::now(), &mut on_line)?;
+    let o = prune_archives(
+        &env,
+        session,
+        glob,
+        rules,
+        dry_run,
+        chrono::Utc::now(),
+        &mut on_line,
+    )?;
     if verbose {
-        let kept = o.decisions.iter().filter(|d| !d.checkpoint && d.verdict != proxborg::archive::prune::Verdict::Prune).count();
-        let kept_cp = o.decisions.iter().filter(|d| d.checkpoint && d.verdict != proxborg::archive::prune::Verdict::Prune).count();
+        let kept = o
+            .decisions
+            .iter()
+            .filter(|d| !d.checkpoint && d.verdict != proxborg::archive::prune::Verdict::Prune)
+            .count();
+        let kept_cp = o
+            .decisions
+            .iter()
+            .filter(|d| d.checkpoint && d.verdict != proxborg::archive::prune::Verdict::Prune)
+            .count();
         let cps = o.decisions.iter().filter(|d| d.checkpoint).count();
         eprintln!(
             "Keeping {kept} archives and {kept_cp} checkpoints, pruning {} archives and {} checkpoints.",
@@ -221,10 +260,20 @@ pub fn run(common: &Common, args: PruneArgs) -> Result<Outcome> {
             .keys()
             .filter(|n| proxborg::archive::prune::is_checkpoint(&String::from_utf8_lossy(n)))
             .count();
-        eprintln!("Repository contains {} normal archives and {cps} checkpoint archives.", total - cps);
+        eprintln!(
+            "Repository contains {} normal archives and {cps} checkpoint archives.",
+            total - cps
+        );
     }
-    let o = prune_session(&mut session, glob.as_deref(), &rules, args.dry_run, args.list, common.verbose)
-        .context("prune")?;
+    let o = prune_session(
+        &mut session,
+        glob.as_deref(),
+        &rules,
+        args.dry_run,
+        args.list,
+        common.verbose,
+    )
+    .context("prune")?;
     if args.stats {
         print_stats(&o);
     }

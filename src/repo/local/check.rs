@@ -94,10 +94,7 @@ impl LocalRepository {
             CheckLevel::Debug,
             format!("Determined transaction is {transaction_id}"),
         );
-        let all = self
-            .layout
-            .list()
-            .map_err(io_err("cannot list segments"))?;
+        let all = self.layout.list().map_err(io_err("cannot list segments"))?;
         log(CheckLevel::Debug, format!("Found {} segments", all.len()));
         let mut index = NsIndex::new();
         let mut hints = Hints::default();
@@ -140,14 +137,15 @@ impl LocalRepository {
             } else {
                 log(CheckLevel::Info, "Index object count match.".into());
             }
-            let line = |k: &ObjectId, rebuilt: Option<(u32, u32)>, committed: Option<(u32, u32)>| {
-                format!(
-                    "ID: {:<64} rebuilt index: {:<16} committed index: {:<16}",
-                    hex::encode(k),
-                    fmt_value(rebuilt),
-                    fmt_value(committed)
-                )
-            };
+            let line =
+                |k: &ObjectId, rebuilt: Option<(u32, u32)>, committed: Option<(u32, u32)>| {
+                    format!(
+                        "ID: {:<64} rebuilt index: {:<16} committed index: {:<16}",
+                        hex::encode(k),
+                        fmt_value(rebuilt),
+                        fmt_value(committed)
+                    )
+                };
             for (k, v) in index.iter() {
                 let cur = current.get(k);
                 if cur != Some(v) {
@@ -220,13 +218,21 @@ mod tests {
         );
         assert!(msgs.iter().any(|m| m == "Index object count mismatch."));
         assert_eq!(msgs.iter().filter(|m| m.starts_with("ID: ")).count(), 20);
-        assert_eq!(msgs.last().unwrap(), "Finished full repository check, errors found.");
+        assert_eq!(
+            msgs.last().unwrap(),
+            "Finished full repository check, errors found."
+        );
         drop(r);
         b[8 + 41 + 10] ^= 0x55;
         std::fs::write(&seg, &b[..b.len() - 100]).unwrap();
         let mut r = LocalRepository::open(&p, OpenOptions::default()).unwrap();
         let (ok, msgs) = collect(&mut r);
         assert!(!ok);
-        assert!(msgs[0].starts_with("Data integrity error: Segment entry data short read [segment 0, offset "), "{msgs:?}");
+        assert!(
+            msgs[0].starts_with(
+                "Data integrity error: Segment entry data short read [segment 0, offset "
+            ),
+            "{msgs:?}"
+        );
     }
 }

@@ -59,10 +59,7 @@ impl LocalRepository {
 
     /// Number of segment files and their total size.
     fn segment_usage(&self) -> Result<(usize, u64)> {
-        let segs = self
-            .layout
-            .list()
-            .map_err(io_err("cannot list segments"))?;
+        let segs = self.layout.list().map_err(io_err("cannot list segments"))?;
         let mut total = 0;
         for s in &segs {
             total += self
@@ -97,7 +94,8 @@ impl LocalRepository {
                 .size(segment)
                 .map_err(io_err("cannot stat a segment"))?;
             let ratio = freeable as f64 / size as f64;
-            if !(ratio > threshold) {
+            // `<=` also skips a NaN ratio, as borg's `not (ratio > threshold)` does
+            if ratio.is_nan() || ratio <= threshold {
                 continue;
             }
             self.hints_mut()?.segments.entry(segment).or_insert(0);
@@ -208,7 +206,7 @@ impl LocalRepository {
             None => true,
             Some(list) => list.iter().any(|&s| s < segment),
         };
-        let delete_is_not_stable = index_txn.is_none_or(|t| segment > t);
+        let delete_is_not_stable = index_txn.map_or(true, |t| segment > t);
         if shadowed_put_exists || delete_is_not_stable {
             // keep it: an older PUT may still exist (or may reappear after a crash)
             let (new_seg, size) = match self.copy_delete(key, true)? {
@@ -383,12 +381,26 @@ mod tests {
         assert!(!r.contains(&id(3)).unwrap());
         // the index we wrote equals a full replay of what is left
         let t = r.transaction_id().unwrap().unwrap();
-        let before: Vec<_> = r.state.as_ref().unwrap().index.iter().map(|(k, v)| (*k, v)).collect();
+        let before: Vec<_> = r
+            .state
+            .as_ref()
+            .unwrap()
+            .index
+            .iter()
+            .map(|(k, v)| (*k, v))
+            .collect();
         drop(r);
         std::fs::remove_file(p.join(format!("index.{t}"))).unwrap();
         let mut r = LocalRepository::open(&p, OpenOptions::default()).unwrap();
         assert_eq!(r.len().unwrap(), 52);
-        let mut after: Vec<_> = r.state.as_ref().unwrap().index.iter().map(|(k, v)| (*k, v)).collect();
+        let mut after: Vec<_> = r
+            .state
+            .as_ref()
+            .unwrap()
+            .index
+            .iter()
+            .map(|(k, v)| (*k, v))
+            .collect();
         let mut before = before;
         before.sort();
         after.sort();

@@ -316,7 +316,11 @@ pub fn iter_entries_with_data(
             )));
         }
         let (tag, key) = check_entry(&header, &body, segment, off32)?;
-        let data = if key.is_some() { &body[32..] } else { &body[..0] };
+        let data = if key.is_some() {
+            &body[32..]
+        } else {
+            &body[..0]
+        };
         f(
             Entry {
                 tag,
