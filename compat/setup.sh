@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the compatibility tests drive: upstream borg 1.2.x (Debian's package,
 # /usr/bin/borg) and borg 1.4.5 (PyPI, in a venv under .compat-env/), plus sshd, zfs-fuse,
-# GNU tar and the acl/attr tools. Idempotent: present pieces are reused.
+# GNU tar, the acl/attr tools and strace (crash injection). Idempotent: present pieces are reused.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 env_dir="$root/.compat-env"
@@ -10,7 +10,7 @@ venv="$env_dir/borg-1.4.5"
 apt_pkgs=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 for p in borgbackup pkg-config libacl1-dev libssl-dev liblz4-dev libzstd-dev libxxhash-dev \
-         openssh-server openssh-client zfs-fuse acl attr tar python3-venv; do
+         openssh-server openssh-client zfs-fuse acl attr tar python3-venv strace; do
     have "$p" || apt_pkgs+=("$p")
 done
 if ((${#apt_pkgs[@]})); then

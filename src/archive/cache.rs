@@ -118,6 +118,11 @@ impl CacheDir {
         self.dir.join("archives").join(hex::encode(id))
     }
 
+    /// Drops the saved chunk list of an archive that no longer exists.
+    pub fn forget_archive(&self, id: &ObjectId) {
+        let _ = std::fs::remove_file(self.archive_file(id));
+    }
+
     /// Chunks referenced by one archive (its metadata and item chunks included).
     pub fn archive_chunks(&self, session: &Session, name: &[u8], id: &ObjectId) -> Result<Vec<(ObjectId, Entry)>, CacheError> {
         let path = self.archive_file(id);

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use regex::Regex;
 
-pub use translate::TranslateError;
+pub use translate::{shell_to_regex, TranslateError};
 
 /// Why a pattern or pattern-file line was rejected. borg rejects the same inputs.
 #[derive(Debug, thiserror::Error)]

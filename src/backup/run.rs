@@ -99,6 +99,23 @@ impl Outcome {
     }
 }
 
+/// The archive-name prefixes to prune after a run, in target order, each once: those of
+/// targets that made an archive (proxborg prunes per prefix, and only what it backed up).
+pub fn prune_prefixes(outcomes: &[Outcome]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for o in outcomes {
+        if o.result == Result_::Failed || o.archive.is_none() {
+            continue;
+        }
+        if let Some(p) = &o.prefix {
+            if !out.contains(p) {
+                out.push(p.clone());
+            }
+        }
+    }
+    out
+}
+
 /// Undo actions run in reverse order when dropped (snapshots, clones, mounts).
 type UndoFn = Box<dyn FnOnce() -> Result<(), String>>;
 

@@ -5,9 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use anyhow::{bail, Context as _, Result};
-use clap::Args;
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args};
 
 use super::cmd_create::{build_matcher, build_options, ArchiveOpts};
+use super::cmd_prune::{KeepArgs, PruneOptsLine};
 use super::{output, Common, Outcome};
 use proxborg::backup::pve::Pve;
 use proxborg::backup::run::{self, Context, Result_, Settings, SnapshotMethod};
@@ -23,13 +25,13 @@ pub struct BackupArgs {
     #[arg(long, env = "BORG_REPO", hide_env_values = true)]
     pub repo: Option<String>,
     /// Name archives after the guest / host instead of vzdump/dump/dataset
-    #[arg(long, env = "HOSTNAME_IN_ARCHIVENAME")]
+    #[arg(long, env = "HOSTNAME_IN_ARCHIVENAME", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     pub hostname_in_archivename: bool,
     /// Stop after the first target that fails
-    #[arg(long, env = "EXIT_ON_ERRORS")]
+    #[arg(long, env = "EXIT_ON_ERRORS", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     pub exit_on_errors: bool,
     /// Show repository information at the end
-    #[arg(long, env = "SHOW_SUMMARY")]
+    #[arg(long, env = "SHOW_SUMMARY", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     pub show_summary: bool,
     /// Extra vzdump options for image mode
     #[arg(long, env = "VZDUMP_OPTS", default_value = "--quiet", allow_hyphen_values = true)]
@@ -46,6 +48,21 @@ pub struct BackupArgs {
     /// Archive name template, e.g. "{prefix}{ts}" (default) or "{hostname}-{vmid}-{now}"
     #[arg(long, value_name = "TEMPLATE")]
     pub archive_name: Option<String>,
+    /// After the targets, prune every archive-name prefix backed up and compact (the
+    /// retention step; keep rules from --keep-* and PRUNE_OPTS)
+    #[arg(long)]
+    pub prune: bool,
+    #[command(flatten)]
+    pub keep: KeepArgs,
+    /// borg prune options as one string, e.g. "--keep-daily=7 --keep-weekly=4" (implies --prune)
+    #[arg(long, env = "PRUNE_OPTS", allow_hyphen_values = true, value_name = "OPTS")]
+    pub prune_opts: Option<String>,
+    /// Prune also when the run ended with warnings
+    #[arg(long, env = "PRUNE_ON_WARNINGS", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
+    pub prune_on_warnings: bool,
+    /// Do not compact the repository after pruning
+    #[arg(long)]
+    pub no_compact: bool,
     /// Lock file preventing two runs on one host
     #[arg(long, default_value = "/run/lock/proxborg-native.lock")]
     pub lock_file: std::path::PathBuf,
@@ -89,6 +106,21 @@ pub fn run(common: &Common, args: BackupArgs) -> Result<Outcome> {
         .with_context(|| format!("lock file {}", args.lock_file.display()))?;
     let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
         .map_err(|(_, e)| anyhow::anyhow!("another proxborg-native backup is running (lock {} held: {e})", args.lock_file.display()))?;
+    // retention options are checked before any guest is touched
+    let prune_line = match args.prune_opts.as_deref().filter(|s| !s.trim().is_empty()) {
+        Some(s) => Some(PruneOptsLine::parse_str(s)?),
+        None => None,
+    };
+    let retention = if args.prune || prune_line.is_some() {
+        let base = prune_line.as_ref().map(|l| l.keep.clone()).unwrap_or_default();
+        let rules = base.overridden_by(&args.keep).rules();
+        rules.validate().context("--prune")?;
+        let list = a_list_or(prune_line.as_ref(), args.a.list);
+        let stats = prune_line.as_ref().is_some_and(|l| l.stats) || args.a.stats;
+        Some((rules, list, stats))
+    } else {
+        None
+    };
     let cancel = install_signal_handlers();
     let ph = Placeholders::current();
     let loc = super::parse_location(args.repo.as_deref())?;
@@ -122,7 +154,7 @@ pub fn run(common: &Common, args: BackupArgs) -> Result<Outcome> {
     let progress = a.progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let last = std::sync::Mutex::new((std::time::Instant::now(), 0u64));
     let status = move |c: char, path: &str| {
-        if list && filter.as_ref().is_none_or(|f| f.contains(c)) {
+        if list && filter.as_ref().map_or(true, |f| f.contains(c)) {
             eprintln!("{c} {path}");
         }
         if progress {
@@ -165,9 +197,54 @@ pub fn run(common: &Common, args: BackupArgs) -> Result<Outcome> {
             }
         }
     }
+    let location = session.location.canonical();
+    let mut session = Some(session);
+    let mut retention_error: Option<String> = None;
+    let mut pruned_json = Vec::new();
+    if let Some((rules, list, stats)) = &retention {
+        let prefixes = run::prune_prefixes(&outcomes);
+        if failed || cancel.load(Ordering::SeqCst) {
+            eprintln!("prune skipped: the run had errors");
+        } else if worst == Outcome::Warning && !args.prune_on_warnings {
+            eprintln!("prune skipped: the run had warnings (set PRUNE_ON_WARNINGS=1 to prune anyway)");
+        } else if prefixes.is_empty() {
+            eprintln!("prune skipped: no archive was created");
+        } else {
+            let mut pruned_any = false;
+            for p in &prefixes {
+                let glob = format!("{p}*");
+                let Some(sess) = session.as_mut() else { break };
+                match super::cmd_prune::prune_session(sess, Some(&glob), rules, a.dry_run, *list, common.verbose) {
+                    Ok(o) => {
+                        let pruned: Vec<&str> = o.decisions.iter().filter(|d| d.verdict == proxborg::archive::prune::Verdict::Prune).map(|d| d.archive.name.as_str()).collect();
+                        pruned_any |= !pruned.is_empty();
+                        eprintln!("prune {glob}: {} kept, {} pruned", o.decisions.len() - pruned.len(), pruned.len());
+                        if *stats && !a.dry_run {
+                            super::cmd_prune::print_stats(&o);
+                        }
+                        pruned_json.push(serde_json::json!({"prefix": p, "pruned": pruned, "kept": o.decisions.len() - pruned.len()}));
+                    }
+                    Err(e) => {
+                        eprintln!("prune {glob}: FAILED: {e:#}");
+                        retention_error = Some(format!("prune {glob}: {e:#}"));
+                        break;
+                    }
+                }
+            }
+            if retention_error.is_none() && pruned_any && !a.dry_run && !args.no_compact {
+                // compaction opens the repository itself: release our lock first
+                session = None;
+                if let Err(e) = super::cmd_compact::compact_repo(&loc.repo, common, 10.0) {
+                    eprintln!("compact: FAILED: {e:#}");
+                    retention_error = Some(format!("compact: {e:#}"));
+                }
+            }
+        }
+    }
     if a.json {
         let j = serde_json::json!({
-            "repository": session.location.canonical(),
+            "repository": location,
+            "prune": pruned_json,
             "snapshot": ctx.settings.snapname,
             "targets": outcomes,
             "result": if failed { "failed" } else if worst == Outcome::Warning { "warning" } else { "ok" },
@@ -185,5 +262,13 @@ pub fn run(common: &Common, args: BackupArgs) -> Result<Outcome> {
     if cancel.load(Ordering::SeqCst) {
         bail!("interrupted");
     }
+    if let Some(e) = retention_error {
+        bail!("retention step failed: {e}");
+    }
     Ok(worst)
+}
+
+/// `--list` for prune: from PRUNE_OPTS or the archive options.
+fn a_list_or(line: Option<&PruneOptsLine>, list: bool) -> bool {
+    line.is_some_and(|l| l.list) || list
 }

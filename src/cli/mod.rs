@@ -2,9 +2,13 @@
 //! (0 success, 1 warning, 2 error).
 
 mod cmd_backup;
+mod cmd_check;
+mod cmd_compact;
 mod cmd_create;
+mod cmd_delete;
 mod cmd_init;
 mod cmd_list;
+mod cmd_prune;
 pub mod output;
 
 use std::path::PathBuf;
@@ -85,6 +89,14 @@ pub enum Command {
     List(cmd_list::ListArgs),
     /// Show repository or archive information
     Info(cmd_list::InfoArgs),
+    /// Delete archives that the retention rules do not keep
+    Prune(cmd_prune::PruneArgs),
+    /// Delete archives
+    Delete(cmd_delete::DeleteArgs),
+    /// Free the space of deleted objects (rewrite sparse segments)
+    Compact(cmd_compact::CompactArgs),
+    /// Check repository and archive consistency
+    Check(cmd_check::CheckArgs),
     /// Back up Proxmox guests and ZFS datasets (proxborg's targets and settings)
     Backup(Box<cmd_backup::BackupArgs>),
     /// Back up this source tree into a local demo repository (what the README's first command runs)
@@ -155,6 +167,10 @@ pub fn run(cli: Cli) -> i32 {
         Command::Create(a) => cmd_create::run(&cli.common, *a),
         Command::List(a) => cmd_list::run_list(&cli.common, a),
         Command::Info(a) => cmd_list::run_info(&cli.common, a),
+        Command::Prune(a) => cmd_prune::run(&cli.common, a),
+        Command::Delete(a) => cmd_delete::run(&cli.common, a),
+        Command::Compact(a) => cmd_compact::run(&cli.common, a),
+        Command::Check(a) => cmd_check::run(&cli.common, a),
         Command::Backup(a) => cmd_backup::run(&cli.common, *a),
         Command::Demo(a) => cmd_init::run_demo(&cli.common, a),
     };

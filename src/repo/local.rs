@@ -11,6 +11,8 @@
 //! for the new `T`. Until then nothing is visible: segments above `T` are deleted by the
 //! next writer (or by our `rollback`/drop).
 
+mod check;
+mod compact;
 mod config;
 mod fsio;
 mod lock;
@@ -31,6 +33,8 @@ use config::{parse_bool, parse_file_size, parse_int, Config};
 use lock::{Lock, LockError};
 use segments::{Layout, SegError, Writer};
 
+pub use check::{CheckLevel, CheckLog};
+pub use compact::CompactStats;
 pub use lock::host_id;
 pub use segments::{MAX_DATA_SIZE, MAX_OBJECT_SIZE};
 
@@ -102,6 +106,8 @@ pub struct LocalRepository {
     doomed: Option<(u64, u64)>,
     read_fds: HashMap<u32, File>,
     warnings: Vec<String>,
+    /// Segments removed by compaction since the last `compact` report.
+    compacted_segments: usize,
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> RepoError {
@@ -342,6 +348,7 @@ impl LocalRepository {
             doomed: None,
             read_fds: HashMap::new(),
             warnings: Vec::new(),
+            compacted_segments: 0,
         })
     }
 
@@ -725,8 +732,19 @@ impl LocalRepository {
             Ok(())
         })
         .map_err(|e| self.seg_err(Some(seg), e))?;
+        self.apply_entries(seg, &entries, index, h)
+    }
+
+    /// The body of borg's `_update_index` for entries already read from segment `seg`.
+    fn apply_entries(
+        &mut self,
+        seg: u32,
+        entries: &[(u8, Option<ObjectId>, u32, u32)],
+        index: &mut NsIndex,
+        h: &mut Hints,
+    ) -> Result<()> {
         h.segments.insert(seg, 0);
-        for (tag, key, offset, size) in entries {
+        for &(tag, key, offset, size) in entries {
             let Some(key) = key else { continue };
             match tag {
                 segments::TAG_PUT => {
@@ -926,6 +944,47 @@ impl LocalRepository {
         }
         Ok(())
     }
+
+    /// borg's `commit(compact=…)`: the COMMIT, then (unless append-only) compaction of
+    /// sparse segments, then the index files for the last committed segment.
+    fn commit_inner(&mut self, compact: Option<f64>) -> Result<()> {
+        if let Some((quota, used)) = self.doomed {
+            self.rollback()?;
+            return Err(RepoError::StorageQuotaExceeded { quota, used });
+        }
+        self.prepare_txn()?;
+        self.check_free_space()?;
+        let r = (|| {
+            let seg = self.write_commit()?;
+            {
+                let h = self.hints_mut()?;
+                h.segments.entry(seg).or_insert(0);
+                *h.compact.entry(seg).or_insert(0) += segments::HEADER_SIZE as u64;
+            }
+            let seg = match compact {
+                Some(threshold) if !self.append_only => self.compact_segments(threshold)?,
+                _ => seg,
+            };
+            let st = self
+                .state
+                .as_mut()
+                .ok_or_else(|| RepoError::Other("no open transaction".into()))?;
+            let h = st
+                .hints
+                .as_ref()
+                .ok_or_else(|| RepoError::Other("no open transaction".into()))?;
+            write_index(&self.path, self.append_only, seg, &st.index, h)?;
+            st.transaction_id = Some(seg);
+            Ok(())
+        })();
+        self.active_txn = false;
+        if r.is_err() {
+            // The COMMIT may be durable without its index: reload (and replay) lazily.
+            self.writer = None;
+            self.state = None;
+        }
+        r
+    }
 }
 
 /// borg's `write_index`: hints, index and integrity for `t` via tmp + fsync + rename
@@ -1062,40 +1121,8 @@ impl Repository for LocalRepository {
     }
 
     fn commit(&mut self) -> Result<()> {
-        if let Some((quota, used)) = self.doomed {
-            self.rollback()?;
-            return Err(RepoError::StorageQuotaExceeded { quota, used });
-        }
-        self.prepare_txn()?;
-        self.check_free_space()?;
-        let r = (|| {
-            let seg = self.write_commit()?;
-            {
-                let h = self.hints_mut()?;
-                h.segments.entry(seg).or_insert(0);
-                *h.compact.entry(seg).or_insert(0) += segments::HEADER_SIZE as u64;
-            }
-            let st = self
-                .state
-                .as_mut()
-                .ok_or_else(|| RepoError::Other("no open transaction".into()))?;
-            let h = st
-                .hints
-                .as_ref()
-                .ok_or_else(|| RepoError::Other("no open transaction".into()))?;
-            write_index(&self.path, self.append_only, seg, &st.index, h)?;
-            st.transaction_id = Some(seg);
-            Ok(())
-        })();
-        self.active_txn = false;
-        if r.is_err() {
-            // The COMMIT may be durable without its index: reload (and replay) lazily.
-            self.writer = None;
-            self.state = None;
-        }
-        r
+        self.commit_inner(None)
     }
-
     fn rollback(&mut self) -> Result<()> {
         self.doomed = None;
         if !self.active_txn {

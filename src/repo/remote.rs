@@ -10,6 +10,7 @@
 //! always noticed by the reader (end of stream) rather than waited for.
 
 mod errors;
+mod maintenance;
 mod stderr;
 mod transport;
 mod wire;

@@ -272,6 +272,16 @@ pub fn iter_entries(
     segment: u32,
     mut f: impl FnMut(Entry) -> Result<(), SegError>,
 ) -> Result<(), SegError> {
+    iter_entries_with_data(path, segment, |e, _| f(e))
+}
+
+/// [`iter_entries`] that also hands over each entry's payload (PUT data after the key;
+/// empty for DELETE and COMMIT), as borg's `iter_objects(include_data=True)`.
+pub fn iter_entries_with_data(
+    path: &Path,
+    segment: u32,
+    mut f: impl FnMut(Entry, &[u8]) -> Result<(), SegError>,
+) -> Result<(), SegError> {
     let file = File::open(path)?;
     let mut r = BufReader::with_capacity(1 << 20, file);
     let mut magic = [0u8; 8];
@@ -292,25 +302,34 @@ pub fn iter_entries(
             u32::try_from(offset).map_err(|_| integrity(format!("segment {segment} too large")))?;
         if n < 9 {
             return Err(integrity(format!(
-                "Invalid segment entry header [segment {segment}, offset {offset}]: short read"
+                "Invalid segment entry header [segment {segment}, offset {offset}]: unpack requires a buffer of 9 bytes"
             )));
         }
         let size = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
         check_size(size, HEADER_SIZE, segment, off32)?;
         let len = (size - HEADER_SIZE) as usize;
         body.resize(len, 0);
-        if read_full(&mut r, &mut body)? != len {
+        let got = read_full(&mut r, &mut body)?;
+        if got != len {
             return Err(integrity(format!(
-                "Segment entry data short read [segment {segment}, offset {offset}]: expected {len} bytes"
+                "Segment entry data short read [segment {segment}, offset {offset}]: expected {len}, got {got} bytes"
             )));
         }
         let (tag, key) = check_entry(&header, &body, segment, off32)?;
-        f(Entry {
-            tag,
-            key,
-            offset: off32,
-            size,
-        })?;
+        let data = if key.is_some() {
+            &body[32..]
+        } else {
+            &body[..0]
+        };
+        f(
+            Entry {
+                tag,
+                key,
+                offset: off32,
+                size,
+            },
+            data,
+        )?;
         offset += size as u64;
     }
 }
@@ -465,6 +484,13 @@ impl Writer {
         self.out.write_all(&COMMIT)?;
         self.offset += HEADER_SIZE as u64;
         Ok(())
+    }
+
+    /// Makes everything written so far durable (flush + fdatasync), as borg does before
+    /// an intermediate COMMIT so the COMMIT can never reach the disk before the data.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.out.flush()?;
+        self.out.get_ref().sync_data()
     }
 
     /// Makes buffered bytes visible to readers of the file.

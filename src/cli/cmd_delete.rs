@@ -1,0 +1,137 @@
+//! `delete` (borg's `delete` for archives): named archives or those matching a glob.
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use super::{Common, Outcome};
+use proxborg::archive::delete::{ChunkTotals, Deleter, PruneOutcome};
+use proxborg::archive::prune::{self, Candidate};
+use proxborg::format::timefmt;
+use proxborg::placeholders::Placeholders;
+use proxborg::session::Session;
+
+#[derive(Args, Debug)]
+pub struct DeleteArgs {
+    /// Do not change the repository
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Output a verbose list of archives
+    #[arg(long)]
+    pub list: bool,
+    /// Print statistics for the deleted archives
+    #[arg(short = 's', long)]
+    pub stats: bool,
+    /// Accepted for borg compatibility (no effect)
+    #[arg(long)]
+    pub save_space: bool,
+    /// Only consider archive names starting with this prefix (deprecated; use -a 'PREFIX*')
+    #[arg(short = 'P', long, conflicts_with = "glob_archives")]
+    pub prefix: Option<String>,
+    /// Only consider archive names matching the glob
+    #[arg(short = 'a', long, value_name = "GLOB")]
+    pub glob_archives: Option<String>,
+    /// Consider the first N archives (by time) after the glob
+    #[arg(long, value_name = "N")]
+    pub first: Option<usize>,
+    /// Consider the last N archives (by time) after the glob
+    #[arg(long, value_name = "N", conflicts_with = "first")]
+    pub last: Option<usize>,
+    /// REPOSITORY or REPOSITORY::ARCHIVE
+    pub location: Option<String>,
+    /// More archives to delete
+    pub archives: Vec<String>,
+}
+
+pub fn run(common: &Common, args: DeleteArgs) -> Result<Outcome> {
+    let loc = super::parse_location(args.location.as_deref())?;
+    let filter = args.prefix.is_some()
+        || args.glob_archives.is_some()
+        || args.first.is_some()
+        || args.last.is_some();
+    let mut named: Vec<String> = args.archives.clone();
+    if let Some(a) = &loc.archive {
+        named.insert(0, a.clone());
+    }
+    if filter && !named.is_empty() {
+        bail!("Mixing archive filters and explicitly named archives is not supported.");
+    }
+    if !filter && named.is_empty() {
+        bail!("deleting a whole repository is not supported: name archives (REPO::ARCHIVE) or select them with -a GLOB");
+    }
+    let env = super::env;
+    let repo = super::open_repository(&loc.repo, true, common.lock_wait)?;
+    let mut session = Session::open(&env, repo, loc.repo.clone())?;
+    let names: Vec<String> = if filter {
+        let ph = Placeholders::current();
+        let glob = match (&args.prefix, &args.glob_archives) {
+            (Some(p), _) => format!("{}*", ph.expand(p)?),
+            (None, Some(g)) => ph.expand(g)?,
+            (None, None) => "*".into(),
+        };
+        let re = prune::glob_regex(&glob, r"\z")?;
+        let mut v: Vec<Candidate> = session
+            .manifest
+            .archives
+            .iter()
+            .map(|(n, a)| Candidate {
+                name: String::from_utf8_lossy(n).into_owned(),
+                id: a.id,
+                ts: timefmt::parse(&a.time).unwrap_or_default(),
+            })
+            .filter(|c| re.is_match(&c.name))
+            .collect();
+        v.sort_by_key(|c| c.ts);
+        if let Some(f) = args.first {
+            v.truncate(f);
+        } else if let Some(l) = args.last {
+            let skip = v.len().saturating_sub(l);
+            v.drain(..skip);
+        }
+        v.into_iter().map(|c| c.name).collect()
+    } else {
+        named
+    };
+    let total = names.len();
+    let mut outcome = Outcome::Success;
+    let mut deleter = Deleter::new(&env, &mut session, args.dry_run)?;
+    for (i, name) in names.iter().enumerate() {
+        let Some(a) = deleter
+            .session()
+            .manifest
+            .archives
+            .get(name.as_bytes())
+            .cloned()
+        else {
+            eprintln!("Archive {name} not found ({}/{total}).", i + 1);
+            outcome = Outcome::Warning;
+            continue;
+        };
+        if args.list {
+            let c = Candidate {
+                name: name.clone(),
+                id: a.id,
+                ts: timefmt::parse(&a.time).unwrap_or_default(),
+            };
+            let verb = if args.dry_run {
+                "Would delete archive"
+            } else {
+                "Deleting archive"
+            };
+            eprintln!("{verb}: {} ({}/{total})", prune::format_archive(&c), i + 1);
+        }
+        deleter.delete(name.as_bytes())?;
+    }
+    let totals = ChunkTotals::of(deleter.chunks());
+    let stats = deleter.commit()?;
+    if args.dry_run && common.verbose {
+        eprintln!("Finished dry-run.");
+    }
+    if args.stats && !args.dry_run {
+        super::cmd_prune::print_stats(&PruneOutcome {
+            decisions: Vec::new(),
+            stats,
+            totals: Some(totals),
+        });
+    }
+    Ok(outcome)
+}

@@ -1,0 +1,289 @@
+//! `check` on damaged repositories, side by side with borg 1.2.4 and 1.4.5 on identical
+//! copies: flipped bytes in a segment, a truncated segment, a lost index, an object whose
+//! data no longer matches its MAC/id (found only by --verify-data), a missing file chunk
+//! and an orphan. Our findings must be borg's findings (same lines, same exit status),
+//! and nothing may panic.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{ok, prng_bytes, run, Borg, TestEnv};
+use proxborg::repo::local::{LocalRepository, OpenOptions};
+use proxborg::repo::Repository;
+
+struct Fixture {
+    env: TestEnv,
+    base: PathBuf,
+}
+
+/// A repository with one archive of ours and one of borg 1.4 (two files, one chunk
+/// each), checked clean by everybody.
+fn fixture() -> Fixture {
+    let env = TestEnv::new();
+    let src = env.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), prng_bytes(1, 300_000)).unwrap();
+    std::fs::write(src.join("b"), prng_bytes(2, 100_000)).unwrap();
+    let base = env.path().join("base");
+    let b = base.display().to_string();
+    ok(env.ours().args(["init", "-e", "repokey", &b]));
+    ok(env
+        .ours()
+        .current_dir(env.path())
+        .args(["create", &format!("{b}::ours"), "src"]));
+    std::fs::write(src.join("c"), prng_bytes(3, 50_000)).unwrap();
+    ok(env
+        .borg(Borg::V14)
+        .current_dir(env.path())
+        .args(["create", &format!("{b}::borgs"), "src"]));
+    Fixture { env, base }
+}
+
+impl Fixture {
+    /// A fresh copy of the base repository for one case.
+    fn copy(&self, name: &str) -> PathBuf {
+        let to = self.env.path().join(name);
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(&self.base)
+            .arg(&to)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        to
+    }
+
+    /// The largest segment file (the one holding the file chunks).
+    fn data_segment(repo: &Path) -> PathBuf {
+        let mut best: Option<(u64, PathBuf)> = None;
+        for d in std::fs::read_dir(repo.join("data")).unwrap() {
+            for f in std::fs::read_dir(d.unwrap().path()).unwrap() {
+                let f = f.unwrap();
+                let len = f.metadata().unwrap().len();
+                if best.as_ref().map_or(true, |b| len > b.0) {
+                    best = Some((len, f.path()));
+                }
+            }
+        }
+        best.unwrap().1
+    }
+}
+
+/// Exit status and the finding lines (relocation chatter dropped) of one checker.
+fn check(env: &TestEnv, mut cmd: Command, repo: &Path, extra: &[&str]) -> (i32, Vec<String>) {
+    let (rc, out, err) = run(cmd.arg("check").args(extra).arg(repo));
+    let _ = env;
+    let mut lines: Vec<String> = format!("{out}{err}")
+        .lines()
+        .filter(|l| {
+            !l.starts_with("Warning: The repository at location")
+                && !l.starts_with("Do you want to continue")
+                && !l.trim().is_empty()
+        })
+        .map(|l| l.trim_end().to_string())
+        .collect();
+    assert!(!lines.iter().any(|l| l.contains("panicked")), "{lines:?}");
+    lines.sort();
+    (rc, lines)
+}
+
+/// Runs every checker on its own copy of `repo` (checks may rebuild index files) and
+/// compares with ours; `normalize` maps lines whose wording may legitimately differ.
+fn compare(
+    f: &Fixture,
+    case: &str,
+    damage: impl Fn(&Path),
+    extra: &[&str],
+    normalize: &dyn Fn(&str) -> String,
+) -> (i32, Vec<String>) {
+    let mut results = Vec::new();
+    for who in ["ours", "borg-1.4", "borg-1.2"] {
+        let repo = f.copy(&format!("{case}-{who}"));
+        damage(&repo);
+        let cmd = match who {
+            "ours" => f.env.ours(),
+            "borg-1.4" => f.env.borg(Borg::V14),
+            _ => f.env.borg(Borg::V12),
+        };
+        let (rc, lines) = check(&f.env, cmd, &repo, extra);
+        let mut lines: Vec<String> = lines
+            .iter()
+            .map(|l| normalize(l))
+            .filter(|l| !l.is_empty())
+            .collect();
+        lines.sort();
+        results.push((who, rc, lines));
+    }
+    let (_, rc, ours) = results[0].clone();
+    for (who, brc, blines) in &results[1..] {
+        assert_eq!(
+            (rc, &ours),
+            (*brc, blines),
+            "{case}: ours (left) vs {who} (right) differ"
+        );
+    }
+    (rc, ours)
+}
+
+fn same(l: &str) -> String {
+    l.to_string()
+}
+
+#[test]
+fn findings_match_borg() {
+    let f = fixture();
+    for v in Borg::ALL {
+        let (rc, lines) = check(&f.env, f.env.borg(v), &f.base, &["--verify-data"]);
+        assert_eq!((rc, lines.len()), (0, 0), "{lines:?}");
+    }
+
+    // a flipped byte inside a PUT: CRC mismatch, that segment's objects unreadable
+    let (rc, lines) = compare(
+        &f,
+        "flip",
+        |r| {
+            let p = Fixture::data_segment(r);
+            let mut b = std::fs::read(&p).unwrap();
+            let mid = b.len() / 2;
+            b[mid] ^= 0xff;
+            std::fs::write(&p, b).unwrap();
+        },
+        &[],
+        &same,
+    );
+    assert_eq!(rc, 1);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Segment entry checksum mismatch")),
+        "{lines:?}"
+    );
+
+    // a truncated segment (mid-entry)
+    let (rc, lines) = compare(
+        &f,
+        "truncate",
+        |r| {
+            let p = Fixture::data_segment(r);
+            let len = std::fs::metadata(&p).unwrap().len();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_len(len - 1000)
+                .unwrap();
+        },
+        &[],
+        &same,
+    );
+    assert_eq!(rc, 1);
+    assert!(lines.iter().any(|l| l.contains("short read")), "{lines:?}");
+
+    // a lost index: rebuilt by replaying the segments, no finding
+    let replay = |l: &str| {
+        if l.starts_with("Replaying segments") {
+            String::new()
+        } else {
+            l.to_string()
+        }
+    };
+    let (rc, _) = compare(
+        &f,
+        "noindex",
+        |r| {
+            for e in std::fs::read_dir(r).unwrap() {
+                let e = e.unwrap();
+                if e.file_name().to_string_lossy().starts_with("index.") {
+                    std::fs::remove_file(e.path()).unwrap();
+                }
+            }
+        },
+        &["--verify-data"],
+        &replay,
+    );
+    assert_eq!(rc, 0);
+
+    // data changed under an intact CRC: only --verify-data sees it
+    let mac_damage = |r: &Path| {
+        let p = Fixture::data_segment(r);
+        let mut b = std::fs::read(&p).unwrap();
+        let size = u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize;
+        b[8 + 41 + size / 2] ^= 0x01;
+        let crc = crc32fast::hash(&b[12..8 + size]);
+        b[8..12].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&p, b).unwrap();
+    };
+    let (rc, _) = compare(&f, "mac-plain", mac_damage, &[], &same);
+    assert_eq!(rc, 0, "without --verify-data the damage is invisible");
+    // borg's wording of the crypto error differs from ours: compare up to it
+    let cut = |l: &str| match l.find(", integrity error:") {
+        Some(i) => l[..i + ", integrity error:".len()].to_string(),
+        None => l.to_string(),
+    };
+    let (rc, lines) = compare(&f, "mac", mac_damage, &["--verify-data"], &cut);
+    assert_eq!(rc, 1);
+    assert!(
+        lines.iter().any(|l| l.ends_with(", integrity error:")),
+        "{lines:?}"
+    );
+
+    // a file chunk deleted (consistently) from the repository: missing in both archives
+    let largest_object = |r: &Path| {
+        let mut repo = LocalRepository::open(r, OpenOptions::default()).unwrap();
+        let ids = repo.list(1000, None).unwrap();
+        let big = ids
+            .iter()
+            .max_by_key(|id| repo.get(id).unwrap().len())
+            .copied()
+            .unwrap();
+        (repo, big)
+    };
+    // (borg 1.2.4 words it as if repairing even without --repair)
+    let wording = |l: &str| {
+        l.replace(
+            "Replacing with all-zero chunk.",
+            "Would replace it with all-zero chunk with --repair.",
+        )
+    };
+    let (rc, lines) = compare(
+        &f,
+        "missing",
+        |r| {
+            let (mut repo, big) = largest_object(r);
+            repo.delete(&big).unwrap();
+            repo.commit().unwrap();
+        },
+        &[],
+        &wording,
+    );
+    assert_eq!(rc, 1);
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("New missing file chunk detected"))
+            .count(),
+        2,
+        "{lines:?}"
+    );
+
+    // an object nobody references
+    let (rc, lines) = compare(
+        &f,
+        "orphan",
+        |r| {
+            let (mut repo, big) = largest_object(r);
+            let data = repo.get(&big).unwrap();
+            repo.put(&[0x42; 32], &data).unwrap();
+            repo.commit().unwrap();
+        },
+        &[],
+        &same,
+    );
+    assert_eq!(rc, 1);
+    assert!(
+        lines.iter().any(|l| l == "1 orphaned objects found!"),
+        "{lines:?}"
+    );
+}
