@@ -206,7 +206,7 @@ impl LocalRepository {
             None => true,
             Some(list) => list.iter().any(|&s| s < segment),
         };
-        let delete_is_not_stable = index_txn.map_or(true, |t| segment > t);
+        let delete_is_not_stable = index_txn.is_none_or(|t| segment > t);
         if shadowed_put_exists || delete_is_not_stable {
             // keep it: an older PUT may still exist (or may reappear after a crash)
             let (new_seg, size) = match self.copy_delete(key, true)? {
