@@ -154,7 +154,7 @@ pub fn run(common: &Common, args: BackupArgs) -> Result<Outcome> {
     let progress = a.progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let last = std::sync::Mutex::new((std::time::Instant::now(), 0u64));
     let status = move |c: char, path: &str| {
-        if list && filter.as_ref().map_or(true, |f| f.contains(c)) {
+        if list && filter.as_ref().is_none_or(|f| f.contains(c)) {
             eprintln!("{c} {path}");
         }
         if progress {
