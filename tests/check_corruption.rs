@@ -62,7 +62,7 @@ impl Fixture {
             for f in std::fs::read_dir(d.unwrap().path()).unwrap() {
                 let f = f.unwrap();
                 let len = f.metadata().unwrap().len();
-                if best.as_ref().map_or(true, |b| len > b.0) {
+                if best.as_ref().is_none_or(|b| len > b.0) {
                     best = Some((len, f.path()));
                 }
             }
