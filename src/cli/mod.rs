@@ -3,6 +3,7 @@
 
 mod cmd_backup;
 mod cmd_create;
+mod cmd_extract;
 mod cmd_init;
 mod cmd_list;
 pub mod output;
@@ -75,6 +76,8 @@ pub enum Command {
     List(cmd_list::ListArgs),
     /// Show repository or archive information
     Info(cmd_list::InfoArgs),
+    /// Extract archive contents
+    Extract(Box<cmd_extract::ExtractArgs>),
     /// Back up Proxmox guests and ZFS datasets (proxborg's targets and settings)
     Backup(Box<cmd_backup::BackupArgs>),
     /// Back up this source tree into a local demo repository (what the README's first command runs)
@@ -141,6 +144,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Create(a) => cmd_create::run(&cli.common, *a),
         Command::List(a) => cmd_list::run_list(&cli.common, a),
         Command::Info(a) => cmd_list::run_info(&cli.common, a),
+        Command::Extract(a) => cmd_extract::run(&cli.common, *a),
         Command::Backup(a) => cmd_backup::run(&cli.common, *a),
         Command::Demo(a) => cmd_init::run_demo(&cli.common, a),
     };
