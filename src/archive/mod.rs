@@ -9,5 +9,6 @@ pub mod fsmeta;
 pub mod itemstream;
 pub mod patterns;
 pub mod read;
+pub mod tar;
 pub mod stats;
 pub mod store;

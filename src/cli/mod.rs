@@ -3,6 +3,7 @@
 
 mod cmd_backup;
 mod cmd_create;
+mod cmd_export_tar;
 mod cmd_extract;
 mod cmd_init;
 mod cmd_list;
@@ -78,6 +79,8 @@ pub enum Command {
     Info(cmd_list::InfoArgs),
     /// Extract archive contents
     Extract(Box<cmd_extract::ExtractArgs>),
+    /// Export archive contents as a tarball (PAX with ACLs and xattrs by default)
+    ExportTar(Box<cmd_export_tar::ExportTarArgs>),
     /// Back up Proxmox guests and ZFS datasets (proxborg's targets and settings)
     Backup(Box<cmd_backup::BackupArgs>),
     /// Back up this source tree into a local demo repository (what the README's first command runs)
@@ -145,6 +148,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::List(a) => cmd_list::run_list(&cli.common, a),
         Command::Info(a) => cmd_list::run_info(&cli.common, a),
         Command::Extract(a) => cmd_extract::run(&cli.common, *a),
+        Command::ExportTar(a) => cmd_export_tar::run(&cli.common, *a),
         Command::Backup(a) => cmd_backup::run(&cli.common, *a),
         Command::Demo(a) => cmd_init::run_demo(&cli.common, a),
     };
