@@ -10,5 +10,6 @@ pub mod itemstream;
 pub mod patterns;
 pub mod read;
 pub mod tar;
+pub mod verify;
 pub mod stats;
 pub mod store;

@@ -7,6 +7,7 @@ mod cmd_export_tar;
 mod cmd_extract;
 mod cmd_init;
 mod cmd_list;
+mod cmd_verify;
 pub mod output;
 
 use std::path::PathBuf;
@@ -81,6 +82,8 @@ pub enum Command {
     Extract(Box<cmd_extract::ExtractArgs>),
     /// Export archive contents as a tarball (PAX with ACLs and xattrs by default)
     ExportTar(Box<cmd_export_tar::ExportTarArgs>),
+    /// Restore drill: read and check every chunk of an archive, optionally compare with a source tree
+    Verify(Box<cmd_verify::VerifyArgs>),
     /// Back up Proxmox guests and ZFS datasets (proxborg's targets and settings)
     Backup(Box<cmd_backup::BackupArgs>),
     /// Back up this source tree into a local demo repository (what the README's first command runs)
@@ -149,6 +152,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Info(a) => cmd_list::run_info(&cli.common, a),
         Command::Extract(a) => cmd_extract::run(&cli.common, *a),
         Command::ExportTar(a) => cmd_export_tar::run(&cli.common, *a),
+        Command::Verify(a) => cmd_verify::run(&cli.common, *a),
         Command::Backup(a) => cmd_backup::run(&cli.common, *a),
         Command::Demo(a) => cmd_init::run_demo(&cli.common, a),
     };
