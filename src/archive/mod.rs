@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod create;
+pub mod diff;
 pub mod extract;
 pub mod fsmeta;
 pub mod itemstream;

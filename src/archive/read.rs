@@ -149,6 +149,27 @@ pub struct HardlinkMaster {
     pub link_target: Option<Vec<u8>>,
 }
 
+/// A path for display as borg shows it (`remove_surrogates`): bytes that are not UTF-8
+/// each become `?`.
+pub fn display_path(mut bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    loop {
+        match std::str::from_utf8(bytes) {
+            Ok(s) => {
+                out.push_str(s);
+                return out;
+            }
+            Err(e) => {
+                let (good, bad) = bytes.split_at(e.valid_up_to());
+                out.push_str(std::str::from_utf8(good).unwrap_or_default());
+                let n = e.error_len().unwrap_or(bad.len()).max(1);
+                out.extend(std::iter::repeat_n('?', n));
+                bytes = &bad[n..];
+            }
+        }
+    }
+}
+
 /// Splits on `/` and drops the first `n` components (`os.sep.join(p.split(os.sep)[n:])`).
 pub fn strip_components(path: &[u8], n: usize) -> Vec<u8> {
     if n == 0 {
@@ -254,6 +275,12 @@ impl Selector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_like_remove_surrogates() {
+        assert_eq!(display_path(b"a-\xff\xfe-\xc3\xa4"), "a-??-\u{e4}");
+        assert_eq!(display_path(b"\xe2\x82"), "??");
+    }
 
     #[test]
     fn strips_like_python_split() {

@@ -73,7 +73,7 @@ pub fn run(common: &Common, args: ExportTarArgs) -> Result<Outcome> {
     };
     let list = args.list;
     let mut events = |e: TarEvent<'_>| match e {
-        TarEvent::Item(p) if list => eprintln!("{}", String::from_utf8_lossy(p)),
+        TarEvent::Item(p) if list => eprintln!("{}", proxborg::archive::read::display_path(p)),
         TarEvent::Item(_) => {}
         TarEvent::Warning(w) => eprintln!("{w}"),
     };

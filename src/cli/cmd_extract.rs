@@ -10,7 +10,7 @@ use clap::Args;
 use super::{Common, Outcome};
 use proxborg::archive::extract::{Event, ExtractOptions, Extractor};
 use proxborg::archive::patterns::PatternMatcher;
-use proxborg::archive::read::{open_archive, ArchiveRef, Selector};
+use proxborg::archive::read::{display_path, open_archive, ArchiveRef, Selector};
 use proxborg::session::Session;
 
 /// Which items of an archive to take (borg's PATH arguments and exclusion options).
@@ -122,7 +122,7 @@ pub fn run(common: &Common, args: ExtractArgs) -> Result<Outcome> {
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     let list = args.list;
     let mut events = |e: Event<'_>| match e {
-        Event::Item(p) if list => eprintln!("{}", String::from_utf8_lossy(p)),
+        Event::Item(p) if list => eprintln!("{}", display_path(p)),
         Event::Item(_) => {}
         Event::Warning(w) => eprintln!("{w}"),
     };
