@@ -13,11 +13,20 @@ fn diff_and_list_match_borg() {
     let src = env.path().join("src");
     make_tree(&src);
     let repo = env.path().join("repo").display().to_string();
-    ok(env.borg(Borg::V14).args(["init", "-e", "repokey-blake2", &repo]));
-    ok(env.ours().current_dir(env.path()).args(["create", &format!("{repo}::one"), "src"]));
+    ok(env
+        .borg(Borg::V14)
+        .args(["init", "-e", "repokey-blake2", &repo]));
+    ok(env
+        .ours()
+        .current_dir(env.path())
+        .args(["create", &format!("{repo}::one"), "src"]));
     // changes of every kind diff reports
     std::fs::write(src.join("hello.txt"), b"hello changed world\n").unwrap();
-    std::fs::set_permissions(src.join("setuid"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        src.join("setuid"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     nix::unistd::chown(&src.join("empty"), Some(4242.into()), None).unwrap();
     std::fs::remove_file(src.join("sub/deeper/file")).unwrap();
     std::fs::write(src.join("added.txt"), b"new file").unwrap();
@@ -26,27 +35,57 @@ fn diff_and_list_match_borg() {
     std::os::unix::fs::symlink("elsewhere", src.join("dangling")).unwrap();
     std::os::unix::fs::symlink("x", src.join("newlink")).unwrap();
     std::fs::remove_file(src.join("fifo")).unwrap();
-    ok(env.borg(Borg::V14).current_dir(env.path()).args(["create", &format!("{repo}::two"), "src"]));
+    ok(env.borg(Borg::V14).current_dir(env.path()).args([
+        "create",
+        &format!("{repo}::two"),
+        "src",
+    ]));
 
-    for extra in [&["--sort-by=path"][..], &["--sort-by=path", "--content-only"], &["--sort-by=path", "--json-lines"], &["--sort-by=>size_diff,path"], &["--sort"]] {
+    for extra in [
+        &["--sort-by=path"][..],
+        &["--sort-by=path", "--content-only"],
+        &["--sort-by=path", "--json-lines"],
+        &["--sort-by=>size_diff,path"],
+        &["--sort"],
+    ] {
         let mut a = vec!["diff"];
         a.extend_from_slice(extra);
         let one = format!("{repo}::one");
         a.extend([one.as_str(), "two"]);
         let (rb, ob, eb) = run(env.borg(Borg::V14).args(&a));
         let (ro, oo, eo) = run(env.ours().args(&a));
-        assert_eq!((rb, eb.trim()), (ro, eo.trim()), "diff {extra:?} status/stderr");
+        assert_eq!(
+            (rb, eb.trim()),
+            (ro, eo.trim()),
+            "diff {extra:?} status/stderr"
+        );
         assert!(ob.lines().count() >= 7, "{ob}");
         if extra.contains(&"--json-lines") {
-            let parse = |s: &str| s.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).collect::<Vec<_>>();
+            let parse = |s: &str| {
+                s.lines()
+                    .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                    .collect::<Vec<_>>()
+            };
             assert_eq!(parse(&ob), parse(&oo), "diff {extra:?}");
         } else {
             assert_eq!(ob, oo, "diff {extra:?}");
         }
     }
     // a path filter
-    let (_, ob, _) = run(env.borg(Borg::V14).args(["diff", "--sort-by=path", &format!("{repo}::one"), "two", "src/sub"]));
-    let (_, oo, _) = run(env.ours().args(["diff", "--sort-by=path", &format!("{repo}::one"), "two", "src/sub"]));
+    let (_, ob, _) = run(env.borg(Borg::V14).args([
+        "diff",
+        "--sort-by=path",
+        &format!("{repo}::one"),
+        "two",
+        "src/sub",
+    ]));
+    let (_, oo, _) = run(env.ours().args([
+        "diff",
+        "--sort-by=path",
+        &format!("{repo}::one"),
+        "two",
+        "src/sub",
+    ]));
     assert_eq!(ob, oo);
 
     let fmt = "{mode} {type} {user}:{group} {uid}:{gid} {size} {num_chunks} {mtime} {isomtime} {isoctime} {path}{extra} [{source}] {flags} {health} {sha256} {sha512} {blake2b} {xxh64} {archivename}{NL}";

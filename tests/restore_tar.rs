@@ -11,7 +11,9 @@ use common::tree::{diff, make_tree, scan, Node};
 use common::{ok, Borg, TestEnv};
 
 /// `cap_net_raw+ep` as setcap stores it (VFS_CAP_REVISION_2).
-const CAP_NET_RAW: [u8; 20] = [1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+const CAP_NET_RAW: [u8; 20] = [
+    1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
 
 fn setup() -> (TestEnv, String) {
     let env = TestEnv::new();
@@ -21,10 +23,17 @@ fn setup() -> (TestEnv, String) {
     xattr::set(src.join("ping"), "security.capability", &CAP_NET_RAW).unwrap();
     let long = src.join("a-directory-name-that-is-quite-long-to-need-more-than-one-hundred-bytes");
     std::fs::create_dir(&long).unwrap();
-    std::fs::write(long.join("and-a-file-name-that-pushes-the-path-well-beyond-the-ustar-limit.txt"), b"long").unwrap();
+    std::fs::write(
+        long.join("and-a-file-name-that-pushes-the-path-well-beyond-the-ustar-limit.txt"),
+        b"long",
+    )
+    .unwrap();
     let repo = env.path().join("repo").display().to_string();
     ok(env.ours().args(["init", "-e", "repokey", &repo]));
-    ok(env.ours().current_dir(env.path()).args(["create", &format!("{repo}::a"), "src"]));
+    ok(env
+        .ours()
+        .current_dir(env.path())
+        .args(["create", &format!("{repo}::a"), "src"]));
     (env, format!("{repo}::a"))
 }
 
@@ -33,7 +42,14 @@ fn untar(mut producer: Command, dest: &Path) {
     std::fs::create_dir_all(dest).unwrap();
     let mut p = producer.stdout(Stdio::piped()).spawn().unwrap();
     let st = Command::new("tar")
-        .args(["--acls", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf", "-"])
+        .args([
+            "--acls",
+            "--xattrs",
+            "--xattrs-include=*",
+            "--numeric-owner",
+            "-xpf",
+            "-",
+        ])
         .current_dir(dest)
         .stdin(p.stdout.take().unwrap())
         .status()
@@ -60,7 +76,11 @@ fn pax_export_restores_acls_and_xattrs_borg_loses_them() {
     c.args(["export-tar", &arch, "-"]);
     untar(c, &ours);
     let d = diff(&scan_tar(&src), &scan_tar(&ours.join("src")));
-    assert!(d.is_empty(), "GNU tar restore of our PAX export differs from the source:\n{}", d.join("\n"));
+    assert!(
+        d.is_empty(),
+        "GNU tar restore of our PAX export differs from the source:\n{}",
+        d.join("\n")
+    );
 
     // the same archive through borg 1.4.5's export-tar: ACLs and xattrs are gone
     let theirs = env.path().join("theirs");
@@ -68,25 +88,53 @@ fn pax_export_restores_acls_and_xattrs_borg_loses_them() {
     c.args(["export-tar", &arch, "-"]);
     untar(c, &theirs);
     let d = diff(&scan_tar(&src), &scan_tar(&theirs.join("src")));
-    let lost = |path: &str, attr: &str| d.iter().any(|l| l.starts_with(&format!("{path}:")) && !l.contains(attr));
-    assert!(lost("acl", "system.posix_acl_access"), "borg export kept the ACL? {d:#?}");
-    assert!(lost("defacl", "system.posix_acl_default"), "borg export kept the default ACL? {d:#?}");
-    assert!(lost("ping", "security.capability"), "borg export kept the capability? {d:#?}");
-    assert!(lost("xattrs", "user.k"), "borg export kept user xattrs? {d:#?}");
+    let lost = |path: &str, attr: &str| {
+        d.iter()
+            .any(|l| l.starts_with(&format!("{path}:")) && !l.contains(attr))
+    };
+    assert!(
+        lost("acl", "system.posix_acl_access"),
+        "borg export kept the ACL? {d:#?}"
+    );
+    assert!(
+        lost("defacl", "system.posix_acl_default"),
+        "borg export kept the default ACL? {d:#?}"
+    );
+    assert!(
+        lost("ping", "security.capability"),
+        "borg export kept the capability? {d:#?}"
+    );
+    assert!(
+        lost("xattrs", "user.k"),
+        "borg export kept user xattrs? {d:#?}"
+    );
     let ours_tree = scan(&ours.join("src"));
-    assert!(ours_tree[&b"ping".to_vec()].xattrs.contains_key(&b"security.capability".to_vec()));
+    assert!(ours_tree[&b"ping".to_vec()]
+        .xattrs
+        .contains_key(b"security.capability".as_slice()));
 }
 
 #[test]
 fn filter_strip_components_and_paths() {
     let (env, arch) = setup();
     let out = env.path().join("part.tar.gz");
-    ok(env.ours().args(["export-tar", "--strip-components", "1", &arch, out.to_str().unwrap(), "src/sub", "src/acl"]));
+    ok(env.ours().args([
+        "export-tar",
+        "--strip-components",
+        "1",
+        &arch,
+        out.to_str().unwrap(),
+        "src/sub",
+        "src/acl",
+    ]));
     let head = std::fs::read(&out).unwrap();
     assert_eq!(&head[..2], b"\x1f\x8b", "auto filter did not gzip");
     let dest = env.path().join("part");
     std::fs::create_dir_all(&dest).unwrap();
-    ok(Command::new("tar").args(["--acls", "--xattrs", "-xpzf"]).arg(&out).current_dir(&dest));
+    ok(Command::new("tar")
+        .args(["--acls", "--xattrs", "-xpzf"])
+        .arg(&out)
+        .current_dir(&dest));
     let got = scan(&dest);
     let want = scan(&env.path().join("src"));
     // sub/hl2 carries the content of hl1 (not selected); sub/deeper/hl3 links to it
@@ -96,8 +144,12 @@ fn filter_strip_components_and_paths() {
         assert_eq!(g.content, w.content, "{p}");
         assert_eq!(g.xattrs, w.xattrs, "{p}");
     }
-    assert!(got[&b"sub/hl2".to_vec()].nlink_group > 0 && got[&b"sub/hl2".to_vec()].nlink_group == got[&b"sub/deeper/hl3".to_vec()].nlink_group);
-    assert!(!got.contains_key(&b"hl1".to_vec()));
+    assert!(
+        got[&b"sub/hl2".to_vec()].nlink_group > 0
+            && got[&b"sub/hl2".to_vec()].nlink_group
+                == got[&b"sub/deeper/hl3".to_vec()].nlink_group
+    );
+    assert!(!got.contains_key(b"hl1".as_slice()));
 }
 
 #[test]
@@ -105,11 +157,26 @@ fn gnu_format_is_byte_identical_to_borg() {
     let (env, arch) = setup();
     for v in Borg::ALL {
         let b = Command::output(env.borg(v).args(["export-tar", &arch, "-"])).unwrap();
-        let o = Command::output(env.ours().args(["export-tar", "--tar-format", "GNU", &arch, "-"])).unwrap();
+        let o = Command::output(
+            env.ours()
+                .args(["export-tar", "--tar-format", "GNU", &arch, "-"]),
+        )
+        .unwrap();
         assert!(b.status.success() && o.status.success());
         if b.stdout != o.stdout {
-            let at = b.stdout.iter().zip(&o.stdout).position(|(x, y)| x != y).unwrap_or(0);
-            panic!("{}: GNU export differs at byte {at} (block {}) of {}/{}", v.name(), at / 512, b.stdout.len(), o.stdout.len());
+            let at = b
+                .stdout
+                .iter()
+                .zip(&o.stdout)
+                .position(|(x, y)| x != y)
+                .unwrap_or(0);
+            panic!(
+                "{}: GNU export differs at byte {at} (block {}) of {}/{}",
+                v.name(),
+                at / 512,
+                b.stdout.len(),
+                o.stdout.len()
+            );
         }
     }
 }

@@ -19,7 +19,10 @@ pub struct Side {
 
 impl Side {
     fn present(item: Item) -> Side {
-        Side { item, deleted: false }
+        Side {
+            item,
+            deleted: false,
+        }
     }
 
     /// borg's `Item.create_deleted`: mode 0, empty chunk list.
@@ -47,15 +50,25 @@ pub enum Change {
     Removed(u64),
     /// Content changed: bytes in chunks only the new / only the old version has (`None`
     /// when the chunker parameters differ and only "modified" can be said).
-    Modified { added: Option<u64>, removed: Option<u64> },
+    Modified {
+        added: Option<u64>,
+        removed: Option<u64>,
+    },
     /// (user, group) names, or ids with `numeric_ids`; `None` where the archive has no name.
     Owner {
         old: (Option<String>, Option<String>),
         new: (Option<String>, Option<String>),
     },
-    Mode { old: u32, new: u32 },
+    Mode {
+        old: u32,
+        new: u32,
+    },
     /// `ctime` or `mtime`, ns.
-    Time { attr: &'static str, old: i64, new: i64 },
+    Time {
+        attr: &'static str,
+        old: i64,
+        new: i64,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -76,15 +89,22 @@ pub struct DiffOptions {
 
 fn content_hash(session: &Session, item: &Item) -> Result<[u8; 32], ReadError> {
     let mut h = Sha256::new();
-    for_each_chunk(session, item.chunks.as_deref().unwrap_or_default(), &mut |_, d: &[u8]| -> Result<(), ReadError> {
-        h.update(d);
-        Ok(())
-    })?;
+    for_each_chunk(
+        session,
+        item.chunks.as_deref().unwrap_or_default(),
+        &mut |_, d: &[u8]| -> Result<(), ReadError> {
+            h.update(d);
+            Ok(())
+        },
+    )?;
     Ok(h.finalize().into())
 }
 
 fn owner(item: &Item, numeric: bool) -> (Option<String>, Option<String>) {
-    let s = |v: &Option<Vec<u8>>| v.as_deref().map(|b| String::from_utf8_lossy(b).into_owned());
+    let s = |v: &Option<Vec<u8>>| {
+        v.as_deref()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    };
     if numeric {
         (Some(item.uid.to_string()), Some(item.gid.to_string()))
     } else {
@@ -105,7 +125,12 @@ fn presence(a: &Side, b: &Side, what: &str) -> Option<Change> {
 }
 
 /// borg's `ItemDiff`: whether the two sides are equal, and the list of changes.
-fn item_diff(session: &Session, a: &Side, b: &Side, o: &DiffOptions) -> Result<(bool, Vec<Change>), ReadError> {
+fn item_diff(
+    session: &Session,
+    a: &Side,
+    b: &Side,
+    o: &DiffOptions,
+) -> Result<(bool, Vec<Change>), ReadError> {
     let (i1, i2) = (&a.item, &b.item);
     let mut ch = Vec::new();
     if i1.is_symlink() || i2.is_symlink() {
@@ -123,25 +148,47 @@ fn item_diff(session: &Session, a: &Side, b: &Side, o: &DiffOptions) -> Result<(
         } else if b.deleted {
             ch.push(Change::Removed(size(i1)));
         } else if !o.same_chunker_params {
-            ch.push(Change::Modified { added: None, removed: None });
+            ch.push(Change::Modified {
+                added: None,
+                removed: None,
+            });
         } else {
-            let ids1: std::collections::HashSet<_> = i1.chunks.iter().flatten().map(|c| c.id).collect();
-            let ids2: std::collections::HashSet<_> = i2.chunks.iter().flatten().map(|c| c.id).collect();
+            let ids1: std::collections::HashSet<_> =
+                i1.chunks.iter().flatten().map(|c| c.id).collect();
+            let ids2: std::collections::HashSet<_> =
+                i2.chunks.iter().flatten().map(|c| c.id).collect();
             // get_size(consider_ids=…): every chunk entry whose id is in the set counts
-            let added = i2.chunks.iter().flatten().filter(|c| !ids1.contains(&c.id)).map(|c| u64::from(c.size)).sum();
-            let removed = i1.chunks.iter().flatten().filter(|c| !ids2.contains(&c.id)).map(|c| u64::from(c.size)).sum();
+            let added = i2
+                .chunks
+                .iter()
+                .flatten()
+                .filter(|c| !ids1.contains(&c.id))
+                .map(|c| u64::from(c.size))
+                .sum();
+            let removed = i1
+                .chunks
+                .iter()
+                .flatten()
+                .filter(|c| !ids2.contains(&c.id))
+                .map(|c| u64::from(c.size))
+                .sum();
             ch.push(Change::Modified {
                 added: Some(added),
                 removed: Some(removed),
             });
         }
     }
-    for (t, what) in [(0o040000, "directory"), (0o060000, "blkdev"), (0o020000, "chrdev"), (0o010000, "fifo")] {
+    for (t, what) in [
+        (0o040000, "directory"),
+        (0o060000, "blkdev"),
+        (0o020000, "chrdev"),
+        (0o010000, "fifo"),
+    ] {
         if is_type(i1, t) || is_type(i2, t) {
             ch.extend(presence(a, b, what));
         }
     }
-    if !(a.deleted || b.deleted) && !o.content_only {
+    if !(a.deleted || b.deleted || o.content_only) {
         let (o1, o2) = (owner(i1, o.numeric_ids), owner(i2, o.numeric_ids));
         if o1 != o2 {
             ch.push(Change::Owner { old: o1, new: o2 });
@@ -154,7 +201,11 @@ fn item_diff(session: &Session, a: &Side, b: &Side, o: &DiffOptions) -> Result<(
         }
         if let (Some(c1), Some(c2)) = (i1.ctime, i2.ctime) {
             if c1 != c2 {
-                ch.push(Change::Time { attr: "ctime", old: c1, new: c2 });
+                ch.push(Change::Time {
+                    attr: "ctime",
+                    old: c1,
+                    new: c2,
+                });
             }
         }
         if i1.mtime != i2.mtime {
@@ -183,13 +234,22 @@ fn item_diff(session: &Session, a: &Side, b: &Side, o: &DiffOptions) -> Result<(
             eq = if o.same_chunker_params {
                 i1.chunks == i2.chunks
             } else {
-                i1.chunks_size() == i2.chunks_size() && content_hash(session, i1)? == content_hash(session, i2)?
+                i1.chunks_size() == i2.chunks_size()
+                    && content_hash(session, i1)? == content_hash(session, i2)?
             };
         }
         eq
     };
     // "modified" with nothing added or removed is no change (borg's actual_change)
-    ch.retain(|c| !matches!(c, Change::Modified { added: Some(0), removed: Some(0) }));
+    ch.retain(|c| {
+        !matches!(
+            c,
+            Change::Modified {
+                added: Some(0),
+                removed: Some(0)
+            }
+        )
+    });
     Ok((equal, ch))
 }
 
@@ -215,9 +275,15 @@ pub fn compare_archives(
     let mut deferred: Vec<(Side, Side)> = Vec::new();
 
     let seen = |i: &Item, m: &HashMap<Vec<u8>, (Side, Side)>| {
-        i.source.is_none() || !i.is_hardlinkable() || i.source.as_ref().is_some_and(|s| m.contains_key(s))
+        i.source.is_none()
+            || !i.is_hardlinkable()
+            || i.source.as_ref().is_some_and(|s| m.contains_key(s))
     };
-    let compare = |a: Side, b: Side, m: &HashMap<Vec<u8>, (Side, Side)>, out: &mut Vec<ItemDiff>| -> Result<(), ReadError> {
+    let compare = |a: Side,
+                   b: Side,
+                   m: &HashMap<Vec<u8>, (Side, Side)>,
+                   out: &mut Vec<ItemDiff>|
+     -> Result<(), ReadError> {
         let path = a.item.path.clone();
         let pick = |s: &Side, first: bool| -> Side {
             if s.item.is_hardlinkable() {
@@ -255,7 +321,11 @@ pub fn compare_archives(
     for _ in 0..n {
         let i1 = it1.next().map(Side::present);
         let i2 = it2.next().map(Side::present);
-        let mut pair = |a: Side, b: Side, masters: &mut HashMap<Vec<u8>, (Side, Side)>, out: &mut Vec<ItemDiff>| -> Result<(), ReadError> {
+        let mut pair = |a: Side,
+                        b: Side,
+                        masters: &mut HashMap<Vec<u8>, (Side, Side)>,
+                        out: &mut Vec<ItemDiff>|
+         -> Result<(), ReadError> {
             update(&a, &b, masters);
             if !seen(&a.item, masters) || !seen(&b.item, masters) {
                 deferred.push((a, b));
@@ -304,7 +374,11 @@ pub fn compare_archives(
         if s1 && s2 {
             compare(a, b, &masters, &mut out)?;
         } else {
-            for s in [(&a, s1), (&b, s2)].iter().filter(|(_, ok)| !ok).map(|(s, _)| s) {
+            for s in [(&a, s1), (&b, s2)]
+                .iter()
+                .filter(|(_, ok)| !ok)
+                .map(|(s, _)| s)
+            {
                 warn(format!(
                     "cannot find hardlink source for {} ({}), skipping compare.",
                     String::from_utf8_lossy(&s.item.path),

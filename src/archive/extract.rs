@@ -19,7 +19,9 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use crate::archive::fsmeta::{self, IdNames};
-use crate::archive::read::{for_each_chunk, for_each_item, ArchiveRef, HardlinkMaster, ReadError, Selector};
+use crate::archive::read::{
+    for_each_chunk, for_each_item, ArchiveRef, HardlinkMaster, ReadError, Selector,
+};
 use crate::format::objects::Item;
 use crate::session::Session;
 
@@ -126,8 +128,18 @@ pub fn item_uid_gid(item: &Item, numeric_ids: bool) -> (u32, u32) {
     if numeric_ids {
         return (item.uid, item.gid);
     }
-    let uid = item.user.as_deref().filter(|u| !u.is_empty()).and_then(|u| ids.uid(u)).unwrap_or(item.uid);
-    let gid = item.group.as_deref().filter(|g| !g.is_empty()).and_then(|g| ids.gid(g)).unwrap_or(item.gid);
+    let uid = item
+        .user
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .and_then(|u| ids.uid(u))
+        .unwrap_or(item.uid);
+    let gid = item
+        .group
+        .as_deref()
+        .filter(|g| !g.is_empty())
+        .and_then(|g| ids.gid(g))
+        .unwrap_or(item.gid);
     (uid, gid)
 }
 
@@ -151,7 +163,12 @@ pub struct Extractor<'s> {
 
 impl<'s> Extractor<'s> {
     /// `out` receives file contents with `opts.stdout`.
-    pub fn new(session: &'s Session, dest: &Path, opts: ExtractOptions, out: Option<&'s mut dyn Write>) -> Self {
+    pub fn new(
+        session: &'s Session,
+        dest: &Path,
+        opts: ExtractOptions,
+        out: Option<&'s mut dyn Write>,
+    ) -> Self {
         Extractor {
             session,
             dest: dest.to_path_buf(),
@@ -172,37 +189,41 @@ impl<'s> Extractor<'s> {
     ) -> Result<ExtractSummary, ReadError> {
         let mut dirs: Vec<Item> = Vec::new();
         let write_fs = !self.opts.dry_run && !self.opts.stdout;
-        let res = for_each_item(self.session, &archive.meta, &mut |mut item: Item| -> Result<(), ReadError> {
-            if !selector.select(&item) {
-                return Ok(());
-            }
-            let orig_path = std::mem::replace(&mut item.path, Vec::new());
-            item.path = crate::archive::read::strip_components(&orig_path, selector.strip());
-            if !self.opts.dry_run {
-                while let Some(d) = dirs.last() {
-                    if item.path.starts_with(&d.path) {
-                        break;
-                    }
-                    let d = dirs.pop().expect("non-empty");
-                    if write_fs {
-                        let r = self.extract_dir(&d, true);
-                        self.report(r, &d.path, events)?;
+        let res = for_each_item(
+            self.session,
+            &archive.meta,
+            &mut |mut item: Item| -> Result<(), ReadError> {
+                if !selector.select(&item) {
+                    return Ok(());
+                }
+                let orig_path = std::mem::take(&mut item.path);
+                item.path = crate::archive::read::strip_components(&orig_path, selector.strip());
+                if !self.opts.dry_run {
+                    while let Some(d) = dirs.last() {
+                        if item.path.starts_with(&d.path) {
+                            break;
+                        }
+                        let d = dirs.pop().expect("non-empty");
+                        if write_fs {
+                            let r = self.extract_dir(&d, true);
+                            self.report(r, &d.path, events)?;
+                        }
                     }
                 }
-            }
-            events(Event::Item(&item.path));
-            self.summary.items += 1;
-            let r = if self.opts.dry_run || self.opts.stdout {
-                self.stream_item(&item)
-            } else if item.is_dir() {
-                let r = self.extract_dir(&item, false);
-                dirs.push(item.clone());
-                r
-            } else {
-                self.extract_item(&mut item, &orig_path, selector)
-            };
-            self.report(r, &orig_path, events)
-        });
+                events(Event::Item(&item.path));
+                self.summary.items += 1;
+                let r = if self.opts.dry_run || self.opts.stdout {
+                    self.stream_item(&item)
+                } else if item.is_dir() {
+                    let r = self.extract_dir(&item, false);
+                    dirs.push(item.clone());
+                    r
+                } else {
+                    self.extract_item(&mut item, &orig_path, selector)
+                };
+                self.report(r, &orig_path, events)
+            },
+        );
         res?;
         if write_fs {
             while let Some(d) = dirs.pop() {
@@ -212,18 +233,28 @@ impl<'s> Extractor<'s> {
         }
         for p in selector.unmatched_includes() {
             self.summary.warnings += 1;
-            events(Event::Warning(format!("Include pattern '{p}' never matched.")));
+            events(Event::Warning(format!(
+                "Include pattern '{p}' never matched."
+            )));
         }
         Ok(self.summary)
     }
 
-    fn report(&mut self, r: Result<(), Fail>, path: &[u8], events: &mut dyn FnMut(Event<'_>)) -> Result<(), ReadError> {
+    fn report(
+        &mut self,
+        r: Result<(), Fail>,
+        path: &[u8],
+        events: &mut dyn FnMut(Event<'_>),
+    ) -> Result<(), ReadError> {
         match r {
             Ok(()) => Ok(()),
             Err(Fail::Read(e)) => Err(e),
             Err(Fail::Item(msg)) => {
                 self.summary.warnings += 1;
-                events(Event::Warning(format!("{}: {msg}", String::from_utf8_lossy(path))));
+                events(Event::Warning(format!(
+                    "{}: {msg}",
+                    String::from_utf8_lossy(path)
+                )));
                 Ok(())
             }
         }
@@ -235,17 +266,21 @@ impl<'s> Extractor<'s> {
             let mut n = 0u64;
             let stdout = self.opts.stdout;
             let out = &mut self.out;
-            for_each_chunk(self.session, chunks, &mut |_, data: &[u8]| -> Result<(), Fail> {
+            for_each_chunk(self.session, chunks, &mut |_,
+                                                       data: &[u8]|
+             -> Result<(), Fail> {
                 n += data.len() as u64;
                 if stdout {
                     if let Some(o) = out.as_mut() {
-                        o.write_all(data).map_err(|e| Fail::Item(format!("write to output: {e}")))?;
+                        o.write_all(data)
+                            .map_err(|e| Fail::Item(format!("write to output: {e}")))?;
                     }
                 }
                 Ok(())
             })?;
             if let Some(o) = self.out.as_mut() {
-                o.flush().map_err(|e| Fail::Item(format!("write to output: {e}")))?;
+                o.flush()
+                    .map_err(|e| Fail::Item(format!("write to output: {e}")))?;
             }
             self.summary.bytes += n;
             check_size(item, n)?;
@@ -261,7 +296,10 @@ impl<'s> Extractor<'s> {
         comps.retain(|c| !c.is_empty() && *c != b".");
         let shown = || String::from_utf8_lossy(archived).into_owned();
         if comps.iter().any(|c| *c == b"..") {
-            return Err(Fail::Item(format!("refusing to extract {}: path contains '..'", shown())));
+            return Err(Fail::Item(format!(
+                "refusing to extract {}: path contains '..'",
+                shown()
+            )));
         }
         let mut cur = self.dest.clone();
         for c in comps {
@@ -327,7 +365,12 @@ impl<'s> Extractor<'s> {
     /// borg's `extract_helper` before the item is written: links a hardlink slave to
     /// its already extracted master, or gives it the chunks of an unselected master.
     /// Returns whether the item was linked.
-    fn link_slave(&mut self, item: &mut Item, path: &Path, selector: &Selector) -> Result<bool, Fail> {
+    fn link_slave(
+        &mut self,
+        item: &mut Item,
+        path: &Path,
+        selector: &Selector,
+    ) -> Result<bool, Fail> {
         let Some(source) = item.source.clone() else {
             return Ok(false);
         };
@@ -338,10 +381,19 @@ impl<'s> Extractor<'s> {
                 String::from_utf8_lossy(&source)
             )));
         }
-        let entry = selector.masters.get(&source).cloned().unwrap_or(HardlinkMaster {
-            chunks: None,
-            link_target: Some(self.dest.join(OsStr::from_bytes(&comps)).into_os_string().into_vec()),
-        });
+        let entry = selector
+            .masters
+            .get(&source)
+            .cloned()
+            .unwrap_or(HardlinkMaster {
+                chunks: None,
+                link_target: Some(
+                    self.dest
+                        .join(OsStr::from_bytes(&comps))
+                        .into_os_string()
+                        .into_vec(),
+                ),
+            });
         if let Some(target) = entry.link_target {
             let target = PathBuf::from(OsStr::from_bytes(&target));
             // linkat without AT_SYMLINK_FOLLOW: a symlink is linked, not its target
@@ -368,7 +420,12 @@ impl<'s> Extractor<'s> {
         }
     }
 
-    fn extract_item(&mut self, item: &mut Item, orig_path: &[u8], selector: &mut Selector) -> Result<(), Fail> {
+    fn extract_item(
+        &mut self,
+        item: &mut Item,
+        orig_path: &[u8],
+        selector: &mut Selector,
+    ) -> Result<(), Fail> {
         let path = self.prepare(item)?;
         if item.is_reg() {
             if self.link_slave(item, &path, selector)? {
@@ -381,7 +438,8 @@ impl<'s> Extractor<'s> {
         }
         if item.is_symlink() {
             let target = item.source.as_deref().unwrap_or_default();
-            std::os::unix::fs::symlink(OsStr::from_bytes(target), &path).map_err(|e| os_err(&path, "symlink", e))?;
+            std::os::unix::fs::symlink(OsStr::from_bytes(target), &path)
+                .map_err(|e| os_err(&path, "symlink", e))?;
             return self.restore_attrs(&path, item, None);
         }
         if item.is_fifo() || item.is_chr() || item.is_blk() {
@@ -393,14 +451,24 @@ impl<'s> Extractor<'s> {
             let rc = if item.is_fifo() {
                 unsafe { libc::mkfifo(c.as_ptr(), 0o666) }
             } else {
-                unsafe { libc::mknod(c.as_ptr(), item.mode as libc::mode_t, item.rdev.unwrap_or(0) as libc::dev_t) }
+                unsafe {
+                    libc::mknod(
+                        c.as_ptr(),
+                        item.mode as libc::mode_t,
+                        item.rdev.unwrap_or(0) as libc::dev_t,
+                    )
+                }
             };
-            check(rc).map_err(|e| os_err(&path, if item.is_fifo() { "mkfifo" } else { "mknod" }, e))?;
+            check(rc)
+                .map_err(|e| os_err(&path, if item.is_fifo() { "mkfifo" } else { "mknod" }, e))?;
             self.restore_attrs(&path, item, None)?;
             self.remember_master(item, orig_path, &path, selector);
             return Ok(());
         }
-        Err(Fail::Item(format!("unknown archive item type {:o}", item.mode)))
+        Err(Fail::Item(format!(
+            "unknown archive item type {:o}",
+            item.mode
+        )))
     }
 
     fn write_file(&mut self, path: &Path, item: &Item) -> Result<(), Fail> {
@@ -408,10 +476,13 @@ impl<'s> Extractor<'s> {
         let sparse = self.opts.sparse;
         let mut n = 0u64;
         if let Some(chunks) = &item.chunks {
-            for_each_chunk(self.session, chunks, &mut |_, data: &[u8]| -> Result<(), Fail> {
+            for_each_chunk(self.session, chunks, &mut |_,
+                                                       data: &[u8]|
+             -> Result<(), Fail> {
                 n += data.len() as u64;
                 if sparse && is_zero(data) {
-                    f.seek(SeekFrom::Current(data.len() as i64)).map_err(|e| os_err(path, "seek", e))?;
+                    f.seek(SeekFrom::Current(data.len() as i64))
+                        .map_err(|e| os_err(path, "seek", e))?;
                 } else {
                     f.write_all(data).map_err(|e| os_err(path, "write", e))?;
                 }
@@ -434,14 +505,23 @@ impl<'s> Extractor<'s> {
         let _ = check(unsafe {
             match fd {
                 Some(fd) => libc::fchown(fd, uid, gid),
-                None => libc::fchownat(libc::AT_FDCWD, c.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW),
+                None => libc::fchownat(
+                    libc::AT_FDCWD,
+                    c.as_ptr(),
+                    uid,
+                    gid,
+                    libc::AT_SYMLINK_NOFOLLOW,
+                ),
             }
         });
         let perm = (item.mode & 0o7777) as libc::mode_t;
         match fd {
-            Some(fd) => check(unsafe { libc::fchmod(fd, perm) }).map_err(|e| os_err(path, "chmod", e))?,
+            Some(fd) => {
+                check(unsafe { libc::fchmod(fd, perm) }).map_err(|e| os_err(path, "chmod", e))?
+            }
             // Linux cannot change a symlink's mode
-            None if !symlink => check(unsafe { libc::chmod(c.as_ptr(), perm) }).map_err(|e| os_err(path, "chmod", e))?,
+            None if !symlink => check(unsafe { libc::chmod(c.as_ptr(), perm) })
+                .map_err(|e| os_err(path, "chmod", e))?,
             None => {}
         }
         if !self.opts.noacls && !symlink {
@@ -470,7 +550,12 @@ impl<'s> Extractor<'s> {
         let _ = check(unsafe {
             match fd {
                 Some(fd) => libc::futimens(fd, times.as_ptr()),
-                None => libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW),
+                None => libc::utimensat(
+                    libc::AT_FDCWD,
+                    c.as_ptr(),
+                    times.as_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW,
+                ),
             }
         });
         if !self.opts.noflags {
@@ -480,7 +565,13 @@ impl<'s> Extractor<'s> {
                     None if item.is_dir() || item.is_reg() || item.is_fifo() => {
                         // SAFETY: see above; the descriptor is closed right after use.
                         let fd = unsafe {
-                            libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                            libc::open(
+                                c.as_ptr(),
+                                libc::O_RDONLY
+                                    | libc::O_NONBLOCK
+                                    | libc::O_NOFOLLOW
+                                    | libc::O_CLOEXEC,
+                            )
                         };
                         if fd >= 0 {
                             set_flags(fd, flags);
@@ -523,7 +614,10 @@ impl<'s> Extractor<'s> {
         }
         if let Some(text) = item.acl_default.as_deref().filter(|t| !t.is_empty()) {
             if let Some(v) = conv(text)? {
-                ignore_notsup(xattr::set(path, "system.posix_acl_default", &v), "set default ACL")?;
+                ignore_notsup(
+                    xattr::set(path, "system.posix_acl_default", &v),
+                    "set default ACL",
+                )?;
             }
         }
         Ok(())
@@ -531,21 +625,26 @@ impl<'s> Extractor<'s> {
 }
 
 fn set_xattr_fd(fd: RawFd, name: &[u8], value: &[u8]) -> std::io::Result<()> {
-    let n = CString::new(name).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let n =
+        CString::new(name).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
     // SAFETY: valid descriptor, NUL-terminated name, value pointer/length from a slice.
     check(unsafe { libc::fsetxattr(fd, n.as_ptr(), value.as_ptr().cast(), value.len(), 0) })
 }
 
 fn check_size(item: &Item, got: u64) -> Result<(), Fail> {
     match item.size {
-        Some(s) if s != got => Err(Fail::Item(format!("Size inconsistency detected: size {s}, chunks size {got}"))),
+        Some(s) if s != got => Err(Fail::Item(format!(
+            "Size inconsistency detected: size {s}, chunks size {got}"
+        ))),
         _ => Ok(()),
     }
 }
 
 fn damaged(item: &Item) -> Result<(), Fail> {
     if item.chunks_healthy.is_some() {
-        return Err(Fail::Item("File has damaged (all-zero) chunks. Try running borg check --repair.".into()));
+        return Err(Fail::Item(
+            "File has damaged (all-zero) chunks. Try running borg check --repair.".into(),
+        ));
     }
     Ok(())
 }

@@ -45,11 +45,12 @@ pub fn open_archive(session: &Session, name: &str) -> Result<ArchiveRef, ReadErr
         .get(name.as_bytes())
         .ok_or_else(|| ReadError::NoArchive(name.to_string()))?;
     let raw = session.get_object(&a.id)?;
-    let (meta, _) =
-        ArchiveMeta::decode(&raw, session.key.as_ref()).map_err(|source| ReadError::ArchiveMeta {
+    let (meta, _) = ArchiveMeta::decode(&raw, session.key.as_ref()).map_err(|source| {
+        ReadError::ArchiveMeta {
             name: name.to_string(),
             source,
-        })?;
+        }
+    })?;
     Ok(ArchiveRef {
         name: name.to_string(),
         id: a.id,
@@ -85,6 +86,9 @@ pub fn load_items(session: &Session, meta: &ArchiveMeta) -> Result<Vec<Item>, Re
     Ok(v)
 }
 
+/// Receives each chunk reference with its plaintext.
+pub type ChunkSink<'a, E> = dyn FnMut(&ChunkRef, &[u8]) -> Result<(), E> + 'a;
+
 /// Chunks per window: enough to keep two cores busy, small enough (with borg's ≤ 8 MiB
 /// chunks) to bound memory.
 const WINDOW: usize = 16;
@@ -94,7 +98,7 @@ const WINDOW: usize = 16;
 pub fn for_each_chunk<E: From<ReadError> + Send>(
     session: &Session,
     chunks: &[ChunkRef],
-    f: &mut dyn FnMut(&ChunkRef, &[u8]) -> Result<(), E>,
+    f: &mut ChunkSink<'_, E>,
 ) -> Result<(), E> {
     if chunks.len() <= 2 {
         for c in chunks {
@@ -163,7 +167,7 @@ pub fn display_path(mut bytes: &[u8]) -> String {
                 let (good, bad) = bytes.split_at(e.valid_up_to());
                 out.push_str(std::str::from_utf8(good).unwrap_or_default());
                 let n = e.error_len().unwrap_or(bad.len()).max(1);
-                out.extend(std::iter::repeat_n('?', n));
+                out.extend(std::iter::repeat('?').take(n));
                 bytes = &bad[n..];
             }
         }
@@ -302,7 +306,7 @@ mod tests {
             ..Default::default()
         };
         assert!(!s.select(&master));
-        assert!(s.masters.contains_key(&b"hl1".to_vec()));
+        assert!(s.masters.contains_key(b"hl1".as_slice()));
         let slave = Item {
             path: b"sub/hl2".to_vec(),
             mode: 0o100644,

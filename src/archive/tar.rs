@@ -19,7 +19,10 @@ use std::io::Write;
 
 use base64::Engine;
 
-use crate::archive::read::{for_each_chunk, for_each_item, strip_components, ArchiveRef, HardlinkMaster, ReadError, Selector};
+use crate::archive::read::{
+    for_each_chunk, for_each_item, strip_components, ArchiveRef, HardlinkMaster, ReadError,
+    Selector,
+};
 use crate::format::objects::Item;
 use crate::session::Session;
 
@@ -160,7 +163,11 @@ fn base256(field: &mut [u8], v: i64) {
     let fill = if v < 0 { 0xff } else { 0 };
     for (i, b) in field.iter_mut().enumerate() {
         let from_end = n - 1 - i;
-        *b = if from_end < 8 { bytes[7 - from_end] } else { fill };
+        *b = if from_end < 8 {
+            bytes[7 - from_end]
+        } else {
+            fill
+        };
     }
     field[0] |= 0x80;
 }
@@ -272,13 +279,23 @@ impl<W: Write> TarWriter<W> {
     }
 
     /// A special member (pax header, GNU long name) carrying `data`.
-    fn meta_member(&mut self, name: &[u8], kind: u8, data: &[u8], mtime_ns: i64) -> std::io::Result<()> {
+    fn meta_member(
+        &mut self,
+        name: &[u8],
+        kind: u8,
+        data: &[u8],
+        mtime_ns: i64,
+    ) -> std::io::Result<()> {
         let e = Entry {
             name: name.to_vec(),
             kind,
             mode: if kind == self::kind::PAX { 0o644 } else { 0 },
             size: data.len() as u64,
-            mtime_ns: if kind == self::kind::PAX { mtime_ns.max(0) } else { 0 },
+            mtime_ns: if kind == self::kind::PAX {
+                mtime_ns.max(0)
+            } else {
+                0
+            },
             ..Default::default()
         };
         let mut ignored = Vec::new();
@@ -414,10 +431,16 @@ fn item_records(item: &Item, opts: &TarOptions) -> Vec<(Vec<u8>, Vec<u8>)> {
         r.push((key, v.clone().unwrap_or_default()));
     }
     if let Some(a) = item.acl_access.as_deref().filter(|a| !a.is_empty()) {
-        r.push((b"SCHILY.acl.access".to_vec(), acl_text_for_tar(a, opts.acl_names)));
+        r.push((
+            b"SCHILY.acl.access".to_vec(),
+            acl_text_for_tar(a, opts.acl_names),
+        ));
     }
     if let Some(d) = item.acl_default.as_deref().filter(|d| !d.is_empty()) {
-        r.push((b"SCHILY.acl.default".to_vec(), acl_text_for_tar(d, opts.acl_names)));
+        r.push((
+            b"SCHILY.acl.default".to_vec(),
+            acl_text_for_tar(d, opts.acl_names),
+        ));
     }
     if opts.format == TarFormat::Borg {
         r.push((b"BORG.item.version".to_vec(), b"1".to_vec()));
@@ -438,105 +461,123 @@ pub fn export_tar<W: Write>(
 ) -> Result<TarSummary, TarError> {
     let mut tar = TarWriter::new(out, opts.format);
     let mut summary = TarSummary::default();
-    for_each_item(session, &archive.meta, &mut |mut item: Item| -> Result<(), TarError> {
-        if !selector.select(&item) {
-            return Ok(());
-        }
-        let orig_path = std::mem::take(&mut item.path);
-        item.path = strip_components(&orig_path, selector.strip());
-        let ft = item.mode & 0o170000;
-        let kind = match ft {
-            0o100000 => kind::REG,
-            0o040000 => kind::DIR,
-            0o120000 => kind::SYM,
-            0o020000 => kind::CHR,
-            0o060000 => kind::BLK,
-            0o010000 => kind::FIFO,
-            _ => {
-                summary.warnings += 1;
-                events(TarEvent::Warning(format!(
-                    "{}: unsupported file type {ft:o} for tar export",
-                    String::from_utf8_lossy(&item.path)
-                )));
+    for_each_item(
+        session,
+        &archive.meta,
+        &mut |mut item: Item| -> Result<(), TarError> {
+            if !selector.select(&item) {
                 return Ok(());
             }
-        };
-        let mut name = item.path.clone();
-        if kind == kind::DIR && !name.ends_with(b"/") {
-            name.push(b'/');
-        }
-        let mut e = Entry {
-            name,
-            kind,
-            mode: item.mode,
-            uid: item.uid.into(),
-            gid: item.gid.into(),
-            uname: item.user.clone().unwrap_or_default(),
-            gname: item.group.clone().unwrap_or_default(),
-            mtime_ns: item.mtime,
-            ..Default::default()
-        };
-        let mut content = None;
-        match kind {
-            kind::SYM => e.linkname = item.source.clone().unwrap_or_default(),
-            kind::CHR | kind::BLK => {
-                let rdev = item.rdev.unwrap_or(0);
-                e.devmajor = dev_major(rdev);
-                e.devminor = dev_minor(rdev);
-            }
-            _ => {}
-        }
-        if item.is_hardlink_slave() {
-            let source = item.source.clone().unwrap_or_default();
-            let stripped = strip_components(&source, selector.strip());
-            let m = if selector.partial {
-                selector.masters.get(&source).cloned().unwrap_or(HardlinkMaster {
-                    chunks: None,
-                    link_target: Some(stripped),
-                })
-            } else {
-                HardlinkMaster {
-                    chunks: None,
-                    link_target: Some(stripped),
+            let orig_path = std::mem::take(&mut item.path);
+            item.path = strip_components(&orig_path, selector.strip());
+            let ft = item.mode & 0o170000;
+            let kind = match ft {
+                0o100000 => kind::REG,
+                0o040000 => kind::DIR,
+                0o120000 => kind::SYM,
+                0o020000 => kind::CHR,
+                0o060000 => kind::BLK,
+                0o010000 => kind::FIFO,
+                _ => {
+                    summary.warnings += 1;
+                    events(TarEvent::Warning(format!(
+                        "{}: unsupported file type {ft:o} for tar export",
+                        String::from_utf8_lossy(&item.path)
+                    )));
+                    return Ok(());
                 }
             };
-            if let Some(target) = m.link_target {
-                e.kind = kind::LNK;
-                e.linkname = target;
-            } else if let Some(chunks) = m.chunks {
-                // the group's master was not selected: this member carries the content
-                item.chunks = Some(chunks);
-                selector.masters.insert(
-                    source,
+            let mut name = item.path.clone();
+            if kind == kind::DIR && !name.ends_with(b"/") {
+                name.push(b'/');
+            }
+            let mut e = Entry {
+                name,
+                kind,
+                mode: item.mode,
+                uid: item.uid.into(),
+                gid: item.gid.into(),
+                uname: item.user.clone().unwrap_or_default(),
+                gname: item.group.clone().unwrap_or_default(),
+                mtime_ns: item.mtime,
+                ..Default::default()
+            };
+            let mut content = None;
+            match kind {
+                kind::SYM => e.linkname = item.source.clone().unwrap_or_default(),
+                kind::CHR | kind::BLK => {
+                    let rdev = item.rdev.unwrap_or(0);
+                    e.devmajor = dev_major(rdev);
+                    e.devminor = dev_minor(rdev);
+                }
+                _ => {}
+            }
+            if item.is_hardlink_slave() {
+                let source = item.source.clone().unwrap_or_default();
+                let stripped = strip_components(&source, selector.strip());
+                let m = if selector.partial {
+                    selector
+                        .masters
+                        .get(&source)
+                        .cloned()
+                        .unwrap_or(HardlinkMaster {
+                            chunks: None,
+                            link_target: Some(stripped),
+                        })
+                } else {
                     HardlinkMaster {
                         chunks: None,
-                        link_target: Some(item.path.clone()),
-                    },
-                );
+                        link_target: Some(stripped),
+                    }
+                };
+                if let Some(target) = m.link_target {
+                    e.kind = kind::LNK;
+                    e.linkname = target;
+                } else if let Some(chunks) = m.chunks {
+                    // the group's master was not selected: this member carries the content
+                    item.chunks = Some(chunks);
+                    selector.masters.insert(
+                        source,
+                        HardlinkMaster {
+                            chunks: None,
+                            link_target: Some(item.path.clone()),
+                        },
+                    );
+                }
             }
-        }
-        if e.kind == kind::REG {
-            let chunks = item.chunks.clone().unwrap_or_default();
-            e.size = chunks.iter().map(|c| u64::from(c.size)).sum();
-            content = Some(chunks);
-        }
-        events(TarEvent::Item(&orig_path));
-        let records = if e.kind == kind::LNK { Vec::new() } else { item_records(&item, opts) };
-        tar.begin(&e, &records)?;
-        if let Some(chunks) = content {
-            for_each_chunk(session, &chunks, &mut |_, data: &[u8]| -> Result<(), TarError> {
-                tar.write_content(data)?;
-                Ok(())
-            })?;
-            tar.finish_member()?;
-        }
-        summary.entries += 1;
-        Ok(())
-    })?;
+            if e.kind == kind::REG {
+                let chunks = item.chunks.clone().unwrap_or_default();
+                e.size = chunks.iter().map(|c| u64::from(c.size)).sum();
+                content = Some(chunks);
+            }
+            events(TarEvent::Item(&orig_path));
+            let records = if e.kind == kind::LNK {
+                Vec::new()
+            } else {
+                item_records(&item, opts)
+            };
+            tar.begin(&e, &records)?;
+            if let Some(chunks) = content {
+                for_each_chunk(
+                    session,
+                    &chunks,
+                    &mut |_, data: &[u8]| -> Result<(), TarError> {
+                        tar.write_content(data)?;
+                        Ok(())
+                    },
+                )?;
+                tar.finish_member()?;
+            }
+            summary.entries += 1;
+            Ok(())
+        },
+    )?;
     summary.bytes = tar.finish()?;
     for p in selector.unmatched_includes() {
         summary.warnings += 1;
-        events(TarEvent::Warning(format!("Include pattern '{p}' never matched.")));
+        events(TarEvent::Warning(format!(
+            "Include pattern '{p}' never matched."
+        )));
     }
     Ok(summary)
 }
@@ -551,11 +592,24 @@ mod tests {
         assert_eq!(pax_record(b"path", b"abc"), b"12 path=abc\n");
         // 9-byte base grows to two digits
         let r = pax_record(b"k", &[b'v'; 5]);
-        assert_eq!(r.len(), String::from_utf8_lossy(&r).split(' ').next().unwrap().parse::<usize>().unwrap());
+        assert_eq!(
+            r.len(),
+            String::from_utf8_lossy(&r)
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse::<usize>()
+                .unwrap()
+        );
         for n in 0..300 {
             let v = vec![b'x'; n];
             let r = pax_record(b"key", &v);
-            let len: usize = String::from_utf8_lossy(&r).split(' ').next().unwrap().parse().unwrap();
+            let len: usize = String::from_utf8_lossy(&r)
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
             assert_eq!(len, r.len(), "value length {n}");
         }
     }
@@ -607,7 +661,9 @@ mod tests {
 
     #[test]
     fn devices_split_like_glibc() {
-        let d = (259u64 << 8 & 0xfff00) | ((259u64 & !0xfff) << 32) | (70000 & 0xff) | ((70000u64 & !0xff) << 12);
+        // glibc's makedev(259, 70000)
+        let (ma, mi) = (259u64, 70000u64);
+        let d = ((ma & 0xfff) << 8) | ((ma & !0xfff) << 32) | (mi & 0xff) | ((mi & !0xff) << 12);
         assert_eq!((dev_major(d), dev_minor(d)), (259, 70000));
     }
 }

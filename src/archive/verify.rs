@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 
 use crate::archive::extract::item_uid_gid;
 use crate::archive::fsmeta::{self, MetaOptions};
-use crate::archive::read::{for_each_chunk, for_each_item, strip_components, ArchiveRef, ReadError, Selector};
+use crate::archive::read::{
+    for_each_chunk, for_each_item, strip_components, ArchiveRef, ReadError, Selector,
+};
 use crate::format::objects::{ChunkId, Item};
 use crate::session::Session;
 
@@ -58,8 +60,12 @@ impl fmt::Display for Finding {
         match self {
             Finding::Missing(path) => write!(f, "missing in source: {}", p(path)),
             Finding::Extra(path) => write!(f, "not in archive: {}", p(path)),
-            Finding::Changed(path, what, a, s) => write!(f, "{}: {what} differs: archive {a}, source {s}", p(path)),
-            Finding::Content(path, off) => write!(f, "{}: content differs from byte {off}", p(path)),
+            Finding::Changed(path, what, a, s) => {
+                write!(f, "{}: {what} differs: archive {a}, source {s}", p(path))
+            }
+            Finding::Content(path, off) => {
+                write!(f, "{}: content differs from byte {off}", p(path))
+            }
             Finding::BadChunk(path, e) => write!(f, "{}: damaged archive data: {e}", p(path)),
             Finding::Unreadable(path, e) => write!(f, "{}: cannot read source: {e}", p(path)),
         }
@@ -116,105 +122,178 @@ pub fn verify_archive(
         noxattrs: opts.noxattrs,
         noflags: opts.noflags,
     };
-    for_each_item(session, &archive.meta, &mut |item: Item| -> Result<(), ReadError> {
-        if !selector.select(&item) {
-            return Ok(());
-        }
-        sum.items += 1;
-        let path = strip_components(&item.path, selector.strip());
-        let Some(root) = against else {
-            // chunk check only: every distinct chunk once
-            let fresh: Vec<_> = item.chunks.iter().flatten().filter(|c| seen.insert(c.id)).copied().collect();
-            let r = for_each_chunk(session, &fresh, &mut |_, data: &[u8]| -> Result<(), Stop> {
-                sum.chunks += 1;
-                sum.bytes += data.len() as u64;
-                Ok(())
-            });
-            return chunk_result(r, &path, &mut sum, &mut emit);
-        };
-        archived.insert(path.clone());
-        if item.is_dir() {
-            dirs.push(path.clone());
-        }
-        let fs_path = root.join(OsStr::from_bytes(&path));
-        let st = match std::fs::symlink_metadata(&fs_path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                emit(Finding::Missing(path), &mut sum);
-                return check_chunks_only(session, &item, &mut seen, &mut sum, &mut emit);
+    for_each_item(
+        session,
+        &archive.meta,
+        &mut |item: Item| -> Result<(), ReadError> {
+            if !selector.select(&item) {
+                return Ok(());
             }
-            Err(e) => {
-                emit(Finding::Unreadable(path, e.to_string()), &mut sum);
-                return check_chunks_only(session, &item, &mut seen, &mut sum, &mut emit);
-            }
-        };
-        macro_rules! changed {
-            ($what:expr, $a:expr, $s:expr, $sum:expr) => {
-                emit(Finding::Changed(path.clone(), $what, $a, $s), $sum)
+            sum.items += 1;
+            let path = strip_components(&item.path, selector.strip());
+            let Some(root) = against else {
+                // chunk check only: every distinct chunk once
+                let fresh: Vec<_> = item
+                    .chunks
+                    .iter()
+                    .flatten()
+                    .filter(|c| seen.insert(c.id))
+                    .copied()
+                    .collect();
+                let r =
+                    for_each_chunk(session, &fresh, &mut |_, data: &[u8]| -> Result<(), Stop> {
+                        sum.chunks += 1;
+                        sum.bytes += data.len() as u64;
+                        Ok(())
+                    });
+                return chunk_result(r, &path, &mut sum, &mut emit);
             };
-        }
-        if st.mode() & 0o170000 != item.mode & 0o170000 {
-            changed!("type", type_name(item.mode).into(), type_name(st.mode()).into(), &mut sum);
-            return check_chunks_only(session, &item, &mut seen, &mut sum, &mut emit);
-        }
-        if !item.is_symlink() && st.mode() & 0o7777 != item.mode & 0o7777 {
-            changed!("mode", format!("{:04o}", item.mode & 0o7777), format!("{:04o}", st.mode() & 0o7777), &mut sum);
-        }
-        let (uid, gid) = item_uid_gid(&item, opts.numeric_ids);
-        if (st.uid(), st.gid()) != (uid, gid) {
-            changed!("owner", format!("{uid}:{gid}"), format!("{}:{}", st.uid(), st.gid()), &mut sum);
-        }
-        let mtime = st.mtime() * 1_000_000_000 + st.mtime_nsec();
-        if mtime != item.mtime {
-            changed!("mtime", item.mtime.to_string(), mtime.to_string(), &mut sum);
-        }
-        if item.is_symlink() {
-            let target = std::fs::read_link(&fs_path).map(|t| t.into_os_string().into_encoded_bytes()).unwrap_or_default();
-            let want = item.source.clone().unwrap_or_default();
-            if target != want {
-                changed!("symlink target", lossy(&want), lossy(&target), &mut sum);
+            archived.insert(path.clone());
+            if item.is_dir() {
+                dirs.push(path.clone());
             }
-        }
-        if (item.is_chr() || item.is_blk()) && item.rdev.unwrap_or(0) != st.rdev() {
-            changed!("device", item.rdev.unwrap_or(0).to_string(), st.rdev().to_string(), &mut sum);
-        }
-        if item.is_hardlink_slave() {
-            let master = root.join(OsStr::from_bytes(&strip_components(item.source.as_deref().unwrap_or_default(), selector.strip())));
-            match std::fs::symlink_metadata(&master) {
-                Ok(m) if m.ino() == st.ino() && m.dev() == st.dev() => {}
-                _ => changed!("hardlink", lossy(item.source.as_deref().unwrap_or_default()), "not linked".into(), &mut sum),
+            let fs_path = root.join(OsStr::from_bytes(&path));
+            let st = match std::fs::symlink_metadata(&fs_path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    emit(Finding::Missing(path), &mut sum);
+                    return check_chunks_only(session, &item, &mut seen, &mut sum, &mut emit);
+                }
+                Err(e) => {
+                    emit(Finding::Unreadable(path, e.to_string()), &mut sum);
+                    return check_chunks_only(session, &item, &mut seen, &mut sum, &mut emit);
+                }
+            };
+            macro_rules! changed {
+                ($what:expr, $a:expr, $s:expr, $sum:expr) => {
+                    emit(Finding::Changed(path.clone(), $what, $a, $s), $sum)
+                };
             }
-        }
-        match fsmeta::read_meta(&fs_path, &meta_opts) {
-            Err(e) => emit(Finding::Unreadable(path.clone(), e.to_string()), &mut sum),
-            Ok(m) => {
-                if !opts.noxattrs && !item.is_symlink() {
-                    let a: Vec<(Vec<u8>, Vec<u8>)> =
-                        item.xattrs.iter().flatten().map(|(k, v)| (k.clone(), v.clone().unwrap_or_default())).collect();
-                    let s: Vec<(Vec<u8>, Vec<u8>)> = m.xattrs.into_iter().collect();
-                    if a != s {
-                        changed!("xattrs", names(&a), names(&s), &mut sum);
+            if st.mode() & 0o170000 != item.mode & 0o170000 {
+                changed!(
+                    "type",
+                    type_name(item.mode).into(),
+                    type_name(st.mode()).into(),
+                    &mut sum
+                );
+                return check_chunks_only(session, &item, &mut seen, &mut sum, &mut emit);
+            }
+            if !item.is_symlink() && st.mode() & 0o7777 != item.mode & 0o7777 {
+                changed!(
+                    "mode",
+                    format!("{:04o}", item.mode & 0o7777),
+                    format!("{:04o}", st.mode() & 0o7777),
+                    &mut sum
+                );
+            }
+            let (uid, gid) = item_uid_gid(&item, opts.numeric_ids);
+            if (st.uid(), st.gid()) != (uid, gid) {
+                changed!(
+                    "owner",
+                    format!("{uid}:{gid}"),
+                    format!("{}:{}", st.uid(), st.gid()),
+                    &mut sum
+                );
+            }
+            let mtime = st.mtime() * 1_000_000_000 + st.mtime_nsec();
+            if mtime != item.mtime {
+                changed!("mtime", item.mtime.to_string(), mtime.to_string(), &mut sum);
+            }
+            if item.is_symlink() {
+                let target = std::fs::read_link(&fs_path)
+                    .map(|t| t.into_os_string().into_encoded_bytes())
+                    .unwrap_or_default();
+                let want = item.source.clone().unwrap_or_default();
+                if target != want {
+                    changed!("symlink target", lossy(&want), lossy(&target), &mut sum);
+                }
+            }
+            if (item.is_chr() || item.is_blk()) && item.rdev.unwrap_or(0) != st.rdev() {
+                changed!(
+                    "device",
+                    item.rdev.unwrap_or(0).to_string(),
+                    st.rdev().to_string(),
+                    &mut sum
+                );
+            }
+            if item.is_hardlink_slave() {
+                let master = root.join(OsStr::from_bytes(&strip_components(
+                    item.source.as_deref().unwrap_or_default(),
+                    selector.strip(),
+                )));
+                match std::fs::symlink_metadata(&master) {
+                    Ok(m) if m.ino() == st.ino() && m.dev() == st.dev() => {}
+                    _ => changed!(
+                        "hardlink",
+                        lossy(item.source.as_deref().unwrap_or_default()),
+                        "not linked".into(),
+                        &mut sum
+                    ),
+                }
+            }
+            match fsmeta::read_meta(&fs_path, &meta_opts) {
+                Err(e) => emit(Finding::Unreadable(path.clone(), e.to_string()), &mut sum),
+                Ok(m) => {
+                    if !opts.noxattrs && !item.is_symlink() {
+                        let a: Vec<(Vec<u8>, Vec<u8>)> = item
+                            .xattrs
+                            .iter()
+                            .flatten()
+                            .map(|(k, v)| (k.clone(), v.clone().unwrap_or_default()))
+                            .collect();
+                        let s: Vec<(Vec<u8>, Vec<u8>)> = m.xattrs.into_iter().collect();
+                        if a != s {
+                            changed!("xattrs", names(&a), names(&s), &mut sum);
+                        }
+                    }
+                    if !opts.noacls {
+                        let norm = |t: &Option<Vec<u8>>| t.clone().filter(|t| !t.is_empty());
+                        if norm(&item.acl_access) != norm(&m.acl_access)
+                            || norm(&item.acl_default) != norm(&m.acl_default)
+                        {
+                            let show = |a: &Option<Vec<u8>>, d: &Option<Vec<u8>>| {
+                                format!(
+                                    "{:?}/{:?}",
+                                    lossy(&norm(a).unwrap_or_default()),
+                                    lossy(&norm(d).unwrap_or_default())
+                                )
+                            };
+                            changed!(
+                                "ACL",
+                                show(&item.acl_access, &item.acl_default),
+                                show(&m.acl_access, &m.acl_default),
+                                &mut sum
+                            );
+                        }
+                    }
+                    if !opts.noflags
+                        && (item.is_reg() || item.is_dir())
+                        && item.bsdflags.unwrap_or(0) != m.bsdflags.unwrap_or(0)
+                    {
+                        changed!(
+                            "flags",
+                            item.bsdflags.unwrap_or(0).to_string(),
+                            m.bsdflags.unwrap_or(0).to_string(),
+                            &mut sum
+                        );
                     }
                 }
-                if !opts.noacls {
-                    let norm = |t: &Option<Vec<u8>>| t.clone().filter(|t| !t.is_empty());
-                    if norm(&item.acl_access) != norm(&m.acl_access) || norm(&item.acl_default) != norm(&m.acl_default) {
-                        let show = |a: &Option<Vec<u8>>, d: &Option<Vec<u8>>| {
-                            format!("{:?}/{:?}", lossy(&norm(a).unwrap_or_default()), lossy(&norm(d).unwrap_or_default()))
-                        };
-                        changed!("ACL", show(&item.acl_access, &item.acl_default), show(&m.acl_access, &m.acl_default), &mut sum);
-                    }
-                }
-                if !opts.noflags && (item.is_reg() || item.is_dir()) && item.bsdflags.unwrap_or(0) != m.bsdflags.unwrap_or(0) {
-                    changed!("flags", item.bsdflags.unwrap_or(0).to_string(), m.bsdflags.unwrap_or(0).to_string(), &mut sum);
-                }
             }
-        }
-        if item.is_reg() && item.chunks.is_some() {
-            compare_content(session, &item, &path, &fs_path, st.len(), &mut seen, &mut sum, &mut emit)?;
-        }
-        Ok(())
-    })?;
+            if item.is_reg() && item.chunks.is_some() {
+                compare_content(
+                    session,
+                    &item,
+                    &path,
+                    &fs_path,
+                    st.len(),
+                    &mut seen,
+                    &mut sum,
+                    &mut emit,
+                )?;
+            }
+            Ok(())
+        },
+    )?;
     if let Some(root) = against {
         let mut extra = BTreeSet::new();
         for d in &dirs {
@@ -246,7 +325,10 @@ fn lossy(b: &[u8]) -> String {
 }
 
 fn names(x: &[(Vec<u8>, Vec<u8>)]) -> String {
-    let v: Vec<String> = x.iter().map(|(k, v)| format!("{}({} bytes)", lossy(k), v.len())).collect();
+    let v: Vec<String> = x
+        .iter()
+        .map(|(k, v)| format!("{}({} bytes)", lossy(k), v.len()))
+        .collect();
     format!("[{}]", v.join(", "))
 }
 
@@ -291,7 +373,13 @@ fn check_chunks_only(
     sum: &mut VerifySummary,
     emit: &mut dyn FnMut(Finding, &mut VerifySummary),
 ) -> Result<(), ReadError> {
-    let fresh: Vec<_> = item.chunks.iter().flatten().filter(|c| seen.insert(c.id)).copied().collect();
+    let fresh: Vec<_> = item
+        .chunks
+        .iter()
+        .flatten()
+        .filter(|c| seen.insert(c.id))
+        .copied()
+        .collect();
     let (mut n, mut b) = (0, 0);
     let r = for_each_chunk(session, &fresh, &mut |_, data: &[u8]| -> Result<(), Stop> {
         n += 1;
@@ -328,14 +416,17 @@ fn compare_content(
     let mut differs: Option<u64> = None;
     let mut buf = Vec::new();
     let (mut n, mut b) = (0u64, 0u64);
-    let r = for_each_chunk(session, &chunks, &mut |c, data: &[u8]| -> Result<(), Stop> {
+    let r = for_each_chunk(session, &chunks, &mut |c,
+                                                   data: &[u8]|
+     -> Result<(), Stop> {
         if seen.insert(c.id) {
             n += 1;
             b += data.len() as u64;
         }
         if differs.is_none() {
             buf.resize(data.len(), 0);
-            let got = read_full(&mut f, &mut buf).map_err(|e| Stop::Chunk(format!("reading source: {e}")))?;
+            let got = read_full(&mut f, &mut buf)
+                .map_err(|e| Stop::Chunk(format!("reading source: {e}")))?;
             if let Some(i) = (0..got).find(|&i| buf[i] != data[i]) {
                 differs = Some(off + i as u64);
             } else if got < data.len() {
@@ -377,9 +468,15 @@ mod tests {
     #[test]
     fn findings_read_well() {
         let f = Finding::Changed(b"a/b".to_vec(), "mode", "0644".into(), "0600".into());
-        assert_eq!(f.to_string(), "a/b: mode differs: archive 0644, source 0600");
+        assert_eq!(
+            f.to_string(),
+            "a/b: mode differs: archive 0644, source 0600"
+        );
         assert!(!f.is_error());
         assert!(Finding::BadChunk(b"x".to_vec(), "gone".into()).is_error());
-        assert_eq!(Finding::Content(b"f".to_vec(), 7).to_string(), "f: content differs from byte 7");
+        assert_eq!(
+            Finding::Content(b"f".to_vec(), 7).to_string(),
+            "f: content differs from byte 7"
+        );
     }
 }

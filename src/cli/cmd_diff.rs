@@ -73,7 +73,11 @@ pub fn ts(ns: i64) -> DateTime<Utc> {
     let (int, frac) = (f.trunc(), f.fract());
     let mut us = frac * 1e6;
     let r = us.round();
-    us = if (us - us.trunc()).abs() == 0.5 { 2.0 * (us / 2.0).round() } else { r };
+    us = if (us - us.trunc()).abs() == 0.5 {
+        2.0 * (us / 2.0).round()
+    } else {
+        r
+    };
     let micros = int as i64 * 1_000_000 + us as i64;
     DateTime::<Utc>::from_timestamp_micros(micros).unwrap_or_default()
 }
@@ -86,7 +90,10 @@ fn opt(v: &Option<String>) -> String {
 fn owner_json(v: &Option<String>, numeric: bool) -> serde_json::Value {
     match v {
         None => serde_json::Value::Null,
-        Some(s) if numeric => s.parse::<u64>().map(serde_json::Value::from).unwrap_or_else(|_| s.clone().into()),
+        Some(s) if numeric => s
+            .parse::<u64>()
+            .map(serde_json::Value::from)
+            .unwrap_or_else(|_| s.clone().into()),
         Some(s) => s.clone().into(),
     }
 }
@@ -96,13 +103,34 @@ fn text(c: &Change) -> String {
         Change::Presence(s) => s.clone(),
         Change::Added(s) => format!("added {:>13}", file_size(*s as i64, 2, false)),
         Change::Removed(s) => format!("removed {:>11}", file_size(*s as i64, 2, false)),
-        Change::Modified { added: Some(a), removed: Some(r) } => {
-            format!("{:>9} {:>9}", file_size(*a as i64, 1, true), file_size(-(*r as i64), 1, true))
+        Change::Modified {
+            added: Some(a),
+            removed: Some(r),
+        } => {
+            format!(
+                "{:>9} {:>9}",
+                file_size(*a as i64, 1, true),
+                file_size(-(*r as i64), 1, true)
+            )
         }
         Change::Modified { .. } => "modified".into(),
-        Change::Owner { old, new } => format!("[{}:{} -> {}:{}]", opt(&old.0), opt(&old.1), opt(&new.0), opt(&new.1)),
-        Change::Mode { old, new } => format!("[{} -> {}]", output::mode_string(*old), output::mode_string(*new)),
-        Change::Time { attr, old, new } => format!("[{attr}: {} -> {}]", output::time(ts(*old)), output::time(ts(*new))),
+        Change::Owner { old, new } => format!(
+            "[{}:{} -> {}:{}]",
+            opt(&old.0),
+            opt(&old.1),
+            opt(&new.0),
+            opt(&new.1)
+        ),
+        Change::Mode { old, new } => format!(
+            "[{} -> {}]",
+            output::mode_string(*old),
+            output::mode_string(*new)
+        ),
+        Change::Time { attr, old, new } => format!(
+            "[{attr}: {} -> {}]",
+            output::time(ts(*old)),
+            output::time(ts(*new))
+        ),
     }
 }
 
@@ -112,7 +140,10 @@ fn to_json(c: &Change, numeric: bool) -> serde_json::Value {
         Change::Presence(s) => json!({"type": s}),
         Change::Added(s) => json!({"type": "added", "size": s}),
         Change::Removed(s) => json!({"type": "removed", "size": s}),
-        Change::Modified { added: Some(a), removed: Some(r) } => json!({"type": "modified", "added": a, "removed": r}),
+        Change::Modified {
+            added: Some(a),
+            removed: Some(r),
+        } => json!({"type": "modified", "added": a, "removed": r}),
         Change::Modified { .. } => json!({"type": "modified"}),
         Change::Owner { old, new } => {
             json!({"type": "owner", "old_user": o(&old.0), "old_group": o(&old.1), "new_user": o(&new.0), "new_group": o(&new.1)})
@@ -157,7 +188,10 @@ fn sort_key(field: &str, d: &ItemDiff) -> Result<SortKey> {
     let (mut added, mut removed) = (0i128, 0i128);
     for c in &d.changes {
         match c {
-            Change::Modified { added: a, removed: r } => {
+            Change::Modified {
+                added: a,
+                removed: r,
+            } => {
                 added += a.unwrap_or(0) as i128;
                 removed += r.unwrap_or(0) as i128;
             }
@@ -166,14 +200,20 @@ fn sort_key(field: &str, d: &ItemDiff) -> Result<SortKey> {
             _ => {}
         }
     }
-    let cur = if d.new.deleted { &d.old.item } else { &d.new.item };
+    let cur = if d.new.deleted {
+        &d.old.item
+    } else {
+        &d.new.item
+    };
     let name = |v: &Option<Vec<u8>>| v.clone().unwrap_or_default();
     Ok(match field {
         "path" => SortKey::Text(d.path.clone()),
         "size_diff" => SortKey::Num(added - removed),
         "size_added" => SortKey::Num(added),
         "size_removed" => SortKey::Num(removed),
-        "ctime_diff" => SortKey::Num(i128::from(d.new.item.ctime.unwrap_or(0)) - i128::from(d.old.item.ctime.unwrap_or(0))),
+        "ctime_diff" => SortKey::Num(
+            i128::from(d.new.item.ctime.unwrap_or(0)) - i128::from(d.old.item.ctime.unwrap_or(0)),
+        ),
         "mtime_diff" => SortKey::Num(i128::from(d.new.item.mtime) - i128::from(d.old.item.mtime)),
         "size" if d.new.deleted => SortKey::Num(0),
         "size" => SortKey::Num(d.new.item.size.unwrap_or_else(|| d.new.item.chunks_size()) as i128),
@@ -220,7 +260,11 @@ pub fn run(common: &Common, args: DiffArgs) -> Result<Outcome> {
         eprintln!("{w}");
     })?;
     let specs: Vec<String> = match (&args.sort_by, args.sort) {
-        (Some(s), _) => s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect(),
+        (Some(s), _) => s
+            .split(',')
+            .map(|x| x.trim().to_string())
+            .filter(|x| !x.is_empty())
+            .collect(),
         (None, true) => {
             eprintln!("Warning: \"--sort\" is deprecated. Use \"--sort-by=path\" instead.");
             vec!["path".into()]
@@ -242,7 +286,11 @@ pub fn run(common: &Common, args: DiffArgs) -> Result<Outcome> {
     for d in &diffs {
         let path = proxborg::archive::read::display_path(&d.path);
         if args.json_lines {
-            let changes: Vec<_> = d.changes.iter().map(|c| to_json(c, args.numeric_ids)).collect();
+            let changes: Vec<_> = d
+                .changes
+                .iter()
+                .map(|c| to_json(c, args.numeric_ids))
+                .collect();
             println!("{}", json!({"changes": changes, "path": path}));
         } else {
             let t: Vec<String> = d.changes.iter().map(text).collect();

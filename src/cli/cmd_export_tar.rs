@@ -82,7 +82,9 @@ pub fn run(common: &Common, args: ExportTarArgs) -> Result<Outcome> {
             let sink: Stdio = if args.file == "-" {
                 Stdio::inherit()
             } else {
-                File::create(&args.file).with_context(|| format!("create {}", args.file))?.into()
+                File::create(&args.file)
+                    .with_context(|| format!("create {}", args.file))?
+                    .into()
             };
             let mut child = Command::new("sh")
                 .arg("-c")

@@ -39,18 +39,24 @@ impl SelectArgs {
     pub fn selector(&self, paths: &[String]) -> Result<Selector> {
         let mut m = PatternMatcher::new(true);
         for p in &self.pattern {
-            m.add_pattern_line(p).with_context(|| format!("--pattern {p:?}"))?;
+            m.add_pattern_line(p)
+                .with_context(|| format!("--pattern {p:?}"))?;
         }
         for f in &self.patterns_from {
-            let text = std::fs::read_to_string(f).with_context(|| format!("--patterns-from {}", f.display()))?;
-            m.add_patterns_from(&text).with_context(|| format!("--patterns-from {}", f.display()))?;
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("--patterns-from {}", f.display()))?;
+            m.add_patterns_from(&text)
+                .with_context(|| format!("--patterns-from {}", f.display()))?;
         }
         for e in &self.exclude {
-            m.add_exclude(e).with_context(|| format!("--exclude {e:?}"))?;
+            m.add_exclude(e)
+                .with_context(|| format!("--exclude {e:?}"))?;
         }
         for f in &self.exclude_from {
-            let text = std::fs::read_to_string(f).with_context(|| format!("--exclude-from {}", f.display()))?;
-            m.add_exclude_from(&text).with_context(|| format!("--exclude-from {}", f.display()))?;
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("--exclude-from {}", f.display()))?;
+            m.add_exclude_from(&text)
+                .with_context(|| format!("--exclude-from {}", f.display()))?;
         }
         Ok(Selector::new(m, paths, self.strip_components)?)
     }

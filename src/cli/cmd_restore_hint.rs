@@ -49,16 +49,26 @@ pub fn vmid_from_name(name: &str) -> Option<u32> {
     re.captures(name)?.get(1)?.as_str().parse().ok()
 }
 
-fn volume_spec(mp: &MountPoint, storage_override: Option<&str>, notes: &mut Vec<String>) -> Option<String> {
+fn volume_spec(
+    mp: &MountPoint,
+    storage_override: Option<&str>,
+    notes: &mut Vec<String>,
+) -> Option<String> {
     let VolumeKind::Volume { storage, .. } = &mp.kind else {
-        notes.push(format!("# {} is a bind/device mount ({}), not in the archive", mp.key, mp.path));
+        notes.push(format!(
+            "# {} is a bind/device mount ({}), not in the archive",
+            mp.key, mp.path
+        ));
         return None;
     };
     let storage = storage_override.unwrap_or(storage);
     let size = match mp.size.as_deref().and_then(size_gib) {
         Some(s) => s,
         None => {
-            notes.push(format!("# {} has no size in pct.conf; 8 GiB assumed", mp.key));
+            notes.push(format!(
+                "# {} has no size in pct.conf; 8 GiB assumed",
+                mp.key
+            ));
             "8".into()
         }
     };
@@ -75,13 +85,19 @@ pub fn pct_restore_command(
 ) -> Result<String> {
     let conf = parse_lxc_config(vmid, conf_text)?;
     let mut notes = Vec::new();
-    let mut cmd = format!("{exe} export-tar {} - | pct restore {vmid} -", shell_quote(location));
+    let mut cmd = format!(
+        "{exe} export-tar {} - | pct restore {vmid} -",
+        shell_quote(location)
+    );
     if let Some(r) = volume_spec(&conf.rootfs, storage, &mut notes) {
         cmd.push_str(&format!(" --rootfs {r}"));
     }
     for mp in &conf.mountpoints {
         if !mp.backup_enabled() && matches!(mp.kind, VolumeKind::Volume { .. }) {
-            notes.push(format!("# {} ({}) was not backed up (backup=0); it is restored empty", mp.key, mp.path));
+            notes.push(format!(
+                "# {} ({}) was not backed up (backup=0); it is restored empty",
+                mp.key, mp.path
+            ));
         }
         if let Some(v) = volume_spec(mp, storage, &mut notes) {
             let mut opt = format!("{v},mp={}", mp.path);
@@ -106,7 +122,9 @@ pub fn pct_restore_command(
 }
 
 fn shell_quote(s: &str) -> String {
-    if s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,@+".contains(c)) {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@+".contains(c))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
@@ -116,31 +134,52 @@ fn shell_quote(s: &str) -> String {
 pub fn run(common: &Common, args: RestoreHintArgs) -> Result<Outcome> {
     let (session, archive) = open_archive_session(common, &args.location)?;
     let mut conf: Option<(usize, Vec<u8>)> = None;
-    for_each_item(&session, &archive.meta, &mut |item| -> Result<(), ReadError> {
-        let p = &item.path;
-        if item.is_reg() && (p == b"etc/vzdump/pct.conf" || p.ends_with(b"/etc/vzdump/pct.conf")) {
-            // the shallowest one is the container's own
-            if conf.as_ref().map_or(true, |(d, _)| p.len() < *d) {
-                let mut data = Vec::new();
-                for_each_chunk(&session, item.chunks.as_deref().unwrap_or_default(), &mut |_, d: &[u8]| -> Result<(), ReadError> {
-                    data.extend_from_slice(d);
-                    Ok(())
-                })?;
-                conf = Some((p.len(), data));
+    for_each_item(
+        &session,
+        &archive.meta,
+        &mut |item| -> Result<(), ReadError> {
+            let p = &item.path;
+            if item.is_reg()
+                && (p == b"etc/vzdump/pct.conf" || p.ends_with(b"/etc/vzdump/pct.conf"))
+            {
+                // the shallowest one is the container's own
+                if conf.as_ref().map_or(true, |(d, _)| p.len() < *d) {
+                    let mut data = Vec::new();
+                    for_each_chunk(
+                        &session,
+                        item.chunks.as_deref().unwrap_or_default(),
+                        &mut |_, d: &[u8]| -> Result<(), ReadError> {
+                            data.extend_from_slice(d);
+                            Ok(())
+                        },
+                    )?;
+                    conf = Some((p.len(), data));
+                }
             }
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     let Some((_, conf)) = conf else {
-        bail!("archive {} has no etc/vzdump/pct.conf: not a container archive made by `backup`", archive.name);
+        bail!(
+            "archive {} has no etc/vzdump/pct.conf: not a container archive made by `backup`",
+            archive.name
+        );
     };
     let vmid = match args.vmid.or_else(|| vmid_from_name(&archive.name)) {
         Some(v) => v,
-        None => bail!("cannot tell the guest id from archive name {:?}; pass --vmid", archive.name),
+        None => bail!(
+            "cannot tell the guest id from archive name {:?}; pass --vmid",
+            archive.name
+        ),
     };
-    let exe = std::env::args().next().unwrap_or_else(|| "proxborg-native".into());
+    let exe = std::env::args()
+        .next()
+        .unwrap_or_else(|| "proxborg-native".into());
     let text = String::from_utf8(conf).context("pct.conf is not UTF-8")?;
-    println!("{}", pct_restore_command(&exe, &args.location, vmid, &text, args.storage.as_deref())?);
+    println!(
+        "{}",
+        pct_restore_command(&exe, &args.location, vmid, &text, args.storage.as_deref())?
+    );
     Ok(Outcome::Success)
 }
 
@@ -159,7 +198,10 @@ mod tests {
     #[test]
     fn vmids() {
         assert_eq!(vmid_from_name("dump-101-2024_01_02-03_04_05"), Some(101));
-        assert_eq!(vmid_from_name("web-01-4711-2024_01_02-03_04_05"), Some(4711));
+        assert_eq!(
+            vmid_from_name("web-01-4711-2024_01_02-03_04_05"),
+            Some(4711)
+        );
         assert_eq!(vmid_from_name("dataset-rpool--2024_01_02-03_04_05"), None);
     }
 
@@ -168,7 +210,14 @@ mod tests {
         let conf = "arch: amd64\nhostname: web\nrootfs: local-zfs:subvol-101-disk-0,size=8G\n\
                     mp0: tank:subvol-101-disk-1,mp=/srv/data,acl=1,backup=1,size=512M\n\
                     mp1: /mnt/host,mp=/host\nunprivileged: 1\n";
-        let c = pct_restore_command("proxborg-native", "/r::dump-101-2024_01_02-03_04_05", 101, conf, None).unwrap();
+        let c = pct_restore_command(
+            "proxborg-native",
+            "/r::dump-101-2024_01_02-03_04_05",
+            101,
+            conf,
+            None,
+        )
+        .unwrap();
         let first = c.lines().next().unwrap();
         assert_eq!(
             first,

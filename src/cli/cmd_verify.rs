@@ -54,15 +54,25 @@ pub fn run(common: &Common, args: VerifyArgs) -> Result<Outcome> {
         Some(a) if !std::path::Path::new(a).exists() && a.contains('@') => {
             let (ds, snap) = a.split_once('@').unwrap_or((a, ""));
             let zfs = Zfs::default();
-            let mount = std::env::temp_dir().join(format!("proxborg-verify-{}", std::process::id()));
-            let acc = zfs.access(ds, snap, &mount).with_context(|| format!("snapshot {a}"))?;
+            let mount =
+                std::env::temp_dir().join(format!("proxborg-verify-{}", std::process::id()));
+            let acc = zfs
+                .access(ds, snap, &mount)
+                .with_context(|| format!("snapshot {a}"))?;
             let p = acc.path.clone();
             snapshot = Some((zfs, acc));
             Some(p)
         }
         Some(a) => Some(PathBuf::from(a)),
     };
-    let res = verify_archive(&session, &archive, &mut selector, against.as_deref(), &opts, &mut |f| println!("{f}"));
+    let res = verify_archive(
+        &session,
+        &archive,
+        &mut selector,
+        against.as_deref(),
+        &opts,
+        &mut |f| println!("{f}"),
+    );
     if let Some((zfs, acc)) = snapshot {
         if let Err(e) = zfs.release(&acc) {
             eprintln!("warning: {e}");
