@@ -10,8 +10,9 @@ use serde_json::json;
 use super::output;
 use super::{Common, Outcome};
 use proxborg::archive::cache::CacheDir;
+use proxborg::archive::read;
 use proxborg::format::crypto::KeyMode;
-use proxborg::format::objects::{ArchiveMeta, Item, ItemStreamDecoder};
+use proxborg::format::objects::{ArchiveMeta, Item};
 use proxborg::format::timefmt;
 use proxborg::session::Session;
 
@@ -109,28 +110,80 @@ fn open_session(common: &Common, loc_text: Option<&str>) -> Result<(Session, Opt
 }
 
 fn load_archive(session: &Session, name: &str) -> Result<(proxborg::repo::ObjectId, ArchiveMeta)> {
-    let a = session
-        .manifest
-        .archives
-        .get(name.as_bytes())
-        .with_context(|| format!("archive {name:?} does not exist"))?;
-    let raw = session.get_object(&a.id)?;
-    let (meta, _) = ArchiveMeta::decode(&raw, session.key.as_ref()).with_context(|| format!("archive {name:?}"))?;
-    Ok((a.id, meta))
+    let a = read::open_archive(session, name)?;
+    Ok((a.id, a.meta))
 }
 
 /// Streams the items of an archive to `f`.
 pub fn for_each_item(session: &Session, meta: &ArchiveMeta, f: &mut dyn FnMut(Item) -> Result<()>) -> Result<()> {
-    let mut dec = ItemStreamDecoder::new();
-    for id in &meta.items {
-        let plain = session.get_object(id)?;
-        dec.feed(&plain);
-        while let Some(item) = dec.next_item()? {
-            f(item)?;
-        }
+    read::for_each_item(session, meta, &mut |it| f(it).map_err(ItemStop::Other)).map_err(|e| match e {
+        ItemStop::Read(e) => e.into(),
+        ItemStop::Other(e) => e,
+    })
+}
+
+/// Stops an item walk: a read error, or the caller's own.
+enum ItemStop {
+    Read(read::ReadError),
+    Other(anyhow::Error),
+}
+
+impl From<read::ReadError> for ItemStop {
+    fn from(e: read::ReadError) -> Self {
+        ItemStop::Read(e)
     }
-    dec.finish()?;
-    Ok(())
+}
+
+/// borg's content hash keys (`hashlib` names plus `xxh64`) we can compute.
+const HASH_KEYS: [&str; 6] = ["sha224", "sha256", "sha384", "sha512", "blake2b", "xxh64"];
+
+/// Hex digests of an item's content for the hash keys used in `fmt` ("" without chunks).
+fn content_hashes(session: &Session, item: &Item, fmt: &str) -> Result<HashMap<&'static str, String>> {
+    use sha2::Digest;
+    let used: Vec<&'static str> = HASH_KEYS.iter().copied().filter(|k| fmt.contains(&format!("{{{k}"))).collect();
+    let mut out = HashMap::new();
+    let Some(chunks) = &item.chunks else {
+        for k in used {
+            out.insert(k, String::new());
+        }
+        return Ok(out);
+    };
+    if used.is_empty() {
+        return Ok(out);
+    }
+    let mut s224 = sha2::Sha224::new();
+    let mut s256 = sha2::Sha256::new();
+    let mut s384 = sha2::Sha384::new();
+    let mut s512 = sha2::Sha512::new();
+    let mut b2 = blake2b_simd::Params::new().hash_length(64).to_state();
+    let mut xx = xxhash_rust::xxh64::Xxh64::new(0);
+    read::for_each_chunk(session, chunks, &mut |_, d: &[u8]| -> Result<(), read::ReadError> {
+        for k in &used {
+            match *k {
+                "sha224" => s224.update(d),
+                "sha256" => s256.update(d),
+                "sha384" => s384.update(d),
+                "sha512" => s512.update(d),
+                "blake2b" => {
+                    b2.update(d);
+                }
+                _ => xx.update(d),
+            }
+        }
+        Ok(())
+    })?;
+    for k in used {
+        let v = match k {
+            "sha224" => hex::encode(s224.clone().finalize()),
+            "sha256" => hex::encode(s256.clone().finalize()),
+            "sha384" => hex::encode(s384.clone().finalize()),
+            "sha512" => hex::encode(s512.clone().finalize()),
+            "blake2b" => b2.finalize().to_hex().to_string(),
+            _ => format!("{:016x}", xx.digest()),
+        };
+        out.insert(k, v);
+    }
+    Ok(out)
 }
 
 fn encryption_desc(mode: KeyMode) -> String {
@@ -204,7 +257,7 @@ pub fn run_list(common: &Common, args: ListArgs) -> Result<Outcome> {
         print!("{out}");
         return Ok(Outcome::Success);
     };
-    let (_, meta) = load_archive(&session, &name)?;
+    let (archive_id, meta) = load_archive(&session, &name)?;
     let fmt = match (&args.format, args.short) {
         (Some(f), _) => f.clone(),
         (None, true) => "{path}{NL}".into(),
@@ -215,15 +268,17 @@ pub fn run_list(common: &Common, args: ListArgs) -> Result<Outcome> {
     let mut lock = std::io::BufWriter::new(stdout.lock());
     use std::io::Write;
     for_each_item(&session, &meta, &mut |item: Item| {
-        let path = String::from_utf8_lossy(&item.path).into_owned();
+        let path = read::display_path(&item.path);
         if !prefixes.is_empty() && !prefixes.iter().any(|p| path == *p || path.starts_with(&format!("{p}/"))) {
             return Ok(());
         }
-        let mtime = DateTime::<Utc>::from_timestamp_nanos(item.mtime);
+        let mtime = super::cmd_diff::ts(item.mtime);
         let user = item.user.as_ref().map(|u| String::from_utf8_lossy(u).into_owned()).unwrap_or_else(|| item.uid.to_string());
         let group = item.group.as_ref().map(|u| String::from_utf8_lossy(u).into_owned()).unwrap_or_else(|| item.gid.to_string());
-        let size = item.size.unwrap_or(0);
-        let source = item.source.as_ref().map(|s| String::from_utf8_lossy(s).into_owned());
+        // borg's Item.get_size: a symlink's size is the length of its target
+        let link_len = item.is_symlink().then(|| item.source.as_ref().map_or(0, |s| s.len() as u64));
+        let size = item.size.or(link_len).unwrap_or_else(|| item.chunks_size());
+        let source = item.source.as_ref().map(|s| read::display_path(s));
         let is_link = item.mode & 0o170000 == 0o120000;
         if args.json_lines {
             let j = json!({
@@ -240,21 +295,33 @@ pub fn run_list(common: &Common, args: ListArgs) -> Result<Outcome> {
             Some(s) => format!(" link to {s}"),
             None => String::new(),
         };
+        let hashes = content_hashes(&session, &item, &fmt)?;
+        let iso = |t: Option<i64>| t.map(|t| output::iso(super::cmd_diff::ts(t))).unwrap_or_default();
         let get = |k: &str| -> Option<String> {
+            if let Some(h) = hashes.get(k) {
+                return Some(h.clone());
+            }
             Some(match k {
+                // hardlink slaves show as 'h' (borg's ItemFormatter)
+                "mode" if source.is_some() && !is_link => format!("h{}", &output::mode_string(item.mode)[1..]),
                 "mode" => output::mode_string(item.mode),
+                "isoctime" => iso(item.ctime),
+                "isoatime" => iso(item.atime),
+                "archiveid" => hex::encode(archive_id),
                 "type" => item_type(item.mode).into(),
                 "user" => user.clone(),
                 "group" => group.clone(),
                 "uid" => item.uid.to_string(),
                 "gid" => item.gid.to_string(),
                 "size" => size.to_string(),
-                "csize" => item.chunks.iter().flatten().map(|c| c.csize as u64).sum::<u64>().to_string(),
+                "csize" => link_len
+                    .unwrap_or_else(|| item.chunks.iter().flatten().map(|c| c.csize as u64).sum::<u64>())
+                    .to_string(),
                 "num_chunks" => item.chunks.as_ref().map_or(0, |c| c.len()).to_string(),
                 "mtime" => output::time(mtime),
                 "isomtime" => output::iso(mtime),
-                "ctime" => item.ctime.map(|t| output::time(DateTime::<Utc>::from_timestamp_nanos(t))).unwrap_or_default(),
-                "atime" => item.atime.map(|t| output::time(DateTime::<Utc>::from_timestamp_nanos(t))).unwrap_or_default(),
+                "ctime" => item.ctime.map(|t| output::time(super::cmd_diff::ts(t))).unwrap_or_default(),
+                "atime" => item.atime.map(|t| output::time(super::cmd_diff::ts(t))).unwrap_or_default(),
                 "path" | "bpath" => path.clone(),
                 "source" | "linktarget" => source.clone().unwrap_or_default(),
                 "extra" => extra.clone(),

@@ -9,6 +9,11 @@ mod cmd_delete;
 mod cmd_init;
 mod cmd_list;
 mod cmd_prune;
+mod cmd_diff;
+mod cmd_export_tar;
+mod cmd_extract;
+mod cmd_restore_hint;
+mod cmd_verify;
 pub mod output;
 
 use std::path::PathBuf;
@@ -97,6 +102,16 @@ pub enum Command {
     Compact(cmd_compact::CompactArgs),
     /// Check repository and archive consistency
     Check(cmd_check::CheckArgs),
+    /// Extract archive contents
+    Extract(Box<cmd_extract::ExtractArgs>),
+    /// Export archive contents as a tarball (PAX with ACLs and xattrs by default)
+    ExportTar(Box<cmd_export_tar::ExportTarArgs>),
+    /// Restore drill: read and check every chunk of an archive, optionally compare with a source tree
+    Verify(Box<cmd_verify::VerifyArgs>),
+    /// Find differences between two archives
+    Diff(Box<cmd_diff::DiffArgs>),
+    /// Print the `pct restore` command line for a container archive made by `backup`
+    RestoreHint(cmd_restore_hint::RestoreHintArgs),
     /// Back up Proxmox guests and ZFS datasets (proxborg's targets and settings)
     Backup(Box<cmd_backup::BackupArgs>),
     /// Back up this source tree into a local demo repository (what the README's first command runs)
@@ -171,6 +186,11 @@ pub fn run(cli: Cli) -> i32 {
         Command::Delete(a) => cmd_delete::run(&cli.common, a),
         Command::Compact(a) => cmd_compact::run(&cli.common, a),
         Command::Check(a) => cmd_check::run(&cli.common, a),
+        Command::Extract(a) => cmd_extract::run(&cli.common, *a),
+        Command::ExportTar(a) => cmd_export_tar::run(&cli.common, *a),
+        Command::Verify(a) => cmd_verify::run(&cli.common, *a),
+        Command::Diff(a) => cmd_diff::run(&cli.common, *a),
+        Command::RestoreHint(a) => cmd_restore_hint::run(&cli.common, a),
         Command::Backup(a) => cmd_backup::run(&cli.common, *a),
         Command::Demo(a) => cmd_init::run_demo(&cli.common, a),
     };

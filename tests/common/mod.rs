@@ -127,7 +127,10 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub fn new() -> Self {
-        let dir = tempfile::Builder::new().prefix("pbn-test-").tempdir_in(test_tmp()).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("pbn-test-")
+            .tempdir_in(test_tmp())
+            .unwrap();
         std::fs::create_dir_all(dir.path().join("home")).unwrap();
         TestEnv { dir }
     }
@@ -192,7 +195,10 @@ pub fn run(c: &mut Command) -> (i32, String, String) {
 #[track_caller]
 pub fn ok(c: &mut Command) -> String {
     let (rc, out, err) = run(c);
-    assert_eq!(rc, 0, "{c:?} failed (rc {rc}):\nstdout: {out}\nstderr: {err}");
+    assert_eq!(
+        rc, 0,
+        "{c:?} failed (rc {rc}):\nstdout: {out}\nstderr: {err}"
+    );
     out
 }
 pub mod zfs;

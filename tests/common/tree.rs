@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn sh(cmd: &str, args: &[&OsStr]) {
-    let st = Command::new(cmd).args(args).status().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    let st = Command::new(cmd)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
     assert!(st.success(), "{cmd} {args:?} failed");
 }
 
@@ -37,7 +40,8 @@ pub fn make_tree(root: &Path) {
         let f = std::fs::File::create(root.join("sparse.img")).unwrap();
         f.set_len(6 << 20).unwrap();
         use std::os::unix::fs::FileExt;
-        f.write_all_at(&super::prng_bytes(9, 100_000), 1 << 20).unwrap();
+        f.write_all_at(&super::prng_bytes(9, 100_000), 1 << 20)
+            .unwrap();
     }
     std::fs::write(root.join("sub/deeper/file"), b"deep").unwrap();
     std::os::unix::fs::symlink("../hello.txt", root.join("sub/link")).unwrap();
@@ -45,9 +49,29 @@ pub fn make_tree(root: &Path) {
     std::fs::write(root.join("hl1"), b"hardlinked content").unwrap();
     std::fs::hard_link(root.join("hl1"), root.join("sub/hl2")).unwrap();
     std::fs::hard_link(root.join("hl1"), root.join("sub/deeper/hl3")).unwrap();
-    nix::unistd::mkfifo(&root.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
-    sh("mknod", &[root.join("null").as_os_str(), "c".as_ref(), "1".as_ref(), "3".as_ref()]);
-    sh("mknod", &[root.join("blk").as_os_str(), "b".as_ref(), "7".as_ref(), "200".as_ref()]);
+    nix::unistd::mkfifo(
+        &root.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    sh(
+        "mknod",
+        &[
+            root.join("null").as_os_str(),
+            "c".as_ref(),
+            "1".as_ref(),
+            "3".as_ref(),
+        ],
+    );
+    sh(
+        "mknod",
+        &[
+            root.join("blk").as_os_str(),
+            "b".as_ref(),
+            "7".as_ref(),
+            "200".as_ref(),
+        ],
+    );
     let odd = root.join(OsStr::from_bytes(b"non-utf8-\xff\xfe-name"));
     std::fs::write(&odd, b"odd name").unwrap();
     std::fs::write(root.join("setuid"), b"#!/bin/sh\n").unwrap();
@@ -61,9 +85,24 @@ pub fn make_tree(root: &Path) {
     xattr::set(root.join("xattrs"), "user.empty", b"").unwrap();
     xattr::set(root.join("xattrs"), "security.test", b"sec").unwrap();
     std::fs::write(root.join("acl"), b"acl").unwrap();
-    sh("setfacl", &["-m".as_ref(), "u:nobody:rw-,g:nogroup:r--,u:4321:r--".as_ref(), root.join("acl").as_os_str()]);
+    sh(
+        "setfacl",
+        &[
+            "-m".as_ref(),
+            "u:nobody:rw-,g:nogroup:r--,u:4321:r--".as_ref(),
+            root.join("acl").as_os_str(),
+        ],
+    );
     std::fs::create_dir(root.join("defacl")).unwrap();
-    sh("setfacl", &["-d".as_ref(), "-m".as_ref(), "g:nogroup:r-x".as_ref(), root.join("defacl").as_os_str()]);
+    sh(
+        "setfacl",
+        &[
+            "-d".as_ref(),
+            "-m".as_ref(),
+            "g:nogroup:r-x".as_ref(),
+            root.join("defacl").as_os_str(),
+        ],
+    );
     std::fs::write(root.join("nodump"), b"flagged").unwrap();
     sh("chattr", &["+d".as_ref(), root.join("nodump").as_os_str()]);
     // ns timestamps, including before 1970 and with odd nanoseconds (files first, dirs last)
@@ -94,7 +133,15 @@ fn lsattr(p: &Path) -> Option<String> {
     out.status
         .success()
         // only the flags borg archives (nodump, immutable, append); ext4 sets others itself
-        .then(|| String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").chars().filter(|c| "dia".contains(*c)).collect())
+        .then(|| {
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .filter(|c| "dia".contains(*c))
+                .collect()
+        })
 }
 
 /// Snapshot of a tree: relative path → node.
@@ -132,8 +179,16 @@ pub fn scan(root: &Path) -> BTreeMap<Vec<u8>, Node> {
             gid: m.gid(),
             mtime: (m.mtime(), m.mtime_nsec()),
             content: ft.is_file().then(|| std::fs::read(&p).unwrap()),
-            link: is_link.then(|| std::fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec()),
-            rdev: (ft.is_file() || ft.is_dir() || is_link).then_some(0).or(Some(m.rdev())),
+            link: is_link.then(|| {
+                std::fs::read_link(&p)
+                    .unwrap()
+                    .as_os_str()
+                    .as_bytes()
+                    .to_vec()
+            }),
+            rdev: (ft.is_file() || ft.is_dir() || is_link)
+                .then_some(0)
+                .or(Some(m.rdev())),
             xattrs,
             flags: if ft.is_file() { lsattr(&p) } else { None },
             nlink_group: group,
@@ -186,7 +241,11 @@ pub fn diff(a: &BTreeMap<Vec<u8>, Node>, b: &BTreeMap<Vec<u8>, Node>) -> Vec<Str
         v
     };
     if groups(a) != groups(b) {
-        d.push(format!("hardlink groups differ: {:?} vs {:?}", groups(a), groups(b)));
+        d.push(format!(
+            "hardlink groups differ: {:?} vs {:?}",
+            groups(a),
+            groups(b)
+        ));
     }
     d
 }

@@ -9,7 +9,12 @@ use std::sync::{Mutex, MutexGuard};
 static ZFS_LOCK: Mutex<()> = Mutex::new(());
 
 fn zpool_answers() -> bool {
-    Command::new("zpool").arg("list").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("zpool")
+        .arg("list")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// A pool that exists for the lifetime of the value (one test at a time).
@@ -22,7 +27,11 @@ pub struct Pool {
 
 pub fn zfs(args: &[&str]) -> String {
     let out = Command::new("zfs").args(args).output().expect("zfs");
-    assert!(out.status.success(), "zfs {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "zfs {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -61,7 +70,15 @@ impl Pool {
         let f = std::fs::File::create(&img).unwrap();
         f.set_len(768 << 20).unwrap();
         let st = Command::new("zpool")
-            .args(["create", "-f", "-o", "cachefile=none", "-m", &format!("/{name}"), &name])
+            .args([
+                "create",
+                "-f",
+                "-o",
+                "cachefile=none",
+                "-m",
+                &format!("/{name}"),
+                &name,
+            ])
             .arg(&img)
             .status()
             .unwrap();
@@ -84,7 +101,10 @@ impl Pool {
     pub fn snapshots(&self) -> Vec<String> {
         zfs(&["list", "-H", "-t", "snapshot", "-o", "name"])
             .lines()
-            .filter(|l| l.starts_with(&format!("{}/", self.name)) || l.starts_with(&format!("{}@", self.name)))
+            .filter(|l| {
+                l.starts_with(&format!("{}/", self.name))
+                    || l.starts_with(&format!("{}@", self.name))
+            })
             .map(|s| s.to_string())
             .collect()
     }
@@ -102,7 +122,11 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         for _ in 0..20 {
-            let ok = Command::new("zpool").args(["destroy", "-f", &self.name]).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+            let ok = Command::new("zpool")
+                .args(["destroy", "-f", &self.name])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
             if ok {
                 break;
             }
