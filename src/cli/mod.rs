@@ -2,6 +2,7 @@
 //! (0 success, 1 warning, 2 error).
 
 mod cmd_backup;
+mod cmd_benchmark;
 mod cmd_create;
 mod cmd_init;
 mod cmd_list;
@@ -79,6 +80,8 @@ pub enum Command {
     Backup(Box<cmd_backup::BackupArgs>),
     /// Back up this source tree into a local demo repository (what the README's first command runs)
     Demo(cmd_init::DemoArgs),
+    /// Measure this machine: primitives (cpu) or a whole create (create)
+    Benchmark(cmd_benchmark::BenchmarkArgs),
 }
 
 /// Parses a location argument, falling back to `BORG_REPO` like borg.
@@ -143,6 +146,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Info(a) => cmd_list::run_info(&cli.common, a),
         Command::Backup(a) => cmd_backup::run(&cli.common, *a),
         Command::Demo(a) => cmd_init::run_demo(&cli.common, a),
+        Command::Benchmark(a) => cmd_benchmark::run(&cli.common, a),
     };
     let rc = match res {
         Ok(o) => o as i32,

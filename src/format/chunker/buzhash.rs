@@ -83,11 +83,6 @@ impl Tables {
         [h, h1, h2, h3, h.rotate_left(4) ^ y]
     }
 
-    /// The window length these tables roll over.
-    pub(crate) fn window(&self) -> usize {
-        self.window
-    }
-
     /// Appends to `found` every window start `q` in `from..to` whose hash has all `mask` bits
     /// clear (a cut *candidate*: whether it becomes a cut depends on where its chunk starts).
     /// Needs `to - 1 + window <= data.len()`. A candidate depends only on its window's bytes,

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use super::{is_zero, read_up_to, Allocation, ChunkerParams, Cutter};
 
 /// Bytes read from the input at once per scanning thread.
-const BLOCK_PER_THREAD: usize = 16 << 20;
+const BLOCK_PER_THREAD: usize = 8 << 20;
 /// Below this many bytes a range is searched on the calling thread.
 const PAR_MIN: usize = 1 << 20;
 
@@ -80,7 +80,7 @@ impl<R: Read> ParallelChunker<R> {
             threads,
             block,
             par_min: PAR_MIN,
-            buf: Vec::with_capacity(block + cutter.max),
+            buf: Vec::new(),
             cutter,
             start: 0,
             scanned: 0,
@@ -98,9 +98,29 @@ impl<R: Read> ParallelChunker<R> {
         self
     }
 
+    /// Changes how many threads search from the next batch on (e.g. fewer while other
+    /// inputs keep the cores busy: a parallel search also hashes bytes a sequential one
+    /// skips, so it only pays off on otherwise idle cores).
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
+    }
+
+    /// Reads into `buf` (its contents are discarded): a buffer kept from an earlier
+    /// chunker saves allocating and faulting in fresh memory for every input.
+    pub fn with_buffer(mut self, mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        self.buf = buf;
+        self
+    }
+
     /// Gives back the reader.
     pub fn into_inner(self) -> R {
         self.reader
+    }
+
+    /// Gives back the read buffer, for [`with_buffer`](Self::with_buffer).
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
     }
 
     /// The next chunks: as many as the buffered input allows, at least one; `None` at the
@@ -159,6 +179,10 @@ impl<R: Read> ParallelChunker<R> {
                 *a -= s;
             }
             self.start = 0;
+        }
+        let room = self.block + self.cutter.max;
+        if self.buf.capacity() < room {
+            self.buf.reserve_exact(room - self.buf.len());
         }
         if read_up_to(&mut self.reader, &mut self.buf, self.block)? < self.block {
             self.eof = true;
