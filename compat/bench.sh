@@ -10,6 +10,9 @@
 #   image   one image file of the full scale (random, text and zero extents)
 #   remote  the first backup into a repository on 127.0.0.1 over ssh (a private sshd on a
 #           free port; `borg serve` of borg 1.4.5 on the server side for both programs)
+#   chunker borg's C buzhash chunker (its Python module, as `create` drives it) against
+#           ours on one thread and on all threads: the largest random file of the tree,
+#           default parameters (`benchmark chunk`, hidden, prints the same line)
 #
 # Not part of the test suite (a full run takes 10-20 minutes). Usage:
 #
@@ -19,7 +22,7 @@
 #
 # Environment: BENCH_DIR (data set; default /var/tmp/proxborg-bench, reused while its
 # parameters match), REPO_DIR (repositories; default /dev/shm), SCALE_MIB, ROUNDS, SEED,
-# SCENARIOS (subset of "first rerun stdin image remote"), COMPRESSIONS (for "first"; the
+# SCENARIOS (subset of "chunker first rerun stdin image remote"), COMPRESSIONS (for "first"; the
 # other scenarios use the first one), ENCRYPTION (default repokey-blake2), OURS (a prebuilt
 # proxborg-native; default: cargo build --release), BORG (default .compat-env/borg-1.4.5/bin/borg).
 # The page cache is warmed right before every timed run (borg drops what it read).
@@ -39,7 +42,7 @@ else
     ROUNDS=${ROUNDS:-3}
 fi
 SEED=${SEED:-1}
-SCENARIOS=${SCENARIOS:-"first rerun stdin image remote"}
+SCENARIOS=${SCENARIOS:-"chunker first rerun stdin image remote"}
 COMPRESSIONS=${COMPRESSIONS:-"lz4 none zstd,3"}
 ENCRYPTION=${ENCRYPTION:-repokey-blake2}
 BENCH_DIR=${BENCH_DIR:-/var/tmp/proxborg-bench}
@@ -79,7 +82,7 @@ export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 unset BORG_REPO BORG_NEW_PASSPHRASE BORG_RSH BORG_REMOTE_PATH
 
 # bytes SPEC...: apparent size of files and trees.
-bytes() { find "$@" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}'; }
+bytes() { find "$@" -type f -printf '%s\n' | awk '{s += $1} END {printf "%d\n", s}'; }
 # warm PATH...: read everything once so the timed run starts from the page cache.
 warm() { find "$@" -type f -print0 | xargs -0 cat >/dev/null; }
 # field NAME LINE
@@ -175,6 +178,14 @@ results="$work/results"
 # record SCENARIO COMP PROG BYTES LINE STORED
 record() { echo "$1 $2 $3 $4 $(field wall "$5") $(field user "$5") $(field sys "$5") $(field rss_mib "$5") $6" >>"$results"; }
 
+# chunk_line NAME CMD...: one chunker run (same output format for borg and ours).
+chunk_line() {
+    local name=$1 line
+    shift
+    line=$("$@")
+    echo "$name $(field chunks "$line") $(field bytes "$line") $(field seconds "$line") $(field cpu "$line")" >>"$work/chunker"
+}
+
 stored() {
     case $1 in
     ssh://*) du -sb "${1#ssh://root@127.0.0.1:$SSH_PORT}" | cut -f1 ;;
@@ -232,6 +243,19 @@ one_round() {
             record image "$first_comp" "$prog" "$image_bytes" "$line" "$(stored "$r")"
             rm -rf "$work/repos/$prog-image"
             ;;
+        chunker)
+            local f
+            f=$(find "$data/tree/random" -type f -printf '%s %p\n' | sort -n | tail -1 | cut -d' ' -f2)
+            if [ "$prog" = borg ]; then
+                warm "$f"
+                chunk_line borg "$(dirname "$BORG")/python" compat/py/bench_chunker.py "$f" default
+            else
+                warm "$f"
+                chunk_line ours-1 "$OURS" benchmark chunk --threads 1 "$f"
+                warm "$f"
+                chunk_line "ours-$(nproc)" "$OURS" benchmark chunk "$f"
+            fi
+            ;;
         remote)
             fresh_home "$prog"
             r=$(repo_url "$prog" remote)
@@ -268,6 +292,24 @@ done
 # Table: medians over rounds per (scenario, compression, program).
 echo
 echo "$ENCRYPTION; data: tree $((tree_bytes / 1000000)) MB ($(find "$data/tree" -type f | wc -l) files), stream $((stream_bytes / 1000000)) MB, image $((image_bytes / 1000000)) MB; medians of $ROUNDS alternating rounds; $(nproc) cpus; repos in $REPO_DIR"
+if [ -s "$work/chunker" ]; then
+    echo "chunker (buzhash default on $(awk '{print int($3 / 1e6); exit}' "$work/chunker") MB of random data): median MB/s (wall / cpu) and speed-up over borg"
+    bmed=$(awk '$1 == "borg" {print $3 / $4 / 1e6}' "$work/chunker" | median)
+    for who in borg ours-1 "ours-$(nproc)"; do
+        if [ "$(awk -v w="$who" '$1 == w {print $2}' "$work/chunker" | sort -u | wc -l)" -gt 1 ]; then
+            echo "chunk counts differ between runs of $who" >&2
+        fi
+        w=$(awk -v w="$who" '$1 == w {print $3 / $4 / 1e6}' "$work/chunker" | median)
+        c=$(awk -v w="$who" '$1 == w {print $3 / $5 / 1e6}' "$work/chunker" | median)
+        n=$(awk -v w="$who" '$1 == w {print $2; exit}' "$work/chunker")
+        awk -v who="$who" -v w="$w" -v c="$c" -v b="$bmed" -v n="$n" \
+            'BEGIN {printf "  %-10s %8.0f MB/s wall %8.0f MB/s cpu %6.2fx  (%d chunks)\n", who, w, c, w / b, n}'
+    done
+    if [ "$(awk '{print $2}' "$work/chunker" | sort -u | wc -l)" -gt 1 ]; then
+        echo "CHUNK COUNTS DIFFER between borg and ours" >&2
+        exit 1
+    fi
+fi
 printf '%-7s %-7s %9s %9s %8s %8s %8s %7s %8s %8s %9s %9s %9s\n' \
     scenario comp "borg s" "ours s" "borg MB/s" "ours MB/s" speedup "" "borg RSS" "ours RSS" "borg cpu" "ours cpu" "stored o/b"
 for scen in first rerun stdin image remote; do

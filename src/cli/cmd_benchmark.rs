@@ -26,6 +26,24 @@ pub enum BenchmarkCommand {
     Cpu(CpuArgs),
     /// Time `create` of a generated data set into a temporary repository, then an unchanged re-run
     Create(CreateBenchArgs),
+    /// Chunk one file with the parallel chunker and print chunks, bytes, seconds, CPU seconds
+    #[command(hide = true)]
+    Chunk(ChunkArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ChunkArgs {
+    /// The file to chunk
+    pub file: PathBuf,
+    /// Chunker parameters (buzhash only)
+    #[arg(long, default_value = "default")]
+    pub chunker_params: ChunkerParams,
+    /// Chunk seed
+    #[arg(long, default_value_t = 0)]
+    pub seed: u32,
+    /// Threads searching for cut points (default: all)
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -61,7 +79,44 @@ pub fn run(common: &Common, args: BenchmarkArgs) -> Result<Outcome> {
     match args.what {
         BenchmarkCommand::Cpu(a) => run_cpu(a),
         BenchmarkCommand::Create(a) => run_create(common, a),
+        BenchmarkCommand::Chunk(a) => run_chunk(a),
     }
+}
+
+/// CPU seconds of this process (all threads).
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(ru.ru_utime) + t(ru.ru_stime)
+}
+
+/// Same output as compat/py/bench_chunker.py, for side-by-side runs with borg's chunker.
+fn run_chunk(args: ChunkArgs) -> Result<Outcome> {
+    let threads = args.threads.unwrap_or_else(rayon::current_num_threads);
+    let f = std::fs::File::open(&args.file)
+        .with_context(|| format!("opening {}", args.file.display()))?;
+    let Some(mut c) = ParallelChunker::new(&args.chunker_params, args.seed, f, threads) else {
+        bail!("{}: not buzhash chunker params", args.chunker_params);
+    };
+    let (t, c0) = (Instant::now(), cpu_seconds());
+    let (mut chunks, mut bytes) = (0u64, 0u64);
+    while let Some(b) = c
+        .next_batch()
+        .with_context(|| format!("reading {}", args.file.display()))?
+    {
+        chunks += b.spans.len() as u64;
+        bytes += b.data.len() as u64;
+    }
+    let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu_seconds() - c0);
+    println!(
+        "chunks={chunks} bytes={bytes} seconds={secs:.4} cpu={cpu:.4} MB/s={:.1}",
+        bytes as f64 / secs / 1e6
+    );
+    Ok(Outcome::Success)
 }
 
 /// Deterministic incompressible bytes (xorshift64*), fast enough not to dominate set-up.
