@@ -1,4 +1,5 @@
-//! Chunker throughput on 256 MiB of random data (`cargo bench --bench chunker`).
+//! Chunker throughput on 256 MiB of random data (`cargo bench --bench chunker`): the
+//! sequential chunkers and the parallel single-stream chunker on one and on all threads.
 //! compat/bench_chunker.sh compares the same code against borg's C chunker.
 
 use std::hint::black_box;
@@ -6,7 +7,7 @@ use std::io::Cursor;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use proxborg::format::chunker::{chunk_sizes, Chunker, ChunkerParams};
+use proxborg::format::chunker::{chunk_sizes, Chunker, ChunkerParams, ParallelChunker};
 
 const LEN: usize = 256 << 20;
 
@@ -31,6 +32,19 @@ fn stream(params: &ChunkerParams, data: &[u8]) -> usize {
         .sum()
 }
 
+/// Runs the parallel chunker over `data` with `threads`, reusing `buf`; returns the chunks.
+fn parallel(params: &ChunkerParams, data: &[u8], threads: usize, buf: &mut Vec<u8>) -> usize {
+    let mut c = ParallelChunker::new(params, 0x1234_5678, data, threads)
+        .expect("buzhash parameters")
+        .with_buffer(std::mem::take(buf));
+    let mut n = 0;
+    while let Some(b) = c.next_batch().expect("in-memory reads do not fail") {
+        n += black_box(b.spans).len();
+    }
+    *buf = c.into_buffer();
+    n
+}
+
 fn bench(c: &mut Criterion) {
     let data = random_data(LEN);
     let mut g = c.benchmark_group("chunker-256MiB");
@@ -47,6 +61,18 @@ fn bench(c: &mut Criterion) {
     g.bench_function("buzhash-items/stream", |b| {
         b.iter(|| stream(&ChunkerParams::ITEMS, black_box(&data)))
     });
+    let all = rayon::current_num_threads();
+    let mut buf = Vec::new();
+    for threads in [1, all] {
+        for (name, p) in [
+            ("default", ChunkerParams::DEFAULT),
+            ("items", ChunkerParams::ITEMS),
+        ] {
+            g.bench_function(format!("buzhash-{name}/parallel-{threads}-threads"), |b| {
+                b.iter(|| parallel(&p, black_box(&data), threads, &mut buf))
+            });
+        }
+    }
     let fixed = ChunkerParams::Fixed {
         block_size: 4 << 20,
         header_size: 0,

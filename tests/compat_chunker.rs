@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use common::{prng_bytes, run_py_json, Borg};
 use proxborg::format::chunker::{
     buzhash, buzhash_update, chunk_sizes, sparse_map, Allocation, Chunker, ChunkerParams,
+    ParallelChunker,
 };
 use serde_json::{json, Value};
 
@@ -249,6 +250,26 @@ fn ours_streaming(file: &Path, params: &ChunkerParams, seed: u32) -> (Vec<usize>
     (sizes, alloc)
 }
 
+/// Our parallel chunker over the file (`None` for fixed parameters).
+fn ours_parallel(
+    file: &Path,
+    params: &ChunkerParams,
+    seed: u32,
+    threads: usize,
+    block: usize,
+) -> Option<(Vec<usize>, String)> {
+    let f = File::open(file).unwrap();
+    let mut c = ParallelChunker::new(params, seed, f, threads)?.with_block(block);
+    let (mut sizes, mut alloc) = (Vec::new(), String::new());
+    while let Some(b) = c.next_batch().unwrap() {
+        for s in b.spans {
+            sizes.push(s.size);
+            alloc.push(alloc_digit(s.allocation));
+        }
+    }
+    Some((sizes, alloc))
+}
+
 /// Our in-memory cut plus borg's zero test on each piece.
 fn ours_in_memory(data: &[u8], params: &ChunkerParams, seed: u32) -> (Vec<usize>, String) {
     let sizes = chunk_sizes(params, seed, data);
@@ -335,6 +356,19 @@ fn check_jobs(borg: Borg, jobs: &[Job], streaming_too: bool) {
                 borg.name(),
                 job.describe()
             );
+        }
+        // The parallel chunker: several threads, and blocks from the smallest allowed on.
+        for (threads, block) in [(2, 0), (3, 5 * MIB)] {
+            if let Some((s3, a3)) = ours_parallel(&job.file, &job.params, job.seed, threads, block)
+            {
+                assert!(
+                    s3 == borg_sizes && a3 == borg_alloc,
+                    "{} {} threads={threads}: parallel chunker differs: {}",
+                    borg.name(),
+                    job.describe(),
+                    first_difference(&s3, &borg_sizes)
+                );
+            }
         }
         chunks += sizes.len();
     }

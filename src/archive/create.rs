@@ -22,7 +22,7 @@ use super::fsmeta::{self, FsMeta, MetaOptions};
 use super::itemstream::ItemStream;
 use super::patterns::PatternMatcher;
 use super::store::{ChunkStore, Entry, StoreError};
-use crate::format::chunker::{Allocation, Chunker, ChunkerParams};
+use crate::format::chunker::{Allocation, Chunker, ChunkerParams, ParallelChunker};
 use crate::format::compress::Compression;
 use crate::format::objects::{ArchiveMeta, ChunkRef, Item, ManifestArchive};
 use crate::repo::ObjectId;
@@ -276,6 +276,88 @@ fn item_from_meta(path: Vec<u8>, m: &FsMeta, opts: &CreateOptions) -> Item {
     }
 }
 
+thread_local! {
+    /// The buzhash chunker's read buffer, kept per thread from one input to the next.
+    static CHUNK_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Chunks a reader into the store with the chunker `params` describe.
+fn chunk_input<R: Read>(
+    params: &ChunkerParams,
+    seed: u32,
+    reader: R,
+    store: &ChunkStore,
+) -> Result<Result<Vec<ChunkRef>, std::io::Error>, StoreError> {
+    match params {
+        ChunkerParams::Buzhash { .. } => chunk_parallel(params, seed, reader, store),
+        ChunkerParams::Fixed { .. } => chunk_reader(Chunker::new(params, seed, reader), store),
+    }
+}
+
+/// Inputs being chunked right now (in this process), so a chunker knows whether other
+/// inputs keep the cores busy.
+static ACTIVE_INPUTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts one input as active while alive.
+struct ActiveInput;
+
+impl ActiveInput {
+    fn enter() -> ActiveInput {
+        ACTIVE_INPUTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ActiveInput
+    }
+
+    fn count() -> usize {
+        ACTIVE_INPUTS.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for ActiveInput {
+    fn drop(&mut self) {
+        ACTIVE_INPUTS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Chunks a reader with the buzhash chunker: cut candidates are searched on the pool, and
+/// the chunks of each read block are stored in parallel straight from the read buffer.
+fn chunk_parallel<R: Read>(
+    params: &ChunkerParams,
+    seed: u32,
+    reader: R,
+    store: &ChunkStore,
+) -> Result<Result<Vec<ChunkRef>, std::io::Error>, StoreError> {
+    let threads = rayon::current_num_threads();
+    let _active = ActiveInput::enter();
+    let Some(chunker) = ParallelChunker::new(params, seed, reader, threads) else {
+        let e = std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("invalid chunker params {params}"));
+        return Ok(Err(e));
+    };
+    let mut chunker = chunker.with_buffer(CHUNK_BUF.with(|b| std::mem::take(&mut *b.borrow_mut())));
+    let mut refs = Vec::new();
+    let res = loop {
+        // Search in parallel only while no other input is being chunked.
+        chunker.set_threads(if ActiveInput::count() > 1 { 1 } else { threads });
+        let batch = match chunker.next_batch() {
+            Ok(Some(b)) => b,
+            Ok(None) => break Ok(Ok(refs)),
+            Err(e) => break Ok(Err(e)),
+        };
+        store.stats.bytes_read.fetch_add(batch.data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let one = |i: usize| store_one(store, batch.spans[i].allocation, batch.spans[i].size, batch.bytes(i));
+        let out: Result<Vec<ChunkRef>, StoreError> = if batch.spans.len() == 1 {
+            one(0).map(|r| vec![r])
+        } else {
+            (0..batch.spans.len()).into_par_iter().map(one).collect()
+        };
+        match out {
+            Ok(v) => refs.extend(v),
+            Err(e) => break Err(e),
+        }
+    };
+    CHUNK_BUF.with(|b| *b.borrow_mut() = chunker.into_buffer());
+    res
+}
+
 /// Chunks a reader into the store; large inputs are processed in parallel batches.
 fn chunk_reader<R: Read>(
     mut chunker: Chunker<R>,
@@ -393,13 +475,18 @@ fn process_file(sh: &Shared, job: &FileJob) -> Result<FileOutcome, StoreError> {
     let chunks = match chunks {
         Some(c) => c,
         None => {
-            let mut chunker = Chunker::new(&opts.chunker, sh.seed, &file);
-            if opts.sparse && !job.special && matches!(opts.chunker, ChunkerParams::Fixed { .. }) {
-                if let Ok(Some(map)) = crate::format::chunker::sparse_map(&file) {
-                    chunker = chunker.with_sparse_map(map);
+            let read = if matches!(opts.chunker, ChunkerParams::Fixed { .. }) {
+                let mut chunker = Chunker::new(&opts.chunker, sh.seed, &file);
+                if opts.sparse && !job.special {
+                    if let Ok(Some(map)) = crate::format::chunker::sparse_map(&file) {
+                        chunker = chunker.with_sparse_map(map);
+                    }
                 }
-            }
-            let refs = match chunk_reader(chunker, &sh.store)? {
+                chunk_reader(chunker, &sh.store)?
+            } else {
+                chunk_parallel(&opts.chunker, sh.seed, &file, &sh.store)?
+            };
+            let refs = match read {
                 Ok(r) => r,
                 Err(e) => return Ok(warn('E', format!("{shown}: read: {e}"))),
             };
@@ -866,8 +953,7 @@ fn create_inner(
                     }
                 }
                 Source::Memory { path, data, mode, uid, gid, mtime_ns } => {
-                    let chunker = Chunker::new(&sh.opts.chunker, sh.seed, std::io::Cursor::new(data));
-                    match chunk_reader(chunker, &sh.store) {
+                    match chunk_input(&sh.opts.chunker, sh.seed, std::io::Cursor::new(data), &sh.store) {
                         Ok(Ok(refs)) => {
                             let item = Item {
                                 path,
@@ -1019,8 +1105,7 @@ fn stream_item(sh: &Shared, spec: &StdinSpec, reader: Box<dyn Read + Send>) -> R
     let (Some(uid), Some(gid)) = (uid, gid) else {
         return Ok(Err(format!("{}: no such user {:?} or group {:?}", spec.name, spec.user, spec.group)));
     };
-    let chunker = Chunker::new(&sh.opts.chunker, sh.seed, reader);
-    let refs = match chunk_reader(chunker, &sh.store)? {
+    let refs = match chunk_input(&sh.opts.chunker, sh.seed, reader, &sh.store)? {
         Ok(r) => r,
         Err(e) => return Ok(Err(format!("{}: reading stdin: {e}", spec.name))),
     };

@@ -18,9 +18,17 @@ use crate::repo::ObjectId;
 use crate::session::{NonceAllocator, SharedRepo};
 
 const SHARDS: usize = 64;
+/// A per-thread compression buffer larger than this (after an unusually large object) is
+/// not kept.
+const KEEP_BUF: usize = 2 * crate::format::MAX_DATA_SIZE;
+
+thread_local! {
+    static COMPRESS_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 const PENDING: u32 = u32::MAX;
-/// Envelopes queued for the writer at most (bytes).
-const QUEUE_BUDGET: usize = 256 << 20;
+/// Envelopes queued for the writer at most (bytes): enough to keep it busy while the
+/// encoders finish the next chunks, small enough to keep the resident set low.
+const QUEUE_BUDGET: usize = 24 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -190,9 +198,20 @@ impl ChunkStore {
         self.store_with_id(id, data)
     }
 
-    /// Stores an all-zero chunk of `size` bytes without hashing zeros again.
+    /// Stores an all-zero chunk of `size` bytes without hashing zeros again (and without
+    /// materialising them when the chunk is already known).
     pub fn store_zeros(&self, size: usize) -> Result<ChunkRef, StoreError> {
         let cached = self.zero_ids.lock().expect("zero ids").get(&size).copied();
+        if let Some(id) = cached {
+            if let Some(e) = self.wait_ready(&id, true) {
+                self.stats.add_ref(e.size as u64, e.csize as u64);
+                return Ok(ChunkRef {
+                    id,
+                    size: e.size,
+                    csize: e.csize,
+                });
+            }
+        }
         let zeros = vec![0u8; size];
         let id = match cached {
             Some(id) => id,
@@ -261,16 +280,26 @@ impl ChunkStore {
     }
 
     fn encode(&self, id: &ObjectId, data: &[u8]) -> Result<Vec<u8>, StoreError> {
-        let payload = self.compression.compress(data);
-        let blocks = self.key.cipher_blocks(payload.len());
-        let iv = if blocks > 0 && !self.dry_run {
-            self.nonces
-                .allocate(blocks)
-                .map_err(|e| StoreError::Seal(*id, e.to_string()))?
-        } else {
-            0
-        };
-        Ok(self.key.seal(&payload, iv))
+        // The compressed payload lives only until it is sealed: compress into a buffer kept
+        // per thread instead of allocating (and faulting in) a fresh one for every chunk.
+        COMPRESS_BUF.with(|cell| {
+            let mut payload = cell.borrow_mut();
+            payload.clear();
+            self.compression.compress_into(data, &mut payload);
+            let blocks = self.key.cipher_blocks(payload.len());
+            let iv = if blocks > 0 && !self.dry_run {
+                self.nonces
+                    .allocate(blocks)
+                    .map_err(|e| StoreError::Seal(*id, e.to_string()))?
+            } else {
+                0
+            };
+            let envelope = self.key.seal(&payload, iv);
+            if payload.capacity() > KEEP_BUF {
+                *payload = Vec::new();
+            }
+            Ok(envelope)
+        })
     }
 
     fn send(&self, id: ObjectId, data: Vec<u8>) -> Result<(), StoreError> {

@@ -4,6 +4,7 @@
 mod cmd_backup;
 mod cmd_check;
 mod cmd_compact;
+mod cmd_benchmark;
 mod cmd_create;
 mod cmd_delete;
 mod cmd_init;
@@ -116,6 +117,8 @@ pub enum Command {
     Backup(Box<cmd_backup::BackupArgs>),
     /// Back up this source tree into a local demo repository (what the README's first command runs)
     Demo(cmd_init::DemoArgs),
+    /// Measure this machine: primitives (cpu) or a whole create (create)
+    Benchmark(cmd_benchmark::BenchmarkArgs),
 }
 
 /// Parses a location argument, falling back to `BORG_REPO` like borg.
@@ -193,6 +196,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::RestoreHint(a) => cmd_restore_hint::run(&cli.common, a),
         Command::Backup(a) => cmd_backup::run(&cli.common, *a),
         Command::Demo(a) => cmd_init::run_demo(&cli.common, a),
+        Command::Benchmark(a) => cmd_benchmark::run(&cli.common, a),
     };
     let rc = match res {
         Ok(o) => o as i32,

@@ -9,6 +9,7 @@
 //! not depend on how the input is read.
 
 mod buzhash;
+mod parallel;
 mod params;
 pub mod sparse;
 
@@ -16,6 +17,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Seek, SeekFrom};
 
 pub use buzhash::{buzhash, buzhash_update};
+pub use parallel::{parallel_chunk_sizes, Batch, ParallelChunker, Span};
 pub use params::{ChunkerParams, ParamsError};
 pub use sparse::{sparse_map, Range};
 

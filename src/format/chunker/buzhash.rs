@@ -67,6 +67,69 @@ impl Tables {
         sum.rotate_left(1) ^ self.out[usize::from(remove)] ^ self.t[usize::from(add)]
     }
 
+    /// The hashes of four consecutive windows starting with the one hashed `h`, and of the
+    /// window after them; `o` and `a` are the four bytes leaving and entering.
+    #[inline(always)]
+    fn step4(&self, h: u32, o: &[u8], a: &[u8]) -> [u32; 5] {
+        let (t, out) = (&self.t, &self.out);
+        let x0 = out[usize::from(o[0])] ^ t[usize::from(a[0])];
+        let x1 = out[usize::from(o[1])] ^ t[usize::from(a[1])];
+        let x2 = out[usize::from(o[2])] ^ t[usize::from(a[2])];
+        let x3 = out[usize::from(o[3])] ^ t[usize::from(a[3])];
+        let h1 = h.rotate_left(1) ^ x0;
+        let h2 = h1.rotate_left(1) ^ x1;
+        let h3 = h2.rotate_left(1) ^ x2;
+        let y = x0.rotate_left(3) ^ x1.rotate_left(2) ^ x2.rotate_left(1) ^ x3;
+        [h, h1, h2, h3, h.rotate_left(4) ^ y]
+    }
+
+    /// Appends to `found` every window start `q` in `from..to` whose hash has all `mask` bits
+    /// clear (a cut *candidate*: whether it becomes a cut depends on where its chunk starts).
+    /// Needs `to - 1 + window <= data.len()`. A candidate depends only on its window's bytes,
+    /// so disjoint ranges can be searched independently.
+    pub(crate) fn candidates(
+        &self,
+        data: &[u8],
+        from: usize,
+        to: usize,
+        mask: u32,
+        found: &mut Vec<usize>,
+    ) {
+        let w = self.window;
+        if from >= to {
+            return;
+        }
+        assert!(
+            to - 1 + w <= data.len(),
+            "candidates: range beyond the data"
+        );
+        let mut h = self.hash(&data[from..from + w]);
+        // Steps from each window to the next; the last window is tested after the loop.
+        let outs = &data[from..to - 1];
+        let ins = &data[from + w..to - 1 + w];
+        let mut at = from;
+        let mut o4 = outs.chunks_exact(4);
+        let mut a4 = ins.chunks_exact(4);
+        for (o, a) in o4.by_ref().zip(a4.by_ref()) {
+            let hs = self.step4(h, o, a);
+            if hs[..4].iter().any(|&v| v & mask == 0) {
+                found.extend((0..4).filter(|&k| hs[k] & mask == 0).map(|k| at + k));
+            }
+            h = hs[4];
+            at += 4;
+        }
+        for (&o, &a) in o4.remainder().iter().zip(a4.remainder()) {
+            if h & mask == 0 {
+                found.push(at);
+            }
+            h = self.update(h, o, a);
+            at += 1;
+        }
+        if h & mask == 0 {
+            found.push(at);
+        }
+    }
+
     /// Looks for a cut point among the windows starting at `p, p+1, ...` whose last byte is
     /// *not* the last byte of `data` (borg only honours a hash hit while more data follows the
     /// window). `h` must be the hash of the window at `p`.
@@ -91,35 +154,28 @@ impl Tables {
         }
         // Two equally long slices over the outgoing and incoming bytes, walked four bytes at
         // a time: no bounds checks inside, and the table lookups are combined before they
-        // meet the hash so its dependency chain is one rotate and one XOR per byte.
+        // meet the hash. The hash four bytes on is computed from the current one directly
+        // (`rotl(h, 4) ^ y`), so the loop-carried dependency is one rotate and one XOR per
+        // four bytes; the three hashes in between are side branches that only get tested.
         let outs = &data[p..stop];
         let ins = &data[p + w..];
-        let (t, out) = (&self.t, &self.out);
-        let step =
-            |h: u32, o: u8, a: u8| h.rotate_left(1) ^ (out[usize::from(o)] ^ t[usize::from(a)]);
         let mut at = p;
         let mut o4 = outs.chunks_exact(4);
         let mut a4 = ins.chunks_exact(4);
         for (o, a) in o4.by_ref().zip(a4.by_ref()) {
-            let x = [
-                out[usize::from(o[0])] ^ t[usize::from(a[0])],
-                out[usize::from(o[1])] ^ t[usize::from(a[1])],
-                out[usize::from(o[2])] ^ t[usize::from(a[2])],
-                out[usize::from(o[3])] ^ t[usize::from(a[3])],
-            ];
-            for (k, xk) in x.into_iter().enumerate() {
-                if h & mask == 0 {
-                    return Ok(at + k);
-                }
-                h = h.rotate_left(1) ^ xk;
+            let hs = self.step4(h, o, a);
+            if hs[..4].iter().any(|&v| v & mask == 0) {
+                let k = hs.iter().position(|&v| v & mask == 0).unwrap_or(0);
+                return Ok(at + k);
             }
+            h = hs[4];
             at += 4;
         }
         for (&o, &a) in o4.remainder().iter().zip(a4.remainder()) {
             if h & mask == 0 {
                 return Ok(at);
             }
-            h = step(h, o, a);
+            h = self.update(h, o, a);
             at += 1;
         }
         Err((stop, h))
@@ -157,6 +213,27 @@ mod tests {
                         t.hash(&data[p + 1..p + 1 + w]),
                         "w={w} seed={seed:#x} p={p}"
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn candidates_equal_brute_force() {
+        let data: Vec<u8> = (0..5000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+            .collect();
+        for &w in &[1usize, 5, 63] {
+            let t = Tables::new(0x1234, w);
+            for &mask in &[0u32, 3, 0x1f] {
+                let last = data.len() - w + 1;
+                for (from, to) in [(0, last), (7, 8), (3, 1000), (999, last), (10, 10)] {
+                    let mut got = Vec::new();
+                    t.candidates(&data, from, to, mask, &mut got);
+                    let want: Vec<usize> = (from..to)
+                        .filter(|&q| t.hash(&data[q..q + w]) & mask == 0)
+                        .collect();
+                    assert_eq!(got, want, "w={w} mask={mask} {from}..{to}");
                 }
             }
         }

@@ -1,0 +1,425 @@
+//! One stream chunked on several cores, with borg's cut points.
+//!
+//! A buzhash value depends only on the bytes of its window, so whether a window start is a
+//! cut *candidate* (`hash & mask == 0`) can be decided for disjoint ranges of the stream at
+//! the same time. Which candidates become cuts depends on where each chunk starts (borg's
+//! minimum and maximum sizes); that is decided afterwards by a cheap sequential pass over the
+//! sorted candidate positions. On one thread the search stops at the first candidate after
+//! each chunk's minimum size, like borg's own loop, so nothing is hashed twice.
+//!
+//! Chunks are handed out in batches that borrow the chunker's read buffer, so their bytes are
+//! never copied before the consumer hashes, compresses and encrypts them.
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+
+use rayon::prelude::*;
+
+use super::{is_zero, read_up_to, Allocation, ChunkerParams, Cutter};
+
+/// Bytes read from the input at once per scanning thread.
+const BLOCK_PER_THREAD: usize = 8 << 20;
+/// Below this many bytes a range is searched on the calling thread.
+const PAR_MIN: usize = 1 << 20;
+
+/// One chunk of a [`Batch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// Start of the chunk in [`Batch::data`].
+    pub offset: usize,
+    pub size: usize,
+    /// `Data` or `Alloc` (all zero); holes are not detected by the buzhash chunker.
+    pub allocation: Allocation,
+}
+
+/// Consecutive chunks of the stream, borrowed from the chunker until its next call.
+pub struct Batch<'a> {
+    /// The bytes of all chunks of the batch, back to back.
+    pub data: &'a [u8],
+    pub spans: &'a [Span],
+}
+
+impl Batch<'_> {
+    /// The bytes of chunk `i`.
+    pub fn bytes(&self, i: usize) -> &[u8] {
+        let s = self.spans[i];
+        &self.data[s.offset..s.offset + s.size]
+    }
+}
+
+/// A buzhash chunker over a reader that searches for cut candidates on `threads` cores
+/// (rayon's pool) and yields borrowed batches of chunks. Cut points equal
+/// [`chunk_sizes`](super::chunk_sizes) and borg's for the same parameters and seed.
+pub struct ParallelChunker<R> {
+    reader: R,
+    cutter: Cutter,
+    threads: usize,
+    block: usize,
+    /// Ranges shorter than twice this are searched on the calling thread.
+    par_min: usize,
+    /// Read input; `buf[start..]` is the current chunk and what follows it.
+    buf: Vec<u8>,
+    start: usize,
+    /// Every candidate in `[lo, scanned)` is in `cands`, for some `lo <= start + min`.
+    scanned: usize,
+    cands: VecDeque<usize>,
+    spans: Vec<Span>,
+    eof: bool,
+    done: bool,
+}
+
+impl<R: Read> ParallelChunker<R> {
+    /// `None` unless `params` are valid buzhash parameters (the fixed chunker needs no
+    /// search, so it has no parallel form). `threads <= 1` searches on the calling thread.
+    pub fn new(params: &ChunkerParams, seed: u32, reader: R, threads: usize) -> Option<Self> {
+        let cutter = Cutter::new(params, seed)?;
+        let threads = threads.max(1);
+        let block = (threads * BLOCK_PER_THREAD).max(2 * cutter.max);
+        Some(ParallelChunker {
+            reader,
+            threads,
+            block,
+            par_min: PAR_MIN,
+            buf: Vec::new(),
+            cutter,
+            start: 0,
+            scanned: 0,
+            cands: VecDeque::new(),
+            spans: Vec::new(),
+            eof: false,
+            done: false,
+        })
+    }
+
+    /// Reads at most `bytes` per fill (rounded up to twice the largest chunk): smaller
+    /// blocks bound memory, larger ones give the scanning threads more to share.
+    pub fn with_block(mut self, bytes: usize) -> Self {
+        self.block = bytes.max(2 * self.cutter.max);
+        self
+    }
+
+    /// Changes how many threads search from the next batch on (e.g. fewer while other
+    /// inputs keep the cores busy: a parallel search also hashes bytes a sequential one
+    /// skips, so it only pays off on otherwise idle cores).
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
+    }
+
+    /// Reads into `buf` (its contents are discarded): a buffer kept from an earlier
+    /// chunker saves allocating and faulting in fresh memory for every input.
+    pub fn with_buffer(mut self, mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        self.buf = buf;
+        self
+    }
+
+    /// Gives back the reader.
+    pub fn into_inner(self) -> R {
+        self.reader
+    }
+
+    /// Gives back the read buffer, for [`with_buffer`](Self::with_buffer).
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
+    }
+
+    /// The next chunks: as many as the buffered input allows, at least one; `None` at the
+    /// end. After an error the chunker is finished.
+    pub fn next_batch(&mut self) -> io::Result<Option<Batch<'_>>> {
+        self.spans.clear();
+        if self.done {
+            return Ok(None);
+        }
+        let mut first = self.start;
+        loop {
+            if let Some(n) = self.try_cut() {
+                let bytes = &self.buf[self.start..self.start + n];
+                self.spans.push(Span {
+                    offset: self.start - first,
+                    size: n,
+                    allocation: if is_zero(bytes) {
+                        Allocation::Alloc
+                    } else {
+                        Allocation::Data
+                    },
+                });
+                self.start += n;
+                continue;
+            }
+            if self.eof || !self.spans.is_empty() {
+                break;
+            }
+            if let Err(e) = self.fill() {
+                self.done = true;
+                return Err(e);
+            }
+            first = self.start;
+        }
+        if self.spans.is_empty() {
+            self.done = true;
+            return Ok(None);
+        }
+        Ok(Some(Batch {
+            data: &self.buf[first..self.start],
+            spans: &self.spans,
+        }))
+    }
+
+    /// Moves the unchunked rest to the front of the buffer and reads one more block.
+    fn fill(&mut self) -> io::Result<()> {
+        let s = self.start;
+        if s > 0 {
+            self.buf.copy_within(s.., 0);
+            self.buf.truncate(self.buf.len() - s);
+            self.scanned = self.scanned.saturating_sub(s);
+            while self.cands.front().is_some_and(|&a| a < s) {
+                self.cands.pop_front();
+            }
+            for a in self.cands.iter_mut() {
+                *a -= s;
+            }
+            self.start = 0;
+        }
+        let room = self.block + self.cutter.max;
+        if self.buf.capacity() < room {
+            self.buf.reserve_exact(room - self.buf.len());
+        }
+        if read_up_to(&mut self.reader, &mut self.buf, self.block)? < self.block {
+            self.eof = true;
+        }
+        Ok(())
+    }
+
+    /// The size of the chunk at `start` if the buffered input decides it.
+    fn try_cut(&mut self) -> Option<usize> {
+        let (min, max, w) = (self.cutter.min, self.cutter.max, self.cutter.window);
+        let s = self.start;
+        let len = self.buf.len();
+        let rem = len - s;
+        if rem < self.cutter.need() {
+            // Too little for a hash hit: the last chunk at the end, else wait for data.
+            return (self.eof && rem > 0).then_some(rem);
+        }
+        // A cut is the first candidate `a >= s + min` with `a + w < min(total, s + max)`;
+        // until the end is known only windows ending before the buffered end qualify.
+        let limit = len.min(s + max);
+        let lo = s + min;
+        let hi = limit - w;
+        while self.cands.front().is_some_and(|&a| a < lo) {
+            self.cands.pop_front();
+        }
+        if self.scanned < lo {
+            self.scanned = lo;
+        }
+        if self.cands.is_empty() && self.scanned < hi {
+            self.search(hi);
+        }
+        match self.cands.front() {
+            Some(&a) if a < hi => Some(a - s),
+            _ if self.eof || limit == s + max => Some(limit - s),
+            _ => None,
+        }
+    }
+
+    /// Extends the searched range at least to `hi` (or to its first candidate on one thread).
+    fn search(&mut self, hi: usize) {
+        let (mask, w) = (self.cutter.mask, self.cutter.window);
+        let from = self.scanned;
+        // With several threads, search everything buffered: the following chunks need it
+        // too, and one large range splits evenly.
+        let end = self.buf.len() + 1 - w;
+        if self.threads > 1 && end - from >= 2 * self.par_min {
+            let parts = self.threads.min((end - from) / self.par_min);
+            let step = (end - from).div_ceil(parts);
+            let (buf, tables) = (&self.buf, &self.cutter.tables);
+            let found: Vec<Vec<usize>> = (0..parts)
+                .into_par_iter()
+                .map(|k| {
+                    let a = from + k * step;
+                    let b = (a + step).min(end);
+                    let mut v = Vec::new();
+                    tables.candidates(buf, a, b, mask, &mut v);
+                    v
+                })
+                .collect();
+            self.cands.extend(found.into_iter().flatten());
+            self.scanned = end;
+        } else {
+            // Stop at the first hit, as borg does: bytes after it may lie in the next
+            // chunk's minimum size and need no hashing.
+            let h = self.cutter.tables.hash(&self.buf[from..from + w]);
+            match self.cutter.tables.scan(&self.buf[..hi + w], from, h, mask) {
+                Ok(a) => {
+                    self.cands.push_back(a);
+                    self.scanned = a + 1;
+                }
+                Err(_) => self.scanned = hi,
+            }
+        }
+    }
+}
+
+/// Sizes of the chunks of `data` as [`ParallelChunker`] with `threads` cuts them (equal to
+/// [`chunk_sizes`](super::chunk_sizes) for buzhash parameters); `None` for fixed parameters.
+pub fn parallel_chunk_sizes(
+    params: &ChunkerParams,
+    seed: u32,
+    data: &[u8],
+    threads: usize,
+) -> Option<Vec<usize>> {
+    let mut c = ParallelChunker::new(params, seed, data, threads)?;
+    let mut sizes = Vec::new();
+    // An in-memory reader never fails.
+    while let Ok(Some(b)) = c.next_batch() {
+        sizes.extend(b.spans.iter().map(|s| s.size));
+    }
+    Some(sizes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::chunk_sizes;
+    use super::*;
+    use proptest::prelude::*;
+
+    fn data(seed: u64, len: usize) -> Vec<u8> {
+        let mut s = seed | 1;
+        (0..len)
+            .map(|i| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                match (i / 70_000) % 6 {
+                    0 => 0,
+                    1 => 0x55,
+                    2 => (s % 3) as u8,
+                    _ => s as u8,
+                }
+            })
+            .collect()
+    }
+
+    /// Hands out at most the next of `sizes` (cycled) bytes per call.
+    struct Dribble<'a> {
+        data: &'a [u8],
+        sizes: Vec<usize>,
+        i: usize,
+    }
+
+    impl Read for Dribble<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.sizes[self.i % self.sizes.len()]
+                .min(buf.len())
+                .min(self.data.len());
+            self.i += 1;
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    fn batched<R: Read>(mut c: ParallelChunker<R>, input: &[u8]) -> Vec<usize> {
+        let mut off = 0;
+        let mut sizes = Vec::new();
+        while let Some(b) = c.next_batch().unwrap() {
+            assert!(!b.spans.is_empty());
+            for (i, s) in b.spans.iter().enumerate() {
+                let bytes = &input[off..off + s.size];
+                assert_eq!(b.bytes(i), bytes);
+                assert_eq!(s.allocation == Allocation::Alloc, is_zero(bytes));
+                off += s.size;
+                sizes.push(s.size);
+            }
+        }
+        assert_eq!(off, input.len());
+        sizes
+    }
+
+    const PARAMS: [ChunkerParams; 4] = [
+        ChunkerParams::Buzhash {
+            min_exp: 6,
+            max_exp: 9,
+            mask_bits: 6,
+            window: 63,
+        },
+        ChunkerParams::Buzhash {
+            min_exp: 10,
+            max_exp: 16,
+            mask_bits: 12,
+            window: 255,
+        },
+        ChunkerParams::ITEMS,
+        ChunkerParams::DEFAULT,
+    ];
+
+    #[test]
+    fn equals_sequential_on_large_inputs() {
+        let d = data(7, 9 << 20);
+        for p in PARAMS {
+            let want = chunk_sizes(&p, 0xdead_beef, &d);
+            for threads in [1, 2, 3, 8] {
+                for block in [0, 3 << 20, 64 << 20] {
+                    let mut c = ParallelChunker::new(&p, 0xdead_beef, &d[..], threads)
+                        .unwrap()
+                        .with_block(block);
+                    c.par_min = 4096;
+                    assert_eq!(batched(c, &d), want, "{p} threads={threads} block={block}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fixed_params_have_no_parallel_form() {
+        let f = ChunkerParams::Fixed {
+            block_size: 4096,
+            header_size: 0,
+        };
+        assert!(parallel_chunk_sizes(&f, 0, b"x", 2).is_none());
+    }
+
+    #[test]
+    fn empty_and_short_inputs() {
+        for p in PARAMS {
+            assert_eq!(parallel_chunk_sizes(&p, 1, &[], 2), Some(vec![]));
+            assert_eq!(parallel_chunk_sizes(&p, 1, &[9; 100], 2), Some(vec![100]));
+        }
+    }
+
+    #[test]
+    fn read_errors_end_the_chunker() {
+        struct Failing;
+        impl Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::other("boom"))
+            }
+        }
+        let mut c = ParallelChunker::new(&ChunkerParams::DEFAULT, 0, Failing, 2).unwrap();
+        assert!(c.next_batch().is_err());
+        assert!(c.next_batch().unwrap().is_none());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn equals_sequential(
+            seed in any::<u32>(),
+            dseed in any::<u64>(),
+            len in 0usize..300_000,
+            sizes in prop::collection::vec(1usize..70_000, 1..6),
+            threads in 1usize..4,
+            block in 0usize..200_000,
+            which in 0usize..2,
+        ) {
+            let p = PARAMS[which];
+            let d = data(dseed, len);
+            let want = chunk_sizes(&p, seed, &d);
+            let mut c = ParallelChunker::new(&p, seed, Dribble { data: &d, sizes, i: 0 }, threads)
+                .unwrap()
+                .with_block(block);
+            c.par_min = 512;
+            prop_assert_eq!(batched(c, &d), want);
+        }
+    }
+}
