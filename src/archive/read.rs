@@ -167,7 +167,7 @@ pub fn display_path(mut bytes: &[u8]) -> String {
                 let (good, bad) = bytes.split_at(e.valid_up_to());
                 out.push_str(std::str::from_utf8(good).unwrap_or_default());
                 let n = e.error_len().unwrap_or(bad.len()).max(1);
-                out.extend(std::iter::repeat('?').take(n));
+                out.extend(std::iter::repeat_n('?', n));
                 bytes = &bad[n..];
             }
         }

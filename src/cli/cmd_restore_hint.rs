@@ -143,7 +143,7 @@ pub fn run(common: &Common, args: RestoreHintArgs) -> Result<Outcome> {
                 && (p == b"etc/vzdump/pct.conf" || p.ends_with(b"/etc/vzdump/pct.conf"))
             {
                 // the shallowest one is the container's own
-                if conf.as_ref().map_or(true, |(d, _)| p.len() < *d) {
+                if conf.as_ref().is_none_or(|(d, _)| p.len() < *d) {
                     let mut data = Vec::new();
                     for_each_chunk(
                         &session,
