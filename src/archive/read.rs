@@ -91,7 +91,7 @@ pub type ChunkSink<'a, E> = dyn FnMut(&ChunkRef, &[u8]) -> Result<(), E> + 'a;
 
 /// Chunks per window: enough to keep two cores busy, small enough (with borg's ≤ 8 MiB
 /// chunks) to bound memory.
-const WINDOW: usize = 16;
+const WINDOW: usize = 8;
 
 /// Fetches the plaintexts of `chunks` and hands them to `f` in order. Every chunk is
 /// authenticated and id-checked ([`Session::open_object`]).
