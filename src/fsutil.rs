@@ -37,5 +37,8 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// Creates `dir` (and parents) with mode 0700, as borg does for its per-user dirs.
 pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }

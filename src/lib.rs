@@ -7,10 +7,10 @@
 pub mod archive;
 pub mod backup;
 pub mod format;
-pub mod repo;
-pub mod secrets;
+pub mod fsutil;
 pub mod location;
 pub mod paths;
 pub mod placeholders;
-pub mod fsutil;
+pub mod repo;
+pub mod secrets;
 pub mod session;

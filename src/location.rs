@@ -223,7 +223,11 @@ fn parse_repo(text: &str, cwd: &Path) -> Option<Repo> {
     let (user, after_user) = parse_user(text);
     if let Some((host, rest)) = parse_host(after_user) {
         if let Some(path) = rest.strip_prefix(':') {
-            if !path.is_empty() && !path.starts_with(':') && !path.starts_with("//") && !path.starts_with("ssh://") {
+            if !path.is_empty()
+                && !path.starts_with(':')
+                && !path.starts_with("//")
+                && !path.starts_with("ssh://")
+            {
                 return Some(Repo::Ssh {
                     user,
                     host: host.to_string(),
@@ -250,7 +254,11 @@ fn absolutize(p: &str, cwd: &Path) -> String {
 impl Location {
     /// Parses a location, taking the repository from `borg_repo` (the `BORG_REPO`
     /// value) when `text` is empty, `::` or `::ARCHIVE`.
-    pub fn parse(text: &str, borg_repo: Option<&str>, cwd: &Path) -> Result<Location, LocationError> {
+    pub fn parse(
+        text: &str,
+        borg_repo: Option<&str>,
+        cwd: &Path,
+    ) -> Result<Location, LocationError> {
         if text.is_empty() || text.starts_with("::") {
             let archive = match text.strip_prefix("::") {
                 Some("") | None => None,
@@ -297,7 +305,12 @@ mod tests {
         let l = p("ssh://bob@host.example:2222/srv/repo::a");
         assert_eq!(
             l.repo,
-            Repo::Ssh { user: Some("bob".into()), host: "host.example".into(), port: Some(2222), path: "/srv/repo".into() }
+            Repo::Ssh {
+                user: Some("bob".into()),
+                host: "host.example".into(),
+                port: Some(2222),
+                path: "/srv/repo".into()
+            }
         );
         assert_eq!(l.repo.canonical(), "ssh://bob@host.example:2222/srv/repo");
         let l = p("bob@host:rel/repo");
@@ -315,7 +328,10 @@ mod tests {
     #[test]
     fn key_filenames_like_borg() {
         assert_eq!(p("/srv/ex/repo").repo.key_filename(), "srv_ex_repo");
-        assert_eq!(p("ssh://u@my-host:22/srv/r").repo.key_filename(), "my_host__srv_r");
+        assert_eq!(
+            p("ssh://u@my-host:22/srv/r").repo.key_filename(),
+            "my_host__srv_r"
+        );
     }
 
     #[test]

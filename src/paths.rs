@@ -103,19 +103,35 @@ mod tests {
 
     #[test]
     fn base_dir_wins_over_xdg() {
-        let e = env_of(&[("BORG_BASE_DIR", "/b"), ("XDG_CONFIG_HOME", "/x"), ("HOME", "/h")]);
+        let e = env_of(&[
+            ("BORG_BASE_DIR", "/b"),
+            ("XDG_CONFIG_HOME", "/x"),
+            ("HOME", "/h"),
+        ]);
         assert_eq!(config_dir(&e), PathBuf::from("/b/.config/borg"));
         assert_eq!(cache_dir(&e), PathBuf::from("/b/.cache/borg"));
         assert_eq!(keys_dir(&e), PathBuf::from("/b/.config/borg/keys"));
-        assert_eq!(security_dir(&e, "ab"), PathBuf::from("/b/.config/borg/security/ab"));
+        assert_eq!(
+            security_dir(&e, "ab"),
+            PathBuf::from("/b/.config/borg/security/ab")
+        );
     }
 
     #[test]
     fn xdg_and_explicit_dirs() {
-        let e = env_of(&[("XDG_CONFIG_HOME", "/x"), ("XDG_CACHE_HOME", "/c"), ("HOME", "/h")]);
+        let e = env_of(&[
+            ("XDG_CONFIG_HOME", "/x"),
+            ("XDG_CACHE_HOME", "/c"),
+            ("HOME", "/h"),
+        ]);
         assert_eq!(config_dir(&e), PathBuf::from("/x/borg"));
         assert_eq!(cache_dir(&e), PathBuf::from("/c/borg"));
-        let e = env_of(&[("HOME", "/h"), ("BORG_KEYS_DIR", "/k"), ("BORG_SECURITY_DIR", "/s"), ("BORG_CACHE_DIR", "/cc")]);
+        let e = env_of(&[
+            ("HOME", "/h"),
+            ("BORG_KEYS_DIR", "/k"),
+            ("BORG_SECURITY_DIR", "/s"),
+            ("BORG_CACHE_DIR", "/cc"),
+        ]);
         assert_eq!(keys_dir(&e), PathBuf::from("/k"));
         assert_eq!(security_dir(&e, "id"), PathBuf::from("/s/id"));
         assert_eq!(cache_dir(&e), PathBuf::from("/cc"));

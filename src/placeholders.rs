@@ -58,8 +58,13 @@ impl Placeholders {
             "reverse-fqdn" => self.fqdn.rsplit('.').collect::<Vec<_>>().join("."),
             "user" => self.user.clone(),
             "pid" => self.pid.to_string(),
-            "now" => local.format(spec.unwrap_or("%Y-%m-%dT%H:%M:%S")).to_string(),
-            "utcnow" => self.now.format(spec.unwrap_or("%Y-%m-%dT%H:%M:%S")).to_string(),
+            "now" => local
+                .format(spec.unwrap_or("%Y-%m-%dT%H:%M:%S"))
+                .to_string(),
+            "utcnow" => self
+                .now
+                .format(spec.unwrap_or("%Y-%m-%dT%H:%M:%S"))
+                .to_string(),
             "unixtime" => self.now.timestamp().to_string(),
             "uuid4" => uuid4(),
             "borgversion" => {
@@ -148,7 +153,14 @@ fn uuid4() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 #[cfg(test)]

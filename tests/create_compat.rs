@@ -20,9 +20,17 @@ const MODES: [&str; 7] = [
 fn extract_and_compare(env: &TestEnv, v: Borg, repo: &str, archive: &str, src: &std::path::Path) {
     let dest = env.path().join(format!("extract-{}-{archive}", v.name()));
     std::fs::create_dir_all(&dest).unwrap();
-    ok(env.borg(v).current_dir(&dest).args(["extract", &format!("{repo}::{archive}")]));
+    ok(env
+        .borg(v)
+        .current_dir(&dest)
+        .args(["extract", &format!("{repo}::{archive}")]));
     let d = diff(&scan(src), &scan(&dest.join("src")));
-    assert!(d.is_empty(), "{} extract of {archive} differs:\n{}", v.name(), d.join("\n"));
+    assert!(
+        d.is_empty(),
+        "{} extract of {archive} differs:\n{}",
+        v.name(),
+        d.join("\n")
+    );
 }
 
 fn borg_check_clean(env: &TestEnv, v: Borg, repo: &str) {
@@ -37,17 +45,35 @@ fn our_repo_roundtrip(mode: &str) {
     make_tree(&src);
     let repo = env.path().join("repo").display().to_string();
     ok(env.ours().args(["init", "-e", mode, &repo]));
-    ok(env.ours().current_dir(env.path()).args(["create", &format!("{repo}::first"), "src"]));
+    ok(env
+        .ours()
+        .current_dir(env.path())
+        .args(["create", &format!("{repo}::first"), "src"]));
     for v in Borg::ALL {
         borg_check_clean(&env, v, &repo);
         let list = ok(env.borg(v).args(["list", "--short", &repo]));
-        assert!(list.lines().any(|l| l == "first"), "{} list: {list}", v.name());
+        assert!(
+            list.lines().any(|l| l == "first"),
+            "{} list: {list}",
+            v.name()
+        );
         extract_and_compare(&env, v, &repo, "first", &src);
     }
     // borg appends to our repository, then we append after borg
-    ok(env.borg(Borg::V14).current_dir(env.path()).args(["create", &format!("{repo}::by-borg14"), "src"]));
-    ok(env.borg(Borg::V12).current_dir(env.path()).args(["create", &format!("{repo}::by-borg12"), "src"]));
-    ok(env.ours().current_dir(env.path()).args(["create", &format!("{repo}::second"), "src"]));
+    ok(env.borg(Borg::V14).current_dir(env.path()).args([
+        "create",
+        &format!("{repo}::by-borg14"),
+        "src",
+    ]));
+    ok(env.borg(Borg::V12).current_dir(env.path()).args([
+        "create",
+        &format!("{repo}::by-borg12"),
+        "src",
+    ]));
+    ok(env
+        .ours()
+        .current_dir(env.path())
+        .args(["create", &format!("{repo}::second"), "src"]));
     for v in Borg::ALL {
         borg_check_clean(&env, v, &repo);
     }
@@ -84,12 +110,24 @@ fn append_to_borg_repo_dedups() {
         make_tree(&src);
         let repo = env.path().join("repo").display().to_string();
         ok(env.borg(v).args(["init", "-e", mode, &repo]));
-        ok(env.borg(v).current_dir(env.path()).args(["create", &format!("{repo}::borg"), "src"]));
-        let out = ok(env.ours().current_dir(env.path()).args(["create", "--json", &format!("{repo}::ours"), "src"]));
+        ok(env
+            .borg(v)
+            .current_dir(env.path())
+            .args(["create", &format!("{repo}::borg"), "src"]));
+        let out = ok(env.ours().current_dir(env.path()).args([
+            "create",
+            "--json",
+            &format!("{repo}::ours"),
+            "src",
+        ]));
         let j: serde_json::Value = serde_json::from_str(&out).unwrap();
         let dedup = j["archive"]["stats"]["deduplicated_size"].as_u64().unwrap();
         // only metadata may be new: item chunks and the archive object
-        assert!(dedup < 20_000, "{}: {dedup} bytes new after borg stored the same tree", v.name());
+        assert!(
+            dedup < 20_000,
+            "{}: {dedup} bytes new after borg stored the same tree",
+            v.name()
+        );
         for w in Borg::ALL {
             borg_check_clean(&env, w, &repo);
         }
@@ -107,11 +145,32 @@ fn unchanged_rerun_uses_files_cache() {
     ok(env.ours().args(["init", "-e", "repokey-blake2", &repo]));
     // the files cache does not trust files modified in the same second as the newest one
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    ok(env.ours().current_dir(env.path()).args(["create", &format!("{repo}::a"), "src"]));
-    let out = ok(env.ours().current_dir(env.path()).args(["create", "--list", &format!("{repo}::b"), "src"]));
+    ok(env
+        .ours()
+        .current_dir(env.path())
+        .args(["create", &format!("{repo}::a"), "src"]));
+    let out = ok(env.ours().current_dir(env.path()).args([
+        "create",
+        "--list",
+        &format!("{repo}::b"),
+        "src",
+    ]));
     let _ = out;
-    let (_, _, err) = run(env.ours().current_dir(env.path()).args(["create", "--list", "--filter", "AM", &format!("{repo}::c"), "src"]));
-    let changed: Vec<&str> = err.lines().filter(|l| l.starts_with("A ") || l.starts_with("M ")).collect();
-    assert!(changed.is_empty(), "files re-read on unchanged tree: {changed:?}");
+    let (_, _, err) = run(env.ours().current_dir(env.path()).args([
+        "create",
+        "--list",
+        "--filter",
+        "AM",
+        &format!("{repo}::c"),
+        "src",
+    ]));
+    let changed: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("A ") || l.starts_with("M "))
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "files re-read on unchanged tree: {changed:?}"
+    );
     borg_check_clean(&env, Borg::V14, &repo);
 }

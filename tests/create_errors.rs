@@ -29,7 +29,10 @@ fn setup(mode: &str) -> (TestEnv, String) {
     std::fs::write(env.path().join("src/f"), b"data").unwrap();
     let repo = env.path().join("repo").display().to_string();
     ok(env.ours().args(["init", "-e", mode, &repo]));
-    ok(env.ours().current_dir(env.path()).args(["create", &format!("{repo}::a"), "src"]));
+    ok(env
+        .ours()
+        .current_dir(env.path())
+        .args(["create", &format!("{repo}::a"), "src"]));
     (env, repo)
 }
 
@@ -38,9 +41,19 @@ fn fails_cleanly(env: &TestEnv, repo: &str, cmd: &mut std::process::Command, nee
     let before = repo_state(std::path::Path::new(repo));
     let (rc, _out, err) = run(cmd);
     assert_eq!(rc, 2, "expected rc 2, got {rc}: {err}");
-    assert!(err.contains(needle), "error should mention {needle:?}: {err}");
-    assert!(err.lines().filter(|l| !l.trim().is_empty()).count() <= 2, "error should be short: {err}");
-    assert_eq!(before, repo_state(std::path::Path::new(repo)), "repository changed");
+    assert!(
+        err.contains(needle),
+        "error should mention {needle:?}: {err}"
+    );
+    assert!(
+        err.lines().filter(|l| !l.trim().is_empty()).count() <= 2,
+        "error should be short: {err}"
+    );
+    assert_eq!(
+        before,
+        repo_state(std::path::Path::new(repo)),
+        "repository changed"
+    );
     let _ = env;
 }
 
@@ -48,7 +61,9 @@ fn fails_cleanly(env: &TestEnv, repo: &str, cmd: &mut std::process::Command, nee
 fn wrong_passphrase() {
     let (env, repo) = setup("repokey-blake2");
     let mut c = env.ours();
-    c.env("BORG_PASSPHRASE", "wrong").current_dir(env.path()).args(["create", &format!("{repo}::b"), "src"]);
+    c.env("BORG_PASSPHRASE", "wrong")
+        .current_dir(env.path())
+        .args(["create", &format!("{repo}::b"), "src"]);
     fails_cleanly(&env, &repo, &mut c, "passphrase");
 }
 
@@ -59,14 +74,18 @@ fn not_a_repository() {
     let p = env.path().join("plain").display().to_string();
     let (rc, _, err) = run(env.ours().args(["list", &p]));
     assert_eq!(rc, 2);
-    assert!(err.contains("not a valid") || err.contains("does not exist") || err.contains("repository"), "{err}");
+    assert!(
+        err.contains("not a valid") || err.contains("does not exist") || err.contains("repository"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unknown_compression() {
     let (env, repo) = setup("none");
     let mut c = env.ours();
-    c.current_dir(env.path()).args(["create", "-C", "snappy", &format!("{repo}::b"), "src"]);
+    c.current_dir(env.path())
+        .args(["create", "-C", "snappy", &format!("{repo}::b"), "src"]);
     fails_cleanly(&env, &repo, &mut c, "snappy");
 }
 
@@ -74,7 +93,8 @@ fn unknown_compression() {
 fn archive_exists() {
     let (env, repo) = setup("repokey");
     let mut c = env.ours();
-    c.current_dir(env.path()).args(["create", &format!("{repo}::a"), "src"]);
+    c.current_dir(env.path())
+        .args(["create", &format!("{repo}::a"), "src"]);
     fails_cleanly(&env, &repo, &mut c, "already exists");
 }
 
@@ -96,7 +116,8 @@ fn locked_by_live_borg() {
     }
     assert!(lockdir.exists(), "borg did not take the lock");
     let mut c = env.ours();
-    c.current_dir(env.path()).args(["create", "--lock-wait", "1", &format!("{repo}::b"), "src"]);
+    c.current_dir(env.path())
+        .args(["create", "--lock-wait", "1", &format!("{repo}::b"), "src"]);
     let (rc, _, err) = run(&mut c);
     holder.kill().ok();
     holder.wait().ok();
@@ -109,7 +130,12 @@ fn unreadable_source_is_a_warning() {
     let (env, repo) = setup("none");
     std::fs::create_dir_all(env.path().join("src2")).unwrap();
     std::fs::write(env.path().join("src2/ok"), b"fine").unwrap();
-    let (rc, _, err) = run(env.ours().current_dir(env.path()).args(["create", &format!("{repo}::b"), "src2", "missing-path"]));
+    let (rc, _, err) = run(env.ours().current_dir(env.path()).args([
+        "create",
+        &format!("{repo}::b"),
+        "src2",
+        "missing-path",
+    ]));
     assert_eq!(rc, 1, "missing source must be a warning: {err}");
     assert!(err.contains("missing-path"), "{err}");
     let list = ok(env.ours().args(["list", "--short", &format!("{repo}::b")]));

@@ -17,7 +17,13 @@ fn stdin_backup_extracts_identically() {
     let mut hasher_in = blake2b_digest_new();
     let mut child = env
         .ours()
-        .args(["create", "--stdin-name", "vm.raw", &format!("{repo}::stdin"), "-"])
+        .args([
+            "create",
+            "--stdin-name",
+            "vm.raw",
+            &format!("{repo}::stdin"),
+            "-",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -36,9 +42,14 @@ fn stdin_backup_extracts_identically() {
         }
     }
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut c = env.borg(Borg::V14);
-    c.args(["extract", "--stdout", &format!("{repo}::stdin")]).stdout(Stdio::piped());
+    c.args(["extract", "--stdout", &format!("{repo}::stdin")])
+        .stdout(Stdio::piped());
     let mut child = c.spawn().unwrap();
     let mut h = blake2b_digest_new();
     let mut so = child.stdout.take().unwrap();
@@ -54,8 +65,14 @@ fn stdin_backup_extracts_identically() {
     }
     assert!(child.wait().unwrap().success());
     assert_eq!(total, 1 << 30);
-    assert_eq!(h.finalize().as_bytes(), hasher_in.finalize().as_bytes(), "stdin content differs");
-    let list = ok(env.borg(Borg::V12).args(["list", &format!("{repo}::stdin")]));
+    assert_eq!(
+        h.finalize().as_bytes(),
+        hasher_in.finalize().as_bytes(),
+        "stdin content differs"
+    );
+    let list = ok(env
+        .borg(Borg::V12)
+        .args(["list", &format!("{repo}::stdin")]));
     assert!(list.contains("vm.raw"), "{list}");
 }
 
@@ -81,7 +98,12 @@ fn read_special_reads_device_content() {
             f.write_all(&data).unwrap();
         })
     };
-    ok(env.ours().current_dir(env.path()).args(["create", "--read-special", &format!("{repo}::img"), "dev/disk0"]));
+    ok(env.ours().current_dir(env.path()).args([
+        "create",
+        "--read-special",
+        &format!("{repo}::img"),
+        "dev/disk0",
+    ]));
     writer.join().unwrap();
     let out = std::process::Command::new(Borg::V14.exe())
         .env("BORG_BASE_DIR", env.path().join("home"))
@@ -89,10 +111,22 @@ fn read_special_reads_device_content() {
         .args(["extract", "--stdout", &format!("{repo}::img"), "dev/disk0"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.stdout == data, "read-special content differs");
-    let list = ok(env.borg(Borg::V14).args(["list", "--format", "{mode} {path}{NL}", &format!("{repo}::img")]));
-    assert!(list.contains("-rw------- dev/disk0"), "special file must be stored as a regular file: {list}");
+    let list = ok(env.borg(Borg::V14).args([
+        "list",
+        "--format",
+        "{mode} {path}{NL}",
+        &format!("{repo}::img"),
+    ]));
+    assert!(
+        list.contains("-rw------- dev/disk0"),
+        "special file must be stored as a regular file: {list}"
+    );
 }
 
 #[test]
@@ -105,7 +139,10 @@ fn kill_during_create_leaves_a_clean_repo() {
     for i in 0..48 {
         std::fs::write(src.join(format!("f{i}")), prng_bytes(1000 + i, 4 << 20)).unwrap();
     }
-    ok(env.ours().current_dir(env.path()).args(["create", &format!("{repo}::before"), "src/f0"]));
+    ok(env
+        .ours()
+        .current_dir(env.path())
+        .args(["create", &format!("{repo}::before"), "src/f0"]));
     let mut child = env
         .ours()
         .current_dir(env.path())
@@ -119,7 +156,12 @@ fn kill_during_create_leaves_a_clean_repo() {
     let start = std::time::Instant::now();
     loop {
         let bytes: u64 = std::fs::read_dir(&data)
-            .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
             .unwrap_or(0);
         if bytes >= 64 << 20 || start.elapsed().as_secs() > 30 {
             break;
@@ -132,10 +174,18 @@ fn kill_during_create_leaves_a_clean_repo() {
         let (rc, out, err) = run(env.borg(v).args(["check", &repo]));
         assert_eq!(rc, 0, "{} check after kill: {out}{err}", v.name());
     }
-    ok(env.ours().current_dir(env.path()).args(["create", &format!("{repo}::after"), "src"]));
+    ok(env
+        .ours()
+        .current_dir(env.path())
+        .args(["create", &format!("{repo}::after"), "src"]));
     for v in Borg::ALL {
         let (rc, out, err) = run(env.borg(v).args(["check", "--verify-data", &repo]));
-        assert_eq!(rc, 0, "{} check after rerun (orphans?): {out}{err}", v.name());
+        assert_eq!(
+            rc,
+            0,
+            "{} check after rerun (orphans?): {out}{err}",
+            v.name()
+        );
         assert!(!err.contains("orphan"), "{err}");
     }
     let list = ok(env.ours().args(["list", "--short", &repo]));

@@ -28,23 +28,35 @@ fn ours_then_borg(server: Borg, mode: &str) {
     let path = env.path().join("repo");
     let repo = url(&sshd, &path);
     ok(remote_cmd(env.ours(), &rsh, server).args(["init", "-e", mode, &repo]));
-    ok(remote_cmd(env.ours(), &rsh, server).current_dir(env.path()).args(["create", &format!("{repo}::remote1"), "src"]));
+    ok(remote_cmd(env.ours(), &rsh, server)
+        .current_dir(env.path())
+        .args(["create", &format!("{repo}::remote1"), "src"]));
     // borg over ssh and borg on the same directory locally (its location differs: accept)
-    let (rc, out, err) = run(remote_cmd(env.borg(server), &rsh, server).args(["check", "--verify-data", &repo]));
+    let (rc, out, err) =
+        run(remote_cmd(env.borg(server), &rsh, server).args(["check", "--verify-data", &repo]));
     assert_eq!(rc, 0, "{out}{err}");
     let local = path.display().to_string();
     let (rc, out, err) = run(env.borg(Borg::V14).args(["check", "--verify-data", &local]));
     assert_eq!(rc, 0, "{out}{err}");
     let dest = env.path().join("x");
     std::fs::create_dir_all(&dest).unwrap();
-    ok(remote_cmd(env.borg(server), &rsh, server).current_dir(&dest).args(["extract", &format!("{repo}::remote1")]));
+    ok(remote_cmd(env.borg(server), &rsh, server)
+        .current_dir(&dest)
+        .args(["extract", &format!("{repo}::remote1")]));
     let d = diff(&scan(&src), &scan(&dest.join("src")));
     assert!(d.is_empty(), "extract differs:\n{}", d.join("\n"));
     // borg appends over ssh, then we append again and dedup
-    ok(remote_cmd(env.borg(server), &rsh, server).current_dir(env.path()).args(["create", &format!("{repo}::by-borg"), "src"]));
-    let out = ok(remote_cmd(env.ours(), &rsh, server).current_dir(env.path()).args(["create", "--json", &format!("{repo}::remote2"), "src"]));
+    ok(remote_cmd(env.borg(server), &rsh, server)
+        .current_dir(env.path())
+        .args(["create", &format!("{repo}::by-borg"), "src"]));
+    let out = ok(remote_cmd(env.ours(), &rsh, server)
+        .current_dir(env.path())
+        .args(["create", "--json", &format!("{repo}::remote2"), "src"]));
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert!(j["archive"]["stats"]["deduplicated_size"].as_u64().unwrap() < 20_000, "{j}");
+    assert!(
+        j["archive"]["stats"]["deduplicated_size"].as_u64().unwrap() < 20_000,
+        "{j}"
+    );
     let list = ok(remote_cmd(env.ours(), &rsh, server).args(["list", "--short", &repo]));
     assert_eq!(list.lines().count(), 3, "{list}");
     let (rc, out, err) = run(env.borg(Borg::V12).args(["check", &local]));
@@ -67,21 +79,31 @@ fn restricted_and_append_only_servers() {
     let sshd = Sshd::start();
     let allowed = env.path().join("allowed");
     std::fs::create_dir_all(&allowed).unwrap();
-    let forced = format!("{} serve --restrict-to-path {} --append-only", Borg::V14.exe().display(), allowed.display());
+    let forced = format!(
+        "{} serve --restrict-to-path {} --append-only",
+        Borg::V14.exe().display(),
+        allowed.display()
+    );
     let key = sshd.client_key(Some(&forced));
     let rsh = sshd.rsh_without_port(&key);
     std::fs::create_dir_all(env.path().join("src")).unwrap();
     std::fs::write(env.path().join("src/f"), b"x").unwrap();
     let outside = url(&sshd, &env.path().join("elsewhere"));
-    let (rc, _, err) = run(remote_cmd(env.ours(), &rsh, Borg::V14).args(["init", "-e", "none", &outside]));
+    let (rc, _, err) =
+        run(remote_cmd(env.ours(), &rsh, Borg::V14).args(["init", "-e", "none", &outside]));
     assert_eq!(rc, 2);
     assert!(err.contains("not allowed"), "{err}");
     let inside = url(&sshd, &allowed.join("repo"));
     ok(remote_cmd(env.ours(), &rsh, Borg::V14).args(["init", "-e", "repokey", &inside]));
-    ok(remote_cmd(env.ours(), &rsh, Borg::V14).current_dir(env.path()).args(["create", &format!("{inside}::a"), "src"]));
+    ok(remote_cmd(env.ours(), &rsh, Borg::V14)
+        .current_dir(env.path())
+        .args(["create", &format!("{inside}::a"), "src"]));
     let list = ok(remote_cmd(env.ours(), &rsh, Borg::V14).args(["list", "--short", &inside]));
     assert_eq!(list.trim(), "a");
-    assert!(allowed.join("repo/transactions").exists(), "append-only server logs transactions");
+    assert!(
+        allowed.join("repo/transactions").exists(),
+        "append-only server logs transactions"
+    );
 }
 
 #[test]
@@ -93,7 +115,11 @@ fn killed_connection_leaves_a_clean_repo() {
     let src = env.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     for i in 0..24 {
-        std::fs::write(src.join(format!("f{i}")), common::prng_bytes(500 + i, 4 << 20)).unwrap();
+        std::fs::write(
+            src.join(format!("f{i}")),
+            common::prng_bytes(500 + i, 4 << 20),
+        )
+        .unwrap();
     }
     let path = env.path().join("repo");
     let repo = url(&sshd, &path);
@@ -106,7 +132,14 @@ fn killed_connection_leaves_a_clean_repo() {
         .spawn()
         .unwrap();
     let seg_bytes = || -> u64 {
-        std::fs::read_dir(path.join("data/0")).map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
+        std::fs::read_dir(path.join("data/0"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
     };
     let t = std::time::Instant::now();
     while seg_bytes() < 24 << 20 && t.elapsed().as_secs() < 60 {
@@ -114,14 +147,21 @@ fn killed_connection_leaves_a_clean_repo() {
     }
     assert!(sshd.kill_sessions() > 0, "no ssh session to kill");
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let local = path.display().to_string();
     // the killed server left its lock behind; its process may linger as a zombie here
     // (no init reaps it in this sandbox), so clear it the documented way
     ok(env.borg(Borg::V14).args(["break-lock", &local]));
     let (rc, o, e) = run(env.borg(Borg::V14).args(["check", &local]));
     assert_eq!(rc, 0, "{o}{e}");
-    ok(remote_cmd(env.ours(), &rsh, Borg::V14).current_dir(env.path()).args(["create", &format!("{repo}::after"), "src"]));
+    ok(remote_cmd(env.ours(), &rsh, Borg::V14)
+        .current_dir(env.path())
+        .args(["create", &format!("{repo}::after"), "src"]));
     let (rc, o, e) = run(env.borg(Borg::V12).args(["check", "--verify-data", &local]));
     assert_eq!(rc, 0, "{o}{e}");
     let list = ok(env.borg(Borg::V14).args(["list", "--short", &local]));

@@ -21,7 +21,11 @@ fuzz_target!(|data: &[u8]| {
             m.enc_hmac_key = [2u8; 32].to_vec();
             m.id_key = [3u8; 32].to_vec();
         }
-        let key = if mode == KeyMode::Plaintext { Key::plaintext([7u8; 32]) } else { Key::from_material(mode, m.clone()) };
+        let key = if mode == KeyMode::Plaintext {
+            Key::plaintext([7u8; 32])
+        } else {
+            Key::from_material(mode, m.clone())
+        };
         let _ = key.open(data);
         let _ = Key::envelope_iv(data);
     }

@@ -109,7 +109,8 @@ impl CacheDir {
         crate::fsutil::ensure_private_dir(&dir.join("archives")).map_err(io_err(&dir))?;
         let tag = root.join("CACHEDIR.TAG");
         if !tag.exists() {
-            crate::fsutil::save_file(&tag, crate::paths::CACHE_TAG_CONTENTS).map_err(io_err(&tag))?;
+            crate::fsutil::save_file(&tag, crate::paths::CACHE_TAG_CONTENTS)
+                .map_err(io_err(&tag))?;
         }
         Ok(CacheDir { dir })
     }
@@ -124,7 +125,12 @@ impl CacheDir {
     }
 
     /// Chunks referenced by one archive (its metadata and item chunks included).
-    pub fn archive_chunks(&self, session: &Session, name: &[u8], id: &ObjectId) -> Result<Vec<(ObjectId, Entry)>, CacheError> {
+    pub fn archive_chunks(
+        &self,
+        session: &Session,
+        name: &[u8],
+        id: &ObjectId,
+    ) -> Result<Vec<(ObjectId, Entry)>, CacheError> {
         let path = self.archive_file(id);
         if let Ok(data) = std::fs::read(&path) {
             if let Some(v) = decode_entries(&data) {
@@ -136,13 +142,24 @@ impl CacheDir {
             reason,
         };
         let mut map: HashMap<ObjectId, Entry> = HashMap::new();
-        let envelope = session.repo.lock().expect("repository lock").get(id).map_err(SessionError::from)?;
+        let envelope = session
+            .repo
+            .lock()
+            .expect("repository lock")
+            .get(id)
+            .map_err(SessionError::from)?;
         let raw = session.open_object(id, &envelope)?;
         bump(&mut map, *id, raw.len() as u32, envelope.len() as u32, 1);
-        let (meta, _) = ArchiveMeta::decode(&raw, session.key.as_ref()).map_err(|e| aerr(e.to_string()))?;
+        let (meta, _) =
+            ArchiveMeta::decode(&raw, session.key.as_ref()).map_err(|e| aerr(e.to_string()))?;
         let mut dec = ItemStreamDecoder::new();
         for iid in &meta.items {
-            let env = session.repo.lock().expect("repository lock").get(iid).map_err(SessionError::from)?;
+            let env = session
+                .repo
+                .lock()
+                .expect("repository lock")
+                .get(iid)
+                .map_err(SessionError::from)?;
             let plain = session.open_object(iid, &env)?;
             bump(&mut map, *iid, plain.len() as u32, env.len() as u32, 1);
             dec.feed(&plain);
@@ -163,8 +180,14 @@ impl CacheDir {
     pub fn load_chunks(&self, session: &Session) -> Result<HashMap<ObjectId, Entry>, CacheError> {
         let state = self.dir.join("manifest");
         let chunks = self.dir.join("chunks");
-        if std::fs::read_to_string(&state).ok().as_deref() == Some(hex::encode(session.manifest_id).as_str()) {
-            if let Some(v) = std::fs::read(&chunks).ok().as_deref().and_then(decode_entries) {
+        if std::fs::read_to_string(&state).ok().as_deref()
+            == Some(hex::encode(session.manifest_id).as_str())
+        {
+            if let Some(v) = std::fs::read(&chunks)
+                .ok()
+                .as_deref()
+                .and_then(decode_entries)
+            {
                 return Ok(v.into_iter().collect());
             }
         }
@@ -200,7 +223,8 @@ impl CacheDir {
         let chunks = self.dir.join("chunks");
         crate::fsutil::save_file(&chunks, &encode_entries(all)).map_err(io_err(&chunks))?;
         let state = self.dir.join("manifest");
-        crate::fsutil::save_file(&state, hex::encode(manifest_id).as_bytes()).map_err(io_err(&state))
+        crate::fsutil::save_file(&state, hex::encode(manifest_id).as_bytes())
+            .map_err(io_err(&state))
     }
 }
 
@@ -248,10 +272,14 @@ impl std::str::FromStr for FilesCacheMode {
             }
         }
         if m.ctime && m.mtime {
-            return Err(format!("files cache mode {s:?}: ctime and mtime are mutually exclusive"));
+            return Err(format!(
+                "files cache mode {s:?}: ctime and mtime are mutually exclusive"
+            ));
         }
         if m.disabled && (m.ctime || m.mtime || m.size || m.inode || m.rechunk) {
-            return Err(format!("files cache mode {s:?}: disabled excludes every other mode"));
+            return Err(format!(
+                "files cache mode {s:?}: disabled excludes every other mode"
+            ));
         }
         Ok(m)
     }
@@ -331,7 +359,14 @@ impl FilesCache {
     }
 
     /// Remembers a file read (or confirmed) in this run.
-    pub fn memorize(&mut self, key: Vec<u8>, inode: u64, size: u64, cmtime_ns: i64, chunks: Vec<ChunkRef>) {
+    pub fn memorize(
+        &mut self,
+        key: Vec<u8>,
+        inode: u64,
+        size: u64,
+        cmtime_ns: i64,
+        chunks: Vec<ChunkRef>,
+    ) {
         if self.mode.disabled {
             return;
         }
@@ -437,7 +472,14 @@ mod tests {
 
     #[test]
     fn entries_round_trip_and_detect_damage() {
-        let v = vec![([7u8; 32], Entry { refcount: 3, size: 10, csize: 20 })];
+        let v = vec![(
+            [7u8; 32],
+            Entry {
+                refcount: 3,
+                size: 10,
+                csize: 20,
+            },
+        )];
         let b = encode_entries(&v);
         assert_eq!(decode_entries(&b).unwrap(), v);
         let mut bad = b.clone();
@@ -449,7 +491,11 @@ mod tests {
     #[test]
     fn files_cache_modes_and_ageing() {
         let mut fc = FilesCache::new(FilesCacheMode::default(), 20, 200);
-        let c = vec![ChunkRef { id: [1; 32], size: 5, csize: 9 }];
+        let c = vec![ChunkRef {
+            id: [1; 32],
+            size: 5,
+            csize: 9,
+        }];
         fc.memorize(b"a".to_vec(), 1, 5, 100, c.clone());
         fc.memorize(b"b".to_vec(), 2, 5, 200, c.clone());
         assert_eq!(fc.lookup(b"a", 1, 5, 100), Some(&c[..]));
@@ -458,7 +504,11 @@ mod tests {
         assert_eq!(fc.lookup(b"a", 1, 5, 101), None);
         let data = encode_files(fc.entries.iter().filter(|(_, e)| e.cmtime_ns < 200));
         let back = decode_files(&data).unwrap();
-        assert_eq!(back.len(), 1, "an entry changed too recently is not trusted");
+        assert_eq!(
+            back.len(),
+            1,
+            "an entry changed too recently is not trusted"
+        );
         assert!("ctime,mtime".parse::<FilesCacheMode>().is_err());
         assert!("mtime,size".parse::<FilesCacheMode>().unwrap().mtime);
         assert!("bogus".parse::<FilesCacheMode>().is_err());

@@ -329,7 +329,10 @@ fn chunk_parallel<R: Read>(
     let threads = rayon::current_num_threads();
     let _active = ActiveInput::enter();
     let Some(chunker) = ParallelChunker::new(params, seed, reader, threads) else {
-        let e = std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("invalid chunker params {params}"));
+        let e = std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("invalid chunker params {params}"),
+        );
         return Ok(Err(e));
     };
     let mut chunker = chunker.with_buffer(CHUNK_BUF.with(|b| std::mem::take(&mut *b.borrow_mut())));
@@ -342,8 +345,18 @@ fn chunk_parallel<R: Read>(
             Ok(None) => break Ok(Ok(refs)),
             Err(e) => break Ok(Err(e)),
         };
-        store.stats.bytes_read.fetch_add(batch.data.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        let one = |i: usize| store_one(store, batch.spans[i].allocation, batch.spans[i].size, batch.bytes(i));
+        store.stats.bytes_read.fetch_add(
+            batch.data.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let one = |i: usize| {
+            store_one(
+                store,
+                batch.spans[i].allocation,
+                batch.spans[i].size,
+                batch.bytes(i),
+            )
+        };
         let out: Result<Vec<ChunkRef>, StoreError> = if batch.spans.len() == 1 {
             one(0).map(|r| vec![r])
         } else {
@@ -366,11 +379,19 @@ fn chunk_reader<R: Read>(
     let mut refs = Vec::new();
     let mut batch = Vec::new();
     let mut batch_bytes = 0usize;
-    let flush = |batch: &mut Vec<(Allocation, usize, Vec<u8>)>, refs: &mut Vec<ChunkRef>| -> Result<(), StoreError> {
+    let flush = |batch: &mut Vec<(Allocation, usize, Vec<u8>)>,
+                 refs: &mut Vec<ChunkRef>|
+     -> Result<(), StoreError> {
         let out: Result<Vec<ChunkRef>, StoreError> = if batch.len() == 1 {
-            batch.iter().map(|(a, n, d)| store_one(store, *a, *n, d)).collect()
+            batch
+                .iter()
+                .map(|(a, n, d)| store_one(store, *a, *n, d))
+                .collect()
         } else {
-            batch.par_iter().map(|(a, n, d)| store_one(store, *a, *n, d)).collect()
+            batch
+                .par_iter()
+                .map(|(a, n, d)| store_one(store, *a, *n, d))
+                .collect()
         };
         refs.extend(out?);
         batch.clear();
@@ -384,7 +405,10 @@ fn chunk_reader<R: Read>(
                 return Ok(Err(e));
             }
         };
-        store.stats.bytes_read.fetch_add(c.size as u64, std::sync::atomic::Ordering::Relaxed);
+        store
+            .stats
+            .bytes_read
+            .fetch_add(c.size as u64, std::sync::atomic::Ordering::Relaxed);
         batch_bytes += c.data.len();
         batch.push((c.allocation, c.size, c.data));
         if batch_bytes >= BATCH_BYTES {
@@ -396,7 +420,12 @@ fn chunk_reader<R: Read>(
     Ok(Ok(refs))
 }
 
-fn store_one(store: &ChunkStore, a: Allocation, size: usize, data: &[u8]) -> Result<ChunkRef, StoreError> {
+fn store_one(
+    store: &ChunkStore,
+    a: Allocation,
+    size: usize,
+    data: &[u8],
+) -> Result<ChunkRef, StoreError> {
     match a {
         Allocation::Data => store.store(data),
         Allocation::Alloc | Allocation::Hole => store.store_zeros(size),
@@ -422,7 +451,11 @@ fn process_file(sh: &Shared, job: &FileJob) -> Result<FileOutcome, StoreError> {
     let shown = job.fs_path.display().to_string();
     let mut oo = std::fs::OpenOptions::new();
     oo.read(true);
-    let flags = if job.special { libc::O_NOFOLLOW } else { libc::O_NOFOLLOW | libc::O_NONBLOCK };
+    let flags = if job.special {
+        libc::O_NOFOLLOW
+    } else {
+        libc::O_NOFOLLOW | libc::O_NONBLOCK
+    };
     oo.custom_flags(flags | libc::O_NOATIME);
     let file = match oo.open(&job.fs_path) {
         Ok(f) => f,
@@ -442,9 +475,13 @@ fn process_file(sh: &Shared, job: &FileJob) -> Result<FileOutcome, StoreError> {
         Err(e) => return Ok(warn('E', format!("{shown}: fstat: {e}"))),
     };
     if st.ino() != job.ino || st.dev() != job.dev {
-        return Ok(warn('E', format!("{shown}: file inode changed (race condition), skipping file")));
+        return Ok(warn(
+            'E',
+            format!("{shown}: file inode changed (race condition), skipping file"),
+        ));
     }
-    let meta = match fsmeta::read_meta_fd(std::os::fd::AsFd::as_fd(&file), &job.fs_path, &opts.meta) {
+    let meta = match fsmeta::read_meta_fd(std::os::fd::AsFd::as_fd(&file), &job.fs_path, &opts.meta)
+    {
         Ok(m) => m,
         Err(e) => return Ok(warn('E', format!("{shown}: {e}"))),
     };
@@ -461,10 +498,14 @@ fn process_file(sh: &Shared, job: &FileJob) -> Result<FileOutcome, StoreError> {
         if let Some(cached) = sh.files.lookup(&key, meta.ino, meta.size, cmtime) {
             status = 'M';
             if cached.iter().all(|c| sh.store.seen(&c.id)) {
-                let refs: Option<Vec<ChunkRef>> = cached.iter().map(|c| sh.store.incref(&c.id)).collect();
+                let refs: Option<Vec<ChunkRef>> =
+                    cached.iter().map(|c| sh.store.incref(&c.id)).collect();
                 if let Some(refs) = refs {
                     status = 'U';
-                    sh.store.stats.files_unchanged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    sh.store
+                        .stats
+                        .files_unchanged
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     memorize = Some((key.clone(), meta.ino, meta.size, cmtime, refs.clone()));
                     chunks = Some(refs);
                 }
@@ -582,7 +623,9 @@ impl Walker<'_> {
         if root.match_archive_path {
             lossy(arch)
         } else {
-            lossy(&make_path_safe(crate::location::normpath(&fs_path.to_string_lossy()).as_bytes()))
+            lossy(&make_path_safe(
+                crate::location::normpath(&fs_path.to_string_lossy()).as_bytes(),
+            ))
         }
     }
 
@@ -594,7 +637,14 @@ impl Walker<'_> {
             .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
     }
 
-    fn walk(&mut self, root: &Root, fs_path: &Path, arch: Vec<u8>, restrict_dev: Option<u64>, is_root: bool) {
+    fn walk(
+        &mut self,
+        root: &Root,
+        fs_path: &Path,
+        arch: Vec<u8>,
+        restrict_dev: Option<u64>,
+        is_root: bool,
+    ) {
         if self.cancelled() {
             return;
         }
@@ -683,7 +733,9 @@ impl Walker<'_> {
         if !emit {
             return;
         }
-        if ft.is_file() || (opts.read_special && (ft.is_block_device() || ft.is_char_device() || ft.is_fifo())) {
+        if ft.is_file()
+            || (opts.read_special && (ft.is_block_device() || ft.is_char_device() || ft.is_fifo()))
+        {
             self.emit_file(fs_path, arch, &st, false);
         } else if ft.is_symlink() {
             if opts.read_special {
@@ -695,7 +747,10 @@ impl Walker<'_> {
                     }
                 }
             }
-            match (std::fs::read_link(fs_path), fsmeta::read_meta(fs_path, &opts.meta)) {
+            match (
+                std::fs::read_link(fs_path),
+                fsmeta::read_meta(fs_path, &opts.meta),
+            ) {
                 (Ok(target), Ok(m)) => {
                     let mut item = item_from_meta(arch, &m, &opts);
                     item.source = Some(target.as_os_str().as_bytes().to_vec());
@@ -765,9 +820,19 @@ impl Walker<'_> {
         }
     }
 
-    fn emit_file(&mut self, fs_path: &Path, arch: Vec<u8>, st: &std::fs::Metadata, special_via_link: bool) {
+    fn emit_file(
+        &mut self,
+        fs_path: &Path,
+        arch: Vec<u8>,
+        st: &std::fs::Metadata,
+        special_via_link: bool,
+    ) {
         let special = special_via_link || !st.file_type().is_file();
-        let (slave_of, master) = if special_via_link { (None, false) } else { self.hardlink(st, &arch) };
+        let (slave_of, master) = if special_via_link {
+            (None, false)
+        } else {
+            self.hardlink(st, &arch)
+        };
         if let Some(src) = slave_of {
             match fsmeta::read_meta(fs_path, &self.sh.opts.meta) {
                 Ok(m) => {
@@ -805,7 +870,13 @@ struct SinkOut {
     memorize: Vec<Memorize>,
 }
 
-fn sink(store: &ChunkStore, seed: u32, slots: Receiver<Slot>, status: StatusFn, dry_run: bool) -> Result<SinkOut, StoreError> {
+fn sink(
+    store: &ChunkStore,
+    seed: u32,
+    slots: Receiver<Slot>,
+    status: StatusFn,
+    dry_run: bool,
+) -> Result<SinkOut, StoreError> {
     let mut stream = ItemStream::new(seed);
     let mut out = SinkOut {
         items: Vec::new(),
@@ -823,7 +894,14 @@ fn sink(store: &ChunkStore, seed: u32, slots: Receiver<Slot>, status: StatusFn, 
                 Err(_) => continue,
             },
         };
-        status(if dry_run && res.item.is_some() { '-' } else { res.status }, &lossy(&path));
+        status(
+            if dry_run && res.item.is_some() {
+                '-'
+            } else {
+                res.status
+            },
+            &lossy(&path),
+        );
         if let Some(w) = res.warning {
             out.warnings.push(w);
         }
@@ -853,10 +931,16 @@ pub fn check_archive_name(name: &str) -> Result<(), CreateError> {
         return Err(CreateError::BadName(name.into(), "empty".into()));
     }
     if name.contains('/') {
-        return Err(CreateError::BadName(name.into(), "must not contain '/'".into()));
+        return Err(CreateError::BadName(
+            name.into(),
+            "must not contain '/'".into(),
+        ));
     }
     if name.len() > 255 {
-        return Err(CreateError::BadName(name.into(), "longer than 255 bytes".into()));
+        return Err(CreateError::BadName(
+            name.into(),
+            "longer than 255 bytes".into(),
+        ));
     }
     Ok(())
 }
@@ -941,7 +1025,9 @@ fn create_inner(
             match src {
                 Source::Tree(root) => {
                     let restrict = if sh.opts.one_file_system {
-                        std::fs::symlink_metadata(&root.fs_path).ok().map(|m| m.dev())
+                        std::fs::symlink_metadata(&root.fs_path)
+                            .ok()
+                            .map(|m| m.dev())
                     } else {
                         None
                     };
@@ -952,8 +1038,20 @@ fn create_inner(
                         walker.skip_inodes.insert((m.dev(), m.ino()));
                     }
                 }
-                Source::Memory { path, data, mode, uid, gid, mtime_ns } => {
-                    match chunk_input(&sh.opts.chunker, sh.seed, std::io::Cursor::new(data), &sh.store) {
+                Source::Memory {
+                    path,
+                    data,
+                    mode,
+                    uid,
+                    gid,
+                    mtime_ns,
+                } => {
+                    match chunk_input(
+                        &sh.opts.chunker,
+                        sh.seed,
+                        std::io::Cursor::new(data),
+                        &sh.store,
+                    ) {
                         Ok(Ok(refs)) => {
                             let item = Item {
                                 path,
@@ -976,19 +1074,22 @@ fn create_inner(
                         }
                     }
                 }
-                Source::Stream { spec, reader } => {
-                    match stream_item(&sh, &spec, reader) {
-                        Ok(Ok(item)) => walker.ready(item, 'i'),
-                        Ok(Err(msg)) => walker.warnings.push(msg),
-                        Err(e) => {
-                            stream_err = Some(e);
-                            break;
-                        }
+                Source::Stream { spec, reader } => match stream_item(&sh, &spec, reader) {
+                    Ok(Ok(item)) => walker.ready(item, 'i'),
+                    Ok(Err(msg)) => walker.warnings.push(msg),
+                    Err(e) => {
+                        stream_err = Some(e);
+                        break;
                     }
-                }
+                },
             }
         }
-        let Walker { slots, jobs, warnings, .. } = walker;
+        let Walker {
+            slots,
+            jobs,
+            warnings,
+            ..
+        } = walker;
         drop(jobs);
         drop(slots);
         for h in handles {
@@ -1001,7 +1102,12 @@ fn create_inner(
         let _ = store.finish_writes();
         return Err(e.into());
     }
-    if sh.opts.cancel.as_ref().is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
+    if sh
+        .opts
+        .cancel
+        .as_ref()
+        .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+    {
         let _ = store.finish_writes();
         return Err(CreateError::Interrupted);
     }
@@ -1051,12 +1157,17 @@ fn create_inner(
             dry_run,
         });
     }
-    let raw = meta.encode_with_tam(session.key.as_ref()).map_err(|e| CreateError::Meta(e.to_string()))?;
+    let raw = meta
+        .encode_with_tam(session.key.as_ref())
+        .map_err(|e| CreateError::Meta(e.to_string()))?;
     let archive_ref = store.store(&raw)?;
     store.finish_writes()?;
     let pre_commit = sh.opts.pre_commit.lock().expect("pre-commit lock").take();
     if let Some(check) = pre_commit {
-        check().map_err(|reason| CreateError::Source { path: name.into(), reason })?;
+        check().map_err(|reason| CreateError::Source {
+            path: name.into(),
+            reason,
+        })?;
     }
     session.manifest.archives.insert(
         name.as_bytes().to_vec(),
@@ -1099,11 +1210,24 @@ fn create_inner(
     })
 }
 
-fn stream_item(sh: &Shared, spec: &StdinSpec, reader: Box<dyn Read + Send>) -> Result<Result<Item, String>, StoreError> {
-    let uid = nix::unistd::User::from_name(&spec.user).ok().flatten().map(|u| u.uid.as_raw());
-    let gid = nix::unistd::Group::from_name(&spec.group).ok().flatten().map(|g| g.gid.as_raw());
+fn stream_item(
+    sh: &Shared,
+    spec: &StdinSpec,
+    reader: Box<dyn Read + Send>,
+) -> Result<Result<Item, String>, StoreError> {
+    let uid = nix::unistd::User::from_name(&spec.user)
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw());
+    let gid = nix::unistd::Group::from_name(&spec.group)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw());
     let (Some(uid), Some(gid)) = (uid, gid) else {
-        return Ok(Err(format!("{}: no such user {:?} or group {:?}", spec.name, spec.user, spec.group)));
+        return Ok(Err(format!(
+            "{}: no such user {:?} or group {:?}",
+            spec.name, spec.user, spec.group
+        )));
     };
     let refs = match chunk_input(&sh.opts.chunker, sh.seed, reader, &sh.store)? {
         Ok(r) => r,
@@ -1134,7 +1258,10 @@ pub fn root_for_path(path: &str) -> Root {
     let arch = match strip {
         Some(p) => {
             let prefix = crate::location::normpath(&path[..p]);
-            let rest = norm.strip_prefix(&prefix).unwrap_or(&norm).trim_start_matches('/');
+            let rest = norm
+                .strip_prefix(&prefix)
+                .unwrap_or(&norm)
+                .trim_start_matches('/');
             if rest.is_empty() {
                 b".".to_vec()
             } else {

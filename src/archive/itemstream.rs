@@ -44,7 +44,11 @@ impl ItemStream {
             return Ok(());
         }
         let sizes = chunk_sizes(&ChunkerParams::ITEMS, self.seed, &self.buf);
-        let keep = if last { 0 } else { sizes.last().copied().unwrap_or(0) };
+        let keep = if last {
+            0
+        } else {
+            sizes.last().copied().unwrap_or(0)
+        };
         let mut off = 0;
         for s in &sizes[..sizes.len() - usize::from(!last && !sizes.is_empty())] {
             let r = store.store(&self.buf[off..off + s])?;

@@ -304,7 +304,9 @@ impl ChunkStore {
 
     fn send(&self, id: ObjectId, data: Vec<u8>) -> Result<(), StoreError> {
         if self.failed.load(Ordering::Relaxed) {
-            return Err(StoreError::Write("the repository writer stopped after an error".into()));
+            return Err(StoreError::Write(
+                "the repository writer stopped after an error".into(),
+            ));
         }
         if self.dry_run {
             return Ok(());
@@ -337,18 +339,30 @@ impl ChunkStore {
         let mut v = Vec::new();
         for sh in &self.shards {
             let map = sh.map.lock().expect("shard lock");
-            v.extend(map.iter().filter(|(_, e)| e.csize != PENDING).map(|(k, e)| (*k, *e)));
+            v.extend(
+                map.iter()
+                    .filter(|(_, e)| e.csize != PENDING)
+                    .map(|(k, e)| (*k, *e)),
+            );
         }
         v
     }
 }
 
-fn writer_loop(repo: SharedRepo, rx: Receiver<PutOp>, budget: Arc<Budget>, failed: Arc<AtomicBool>) -> Result<(), String> {
+fn writer_loop(
+    repo: SharedRepo,
+    rx: Receiver<PutOp>,
+    budget: Arc<Budget>,
+    failed: Arc<AtomicBool>,
+) -> Result<(), String> {
     let mut first_err: Option<String> = None;
     for op in rx {
         let n = op.data.len();
         if first_err.is_none() {
-            let r = repo.lock().map_err(|_| "repository lock poisoned".to_string()).and_then(|mut r| r.put(&op.id, &op.data).map_err(|e| e.to_string()));
+            let r = repo
+                .lock()
+                .map_err(|_| "repository lock poisoned".to_string())
+                .and_then(|mut r| r.put(&op.id, &op.data).map_err(|e| e.to_string()));
             if let Err(e) = r {
                 failed.store(true, Ordering::Relaxed);
                 first_err = Some(e);

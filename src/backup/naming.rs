@@ -48,7 +48,13 @@ pub fn dir_name(vmid: u32, guest_hostname: Option<&str>, ts: &str) -> String {
 pub fn dataset_prefix(mountpoint: &str, host_hostname: Option<&str>) -> String {
     let p: String = mountpoint
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     format!("{}{p}--", host_hostname.unwrap_or("dataset"))
 }
@@ -67,12 +73,30 @@ mod tests {
     fn proxborg_names() {
         let ts = timestamp(Local.with_ymd_and_hms(2020, 1, 2, 3, 4, 5).unwrap());
         assert_eq!(ts, "2020_01_02-03_04_05");
-        assert_eq!(image_name(GuestType::Lxc, 100, None, &ts), "vzdump-lxc-100-2020_01_02-03_04_05.tar");
-        assert_eq!(image_name(GuestType::Qemu, 101, None, &ts), "vzdump-qemu-101-2020_01_02-03_04_05.vma");
-        assert_eq!(image_name(GuestType::Lxc, 100, Some("pve1"), &ts), "pve1-lxc-100-2020_01_02-03_04_05.tar");
+        assert_eq!(
+            image_name(GuestType::Lxc, 100, None, &ts),
+            "vzdump-lxc-100-2020_01_02-03_04_05.tar"
+        );
+        assert_eq!(
+            image_name(GuestType::Qemu, 101, None, &ts),
+            "vzdump-qemu-101-2020_01_02-03_04_05.vma"
+        );
+        assert_eq!(
+            image_name(GuestType::Lxc, 100, Some("pve1"), &ts),
+            "pve1-lxc-100-2020_01_02-03_04_05.tar"
+        );
         assert_eq!(dir_name(100, None, &ts), "dump-100-2020_01_02-03_04_05");
-        assert_eq!(dir_name(100, Some("test1"), &ts), "test1-100-2020_01_02-03_04_05");
-        assert_eq!(dataset_name("/rpool/data", None, &ts), "dataset-rpool-data--2020_01_02-03_04_05");
-        assert_eq!(dataset_prefix("/rpool/data", Some("pve1")), "pve1-rpool-data--");
+        assert_eq!(
+            dir_name(100, Some("test1"), &ts),
+            "test1-100-2020_01_02-03_04_05"
+        );
+        assert_eq!(
+            dataset_name("/rpool/data", None, &ts),
+            "dataset-rpool-data--2020_01_02-03_04_05"
+        );
+        assert_eq!(
+            dataset_prefix("/rpool/data", Some("pve1")),
+            "pve1-rpool-data--"
+        );
     }
 }

@@ -38,15 +38,20 @@ pub struct Pve {
 impl Pve {
     /// Defaults: `/etc/pve` (or `PROXBORG_PVE_DIR`), node = short hostname (or `PROXBORG_NODE`).
     pub fn from_env() -> Self {
-        let node = std::env::var("PROXBORG_NODE").ok().filter(|n| !n.is_empty()).unwrap_or_else(|| {
-            nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .map(|h| h.split('.').next().unwrap_or("").to_string())
-                .unwrap_or_default()
-        });
+        let node = std::env::var("PROXBORG_NODE")
+            .ok()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| {
+                nix::unistd::gethostname()
+                    .ok()
+                    .and_then(|h| h.into_string().ok())
+                    .map(|h| h.split('.').next().unwrap_or("").to_string())
+                    .unwrap_or_default()
+            });
         Pve {
-            config_dir: std::env::var_os("PROXBORG_PVE_DIR").map(PathBuf::from).unwrap_or_else(|| "/etc/pve".into()),
+            config_dir: std::env::var_os("PROXBORG_PVE_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| "/etc/pve".into()),
             node,
         }
     }
@@ -57,7 +62,10 @@ impl Pve {
             .args(args)
             .stdin(Stdio::null())
             .output()
-            .map_err(|source| PveError::Spawn { cmd: cmd.clone(), source })?;
+            .map_err(|source| PveError::Spawn {
+                cmd: cmd.clone(),
+                source,
+            })?;
         if !out.status.success() {
             return Err(PveError::Failed {
                 cmd,
@@ -69,13 +77,26 @@ impl Pve {
 
     /// All guests of the cluster (`pvesh get /cluster/resources --type vm`).
     pub fn resources(&self) -> Result<Vec<Resource>, PveError> {
-        let out = self.run("pvesh", &["get", "/cluster/resources", "--type", "vm", "--output-format", "json"])?;
+        let out = self.run(
+            "pvesh",
+            &[
+                "get",
+                "/cluster/resources",
+                "--type",
+                "vm",
+                "--output-format",
+                "json",
+            ],
+        )?;
         pveconf::parse_resources(&out).map_err(PveError::Parse)
     }
 
     /// Guest ids in a pool (`pvesh get /pools/<pool>`); pool names are case-sensitive.
     pub fn pool_members(&self, pool: &str) -> Result<Vec<u32>, PveError> {
-        let out = self.run("pvesh", &["get", &format!("/pools/{pool}"), "--output-format", "json"])?;
+        let out = self.run(
+            "pvesh",
+            &["get", &format!("/pools/{pool}"), "--output-format", "json"],
+        )?;
         pveconf::parse_pool_members(&out).map_err(PveError::Parse)
     }
 
@@ -98,18 +119,38 @@ impl Pve {
 
     /// `pct snapshot` (freezes a running container while PVE snapshots each volume).
     pub fn pct_snapshot(&self, vmid: u32, snap: &str, description: &str) -> Result<(), PveError> {
-        self.run("pct", &["snapshot", &vmid.to_string(), snap, "--description", description]).map(|_| ())
+        self.run(
+            "pct",
+            &[
+                "snapshot",
+                &vmid.to_string(),
+                snap,
+                "--description",
+                description,
+            ],
+        )
+        .map(|_| ())
     }
 
     /// `pct delsnapshot` (forced, so a half-made snapshot is removed too).
     pub fn pct_delsnapshot(&self, vmid: u32, snap: &str) -> Result<(), PveError> {
-        self.run("pct", &["delsnapshot", &vmid.to_string(), snap, "--force"]).map(|_| ())
+        self.run("pct", &["delsnapshot", &vmid.to_string(), snap, "--force"])
+            .map(|_| ())
     }
 
     /// Starts `vzdump <vmid> --stdout` as proxborg does (no compression, snapshot mode).
     pub fn vzdump_stream(&self, vmid: u32, extra: &[String]) -> Result<Child, PveError> {
         let id = vmid.to_string();
-        let mut args: Vec<&str> = vec![&id, "--compress", "0", "--mode", "snapshot", "--dumpdir", "/tmp", "--stdout"];
+        let mut args: Vec<&str> = vec![
+            &id,
+            "--compress",
+            "0",
+            "--mode",
+            "snapshot",
+            "--dumpdir",
+            "/tmp",
+            "--stdout",
+        ];
         args.extend(extra.iter().map(|s| s.as_str()));
         Command::new("vzdump")
             .args(&args)
@@ -135,7 +176,12 @@ impl Pve {
         let mut v: Vec<u32> = std::fs::read_dir(self.config_dir.join("lxc"))
             .map(|rd| {
                 rd.flatten()
-                    .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".conf")).and_then(|n| n.parse().ok()))
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_str()
+                            .and_then(|n| n.strip_suffix(".conf"))
+                            .and_then(|n| n.parse().ok())
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -148,7 +194,10 @@ impl Pve {
 pub fn private_dir(name: &str) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     let p = std::env::temp_dir().join(name);
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&p)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&p)?;
     Ok(p)
 }
 

@@ -8,7 +8,11 @@ use std::collections::BTreeMap;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfError {
     #[error("config of guest {vmid}: line {line:?}: {reason}")]
-    Line { vmid: u32, line: String, reason: String },
+    Line {
+        vmid: u32,
+        line: String,
+        reason: String,
+    },
     #[error("config of guest {0} has no rootfs")]
     NoRootfs(u32),
 }
@@ -90,7 +94,11 @@ fn parse_mountpoint(vmid: u32, key: &str, value: &str) -> Result<MountPoint, Con
     let mut mp = MountPoint {
         key: key.into(),
         kind: VolumeKind::Bind(String::new()),
-        path: if key == "rootfs" { "/".into() } else { String::new() },
+        path: if key == "rootfs" {
+            "/".into()
+        } else {
+            String::new()
+        },
         backup: false,
         ro: false,
         acl: None,
@@ -186,7 +194,10 @@ pub fn parse_lxc_config(vmid: u32, text: &str) -> Result<LxcConfig, ConfError> {
     Ok(LxcConfig {
         vmid,
         hostname: keys.get("hostname").cloned(),
-        unprivileged: keys.get("unprivileged").and_then(|v| parse_bool(v)).unwrap_or(false),
+        unprivileged: keys
+            .get("unprivileged")
+            .and_then(|v| parse_bool(v))
+            .unwrap_or(false),
         rootfs,
         mountpoints,
         idmap,
@@ -200,11 +211,9 @@ impl LxcConfig {
     /// (bind and device mounts never: they are not the container's data).
     pub fn selected(&self, all: bool) -> Vec<&MountPoint> {
         let mut v = vec![&self.rootfs];
-        v.extend(
-            self.mountpoints
-                .iter()
-                .filter(|m| m.backup_enabled() || (all && matches!(m.kind, VolumeKind::Volume { .. }))),
-        );
+        v.extend(self.mountpoints.iter().filter(|m| {
+            m.backup_enabled() || (all && matches!(m.kind, VolumeKind::Volume { .. }))
+        }));
         v
     }
 
@@ -295,7 +304,11 @@ impl IdMapper {
             let f: Vec<&str> = line.split(':').collect();
             if f.len() == 4 && (f[0] == "user" || f[0] == "group") && !f[1].is_empty() {
                 if let Ok(id) = f[3].trim().parse::<u32>() {
-                    let m = if f[0] == "user" { self.uid(id) } else { self.gid(id) };
+                    let m = if f[0] == "user" {
+                        self.uid(id)
+                    } else {
+                        self.gid(id)
+                    };
                     out.extend_from_slice(format!("{}:{m}:{}:{m}", f[0], f[2]).as_bytes());
                     continue;
                 }
@@ -323,7 +336,8 @@ pub struct Resource {
 
 /// Parses the cluster resource list, keeping guests (`lxc`, `qemu`) only.
 pub fn parse_resources(json: &str) -> Result<Vec<Resource>, String> {
-    let v: Vec<serde_json::Value> = serde_json::from_str(json).map_err(|e| format!("pvesh resources: {e}"))?;
+    let v: Vec<serde_json::Value> =
+        serde_json::from_str(json).map_err(|e| format!("pvesh resources: {e}"))?;
     let mut out = Vec::new();
     for r in v {
         let kind = r.get("type").and_then(|t| t.as_str()).unwrap_or("");
@@ -332,7 +346,11 @@ pub fn parse_resources(json: &str) -> Result<Vec<Resource>, String> {
         }
         let mut r = r.clone();
         // vmid may come as a number or a string depending on the API path
-        if let Some(s) = r.get("vmid").and_then(|v| v.as_str()).map(|s| s.to_string()) {
+        if let Some(s) = r
+            .get("vmid")
+            .and_then(|v| v.as_str())
+            .map(|s| s.to_string())
+        {
             if let Ok(n) = s.parse::<u32>() {
                 r["vmid"] = serde_json::json!(n);
             }
@@ -346,7 +364,8 @@ pub fn parse_resources(json: &str) -> Result<Vec<Resource>, String> {
 /// (`{"members": [{"vmid": 101, "type": "lxc", …}, {"type": "storage", …}]}`); members
 /// that are not guests are skipped.
 pub fn parse_pool_members(json: &str) -> Result<Vec<u32>, String> {
-    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("pvesh pool: {e}"))?;
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("pvesh pool: {e}"))?;
     let members = v
         .get("members")
         .and_then(|m| m.as_array())
@@ -381,8 +400,20 @@ mod tests {
         assert_eq!(c.hostname.as_deref(), Some("web1"));
         assert!(c.unprivileged);
         assert_eq!(c.mountpoints.len(), 3);
-        assert_eq!(c.selected(false).iter().map(|m| m.path.as_str()).collect::<Vec<_>>(), ["/", "/srv/data"]);
-        assert_eq!(c.selected(true).iter().map(|m| m.path.as_str()).collect::<Vec<_>>(), ["/", "/srv/data", "/srv/scratch"]);
+        assert_eq!(
+            c.selected(false)
+                .iter()
+                .map(|m| m.path.as_str())
+                .collect::<Vec<_>>(),
+            ["/", "/srv/data"]
+        );
+        assert_eq!(
+            c.selected(true)
+                .iter()
+                .map(|m| m.path.as_str())
+                .collect::<Vec<_>>(),
+            ["/", "/srv/data", "/srv/scratch"]
+        );
         let pct = c.vzdump_pct_conf();
         assert!(!pct.contains("lock:") && !pct.contains("parent:") && !pct.contains("[before"));
         assert!(pct.starts_with("#web server\n#second line\narch: amd64\n"));
@@ -403,17 +434,34 @@ mod tests {
             b"user::rw-\nuser:1005:rw-:1005\ngroup::r--\ngroup:33:r-x:33\nmask::rw-\nother::r--".to_vec()
         );
         let priv_conf = "rootfs: local-zfs:subvol-102-disk-0,size=8G\n";
-        assert!(parse_lxc_config(102, priv_conf).unwrap().id_mapper().is_none());
+        assert!(parse_lxc_config(102, priv_conf)
+            .unwrap()
+            .id_mapper()
+            .is_none());
         let unpriv_default = "rootfs: local-zfs:subvol-102-disk-0\nunprivileged: 1\n";
-        assert_eq!(parse_lxc_config(102, unpriv_default).unwrap().id_mapper().unwrap().uid(100033), 33);
+        assert_eq!(
+            parse_lxc_config(102, unpriv_default)
+                .unwrap()
+                .id_mapper()
+                .unwrap()
+                .uid(100033),
+            33
+        );
     }
 
     #[test]
     fn bad_configs_name_the_line() {
-        assert_eq!(parse_lxc_config(1, "hostname: x\n"), Err(ConfError::NoRootfs(1)));
-        let e = parse_lxc_config(1, "rootfs: local:vol\nmp0: local:vol2\n").unwrap_err().to_string();
+        assert_eq!(
+            parse_lxc_config(1, "hostname: x\n"),
+            Err(ConfError::NoRootfs(1))
+        );
+        let e = parse_lxc_config(1, "rootfs: local:vol\nmp0: local:vol2\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("mp0"), "{e}");
-        let e = parse_lxc_config(1, "rootfs: local:vol\nlxc.idmap: x 0 1\n").unwrap_err().to_string();
+        let e = parse_lxc_config(1, "rootfs: local:vol\nlxc.idmap: x 0 1\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("lxc.idmap"), "{e}");
     }
 

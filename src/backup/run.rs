@@ -126,7 +126,11 @@ pub struct Cleanup {
 }
 
 impl Cleanup {
-    pub fn push(&mut self, what: impl Into<String>, f: impl FnOnce() -> Result<(), String> + 'static) {
+    pub fn push(
+        &mut self,
+        what: impl Into<String>,
+        f: impl FnOnce() -> Result<(), String> + 'static,
+    ) {
         self.actions.push((what.into(), Box::new(f)));
     }
     /// Runs every action now; returns the failures.
@@ -168,7 +172,13 @@ struct Resolved {
     mode: Mode,
 }
 
-fn template_name(ctx: &Context, prefix: &str, ts: &str, vmid: Option<u32>, kind: &str) -> Result<String, String> {
+fn template_name(
+    ctx: &Context,
+    prefix: &str,
+    ts: &str,
+    vmid: Option<u32>,
+    kind: &str,
+) -> Result<String, String> {
     let Some(t) = &ctx.settings.name_template else {
         return Ok(format!("{prefix}{ts}"));
     };
@@ -177,7 +187,9 @@ fn template_name(ctx: &Context, prefix: &str, ts: &str, vmid: Option<u32>, kind:
         .replace("{ts}", ts)
         .replace("{vmid}", &vmid.map(|v| v.to_string()).unwrap_or_default())
         .replace("{type}", kind);
-    crate::placeholders::Placeholders::current().expand(&t).map_err(|e| e.to_string())
+    crate::placeholders::Placeholders::current()
+        .expand(&t)
+        .map_err(|e| e.to_string())
 }
 
 /// Removes snapshots and clones a killed run left behind (we hold the host lock).
@@ -197,17 +209,28 @@ pub fn sweep_stale(ctx: &Context) -> Vec<String> {
     if let Ok(snaps) = ctx.zfs.snapshots() {
         let ours: Vec<&String> = snaps
             .iter()
-            .filter(|s| s.split_once('@').is_some_and(|(_, n)| super::zfs::is_our_snapname(n) || n == ctx.settings.snapname))
+            .filter(|s| {
+                s.split_once('@').is_some_and(|(_, n)| {
+                    super::zfs::is_our_snapname(n) || n == ctx.settings.snapname
+                })
+            })
             .collect();
         let mut pct_done: HashSet<(u32, String)> = HashSet::new();
         for s in ours {
             let (ds, snap) = s.split_once('@').expect("filtered on '@'");
             // volumes named like PVE's subvol-<vmid>-disk-N belong to a guest: let pct
             // remove the snapshot so the guest config forgets it too
-            let vmid = ds.rsplit('/').next().and_then(|b| b.strip_prefix("subvol-")).and_then(|r| r.split('-').next()).and_then(|v| v.parse::<u32>().ok());
+            let vmid = ds
+                .rsplit('/')
+                .next()
+                .and_then(|b| b.strip_prefix("subvol-"))
+                .and_then(|r| r.split('-').next())
+                .and_then(|v| v.parse::<u32>().ok());
             if let Some(v) = vmid {
                 if ctx.pve.config_has_snapshot(v, snap) {
-                    if pct_done.insert((v, snap.to_string())) && ctx.pve.pct_delsnapshot(v, snap).is_ok() {
+                    if pct_done.insert((v, snap.to_string()))
+                        && ctx.pve.pct_delsnapshot(v, snap).is_ok()
+                    {
                         done.push(format!("removed stale snapshot {snap} of guest {v}"));
                     }
                     continue;
@@ -227,12 +250,13 @@ pub fn run(ctx: &Context, session: &mut Session, targets: &[String]) -> Vec<Outc
     let mut resources: Option<Result<Vec<Resource>, String>> = None;
     let mut seen_guests: HashSet<(u32, Mode)> = HashSet::new();
     let mut seen_paths: HashSet<PathBuf> = HashSet::new();
-    let get_resources = |res: &mut Option<Result<Vec<Resource>, String>>| -> Result<Vec<Resource>, String> {
-        if res.is_none() {
-            *res = Some(ctx.pve.resources().map_err(|e| e.to_string()));
-        }
-        res.clone().expect("just set")
-    };
+    let get_resources =
+        |res: &mut Option<Result<Vec<Resource>, String>>| -> Result<Vec<Resource>, String> {
+            if res.is_none() {
+                *res = Some(ctx.pve.resources().map_err(|e| e.to_string()));
+            }
+            res.clone().expect("just set")
+        };
     for t in targets {
         if ctx.cancel.load(Ordering::Relaxed) {
             outcomes.push(Outcome::new(t).fail("interrupted"));
@@ -270,10 +294,17 @@ pub fn run(ctx: &Context, session: &mut Session, targets: &[String]) -> Vec<Outc
                 let picked: Vec<&Resource> = match &selector {
                     Selector::Vmid(id) => all.iter().filter(|r| r.vmid == *id).collect(),
                     Selector::Name(n) => {
-                        let m: Vec<&Resource> = all.iter().filter(|r| r.name.as_deref() == Some(n)).collect();
+                        let m: Vec<&Resource> = all
+                            .iter()
+                            .filter(|r| r.name.as_deref() == Some(n))
+                            .collect();
                         if m.len() > 1 {
-                            let ids: Vec<String> = m.iter().map(|r| format!("{} {}", r.kind, r.vmid)).collect();
-                            outcomes.push(Outcome::new(t).fail(format!("guest name {n:?} is ambiguous ({}); nothing archived", ids.join(", "))));
+                            let ids: Vec<String> =
+                                m.iter().map(|r| format!("{} {}", r.kind, r.vmid)).collect();
+                            outcomes.push(Outcome::new(t).fail(format!(
+                                "guest name {n:?} is ambiguous ({}); nothing archived",
+                                ids.join(", ")
+                            )));
                             continue;
                         }
                         m
@@ -291,16 +322,30 @@ pub fn run(ctx: &Context, session: &mut Session, targets: &[String]) -> Vec<Outc
                     continue;
                 }
                 for r in picked {
-                    let label = if matches!(selector, Selector::Pool(_)) { format!("{t} ({})", r.vmid) } else { t.clone() };
+                    let label = if matches!(selector, Selector::Pool(_)) {
+                        format!("{t} ({})", r.vmid)
+                    } else {
+                        t.clone()
+                    };
                     if r.node != ctx.pve.node {
-                        outcomes.push(Outcome::new(&label).warn(format!("guest {} runs on node {}, not {}; skipped", r.vmid, r.node, ctx.pve.node)));
+                        outcomes.push(Outcome::new(&label).warn(format!(
+                            "guest {} runs on node {}, not {}; skipped",
+                            r.vmid, r.node, ctx.pve.node
+                        )));
                         continue;
                     }
-                    let kind = if r.kind == "lxc" { GuestType::Lxc } else { GuestType::Qemu };
+                    let kind = if r.kind == "lxc" {
+                        GuestType::Lxc
+                    } else {
+                        GuestType::Qemu
+                    };
                     let mut mode = mode;
                     let mut note = None;
                     if kind == GuestType::Qemu && mode != Mode::Image {
-                        note = Some("directory mode is for containers; QEMU guest backed up as an image".to_string());
+                        note = Some(
+                            "directory mode is for containers; QEMU guest backed up as an image"
+                                .to_string(),
+                        );
                         mode = Mode::Image;
                     }
                     if !seen_guests.insert((r.vmid, mode)) {
@@ -347,16 +392,27 @@ fn backup_image(ctx: &Context, session: &mut Session, g: &Resolved) -> Outcome {
     let t0 = Instant::now();
     let mut o = Outcome::new(&g.label);
     let ts = naming::timestamp(Local::now());
-    let host = ctx.settings.hostname_in_archivename.then_some(ctx.host_hostname.as_str());
+    let host = ctx
+        .settings
+        .hostname_in_archivename
+        .then_some(ctx.host_hostname.as_str());
     let prefix = naming::image_prefix(g.kind, g.vmid, host);
     let item_name = naming::image_name(g.kind, g.vmid, host, &ts);
-    let kind = if g.kind == GuestType::Lxc { "lxc" } else { "qemu" };
+    let kind = if g.kind == GuestType::Lxc {
+        "lxc"
+    } else {
+        "qemu"
+    };
     let name = match template_name(ctx, &prefix, &ts, Some(g.vmid), kind) {
         Ok(n) => n,
         Err(e) => return o.fail(e),
     };
     o.prefix = Some(prefix);
-    let name = if ctx.settings.name_template.is_none() { item_name.clone() } else { name };
+    let name = if ctx.settings.name_template.is_none() {
+        item_name.clone()
+    } else {
+        name
+    };
     let mut child = match ctx.pve.vzdump_stream(g.vmid, &ctx.settings.vzdump_opts) {
         Ok(c) => c,
         Err(e) => return o.fail(e.to_string()),
@@ -370,7 +426,11 @@ fn backup_image(ctx: &Context, session: &mut Session, g: &Resolved) -> Outcome {
     };
     if empty {
         let st = child.wait();
-        return o.fail(format!("vzdump {} produced no output ({})", g.vmid, st.map(|s| s.to_string()).unwrap_or_default()));
+        return o.fail(format!(
+            "vzdump {} produced no output ({})",
+            g.vmid,
+            st.map(|s| s.to_string()).unwrap_or_default()
+        ));
     }
     let child = Mutex::new(Some(child));
     let mut opts = (ctx.make_opts)();
@@ -379,7 +439,11 @@ fn backup_image(ctx: &Context, session: &mut Session, g: &Resolved) -> Outcome {
     let child_for_check = Arc::new(child);
     let c2 = child_for_check.clone();
     opts.pre_commit = Mutex::new(Some(Box::new(move || {
-        let mut c = c2.lock().expect("vzdump child").take().ok_or("vzdump already reaped")?;
+        let mut c = c2
+            .lock()
+            .expect("vzdump child")
+            .take()
+            .ok_or("vzdump already reaped")?;
         let st = c.wait().map_err(|e| e.to_string())?;
         if st.success() {
             Ok(())
@@ -412,13 +476,20 @@ fn backup_image(ctx: &Context, session: &mut Session, g: &Resolved) -> Outcome {
 }
 
 /// Checks every selected volume is ZFS; returns (mount point, dataset) pairs.
-fn zfs_volumes(ctx: &Context, conf: &super::pveconf::LxcConfig, all: bool) -> Result<Vec<(super::pveconf::MountPoint, String)>, String> {
+fn zfs_volumes(
+    ctx: &Context,
+    conf: &super::pveconf::LxcConfig,
+    all: bool,
+) -> Result<Vec<(super::pveconf::MountPoint, String)>, String> {
     let mut out = Vec::new();
     for mp in conf.selected(all) {
         let VolumeKind::Volume { storage, volume } = &mp.kind else {
             return Err(format!("{} is not a storage volume", mp.key));
         };
-        let path = ctx.pve.volume_path(storage, volume).map_err(|e| e.to_string())?;
+        let path = ctx
+            .pve
+            .volume_path(storage, volume)
+            .map_err(|e| e.to_string())?;
         let ds = ctx.zfs.dataset_at(&path).map_err(|_| {
             format!(
                 "{} ({storage}:{volume}, {}) is not a ZFS filesystem; directory mode needs every backed-up volume on ZFS",
@@ -447,7 +518,11 @@ fn backup_lxc_dir(ctx: &Context, session: &mut Session, g: &Resolved) -> Outcome
         Err(e) => return o.fail(e),
     };
     let ts = naming::timestamp(Local::now());
-    let hn = if ctx.settings.hostname_in_archivename { conf.hostname.clone().or(g.name.clone()) } else { None };
+    let hn = if ctx.settings.hostname_in_archivename {
+        conf.hostname.clone().or(g.name.clone())
+    } else {
+        None
+    };
     let prefix = naming::dir_prefix(g.vmid, hn.as_deref());
     let name = match template_name(ctx, &prefix, &ts, Some(g.vmid), "lxc") {
         Ok(n) => n,
@@ -467,7 +542,12 @@ fn backup_lxc_dir(ctx: &Context, session: &mut Session, g: &Resolved) -> Outcome
         SnapshotMethod::Pct => {
             let desc = format!("proxborg-native snapshot {ts}");
             // register removal first: a half-made pct snapshot must go too
-            let (pve, vmid, s2, sleep) = (ctx.pve.clone(), g.vmid, snap.clone(), ctx.settings.sleep_before_delete);
+            let (pve, vmid, s2, sleep) = (
+                ctx.pve.clone(),
+                g.vmid,
+                snap.clone(),
+                ctx.settings.sleep_before_delete,
+            );
             if let Err(e) = ctx.pve.pct_snapshot(g.vmid, &snap, &desc) {
                 let _ = ctx.pve.pct_delsnapshot(g.vmid, &snap);
                 return o.fail(e.to_string());
@@ -485,7 +565,11 @@ fn backup_lxc_dir(ctx: &Context, session: &mut Session, g: &Resolved) -> Outcome
                 Err(e) => return o.fail(e.to_string()),
             }
             for d in datasets {
-                let (z, s2, sleep) = (ctx.zfs.clone(), format!("{d}@{snap}"), ctx.settings.sleep_before_delete);
+                let (z, s2, sleep) = (
+                    ctx.zfs.clone(),
+                    format!("{d}@{snap}"),
+                    ctx.settings.sleep_before_delete,
+                );
                 cleanup.push(format!("zfs destroy {s2}"), move || {
                     std::thread::sleep(Duration::from_secs(sleep));
                     z.destroy(&s2).map_err(|e| e.to_string())
@@ -510,7 +594,9 @@ fn backup_lxc_dir(ctx: &Context, session: &mut Session, g: &Resolved) -> Outcome
             Ok(acc) => {
                 roots.push((mp.path.clone(), acc.path.clone()));
                 let z = ctx.zfs.clone();
-                cleanup.push(format!("release {}", acc.path.display()), move || z.release(&acc).map_err(|e| e.to_string()));
+                cleanup.push(format!("release {}", acc.path.display()), move || {
+                    z.release(&acc).map_err(|e| e.to_string())
+                });
             }
             Err(e) => {
                 drop(cleanup);
@@ -525,12 +611,21 @@ fn backup_lxc_dir(ctx: &Context, session: &mut Session, g: &Resolved) -> Outcome
         .iter()
         .map(|(p, _)| {
             let r = p.trim_start_matches('/');
-            if r.is_empty() { b".".to_vec() } else { r.as_bytes().to_vec() }
+            if r.is_empty() {
+                b".".to_vec()
+            } else {
+                r.as_bytes().to_vec()
+            }
         })
         .collect();
     for (i, (_, fs)) in roots.iter().enumerate() {
         let arch = mount_paths[i].clone();
-        let skip: Vec<Vec<u8>> = mount_paths.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, p)| p.clone()).collect();
+        let skip: Vec<Vec<u8>> = mount_paths
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, p)| p.clone())
+            .collect();
         sources.push(Source::Tree(Root {
             fs_path: fs.clone(),
             archive_path: arch,
@@ -539,7 +634,11 @@ fn backup_lxc_dir(ctx: &Context, session: &mut Session, g: &Resolved) -> Outcome
             skip,
         }));
     }
-    let (owner, fw) = if conf.unprivileged { (super::pveconf::OVERFLOW_ID, 0o644) } else { (0, 0o644) };
+    let (owner, fw) = if conf.unprivileged {
+        (super::pveconf::OVERFLOW_ID, 0o644)
+    } else {
+        (0, 0o644)
+    };
     let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
     sources.push(Source::Memory {
         path: b"etc/vzdump/pct.conf".to_vec(),
@@ -594,7 +693,10 @@ fn backup_dataset(ctx: &Context, session: &mut Session, label: &str, path: &Path
         Err(e) => return o.fail(e.to_string()),
     };
     let ts = naming::timestamp(Local::now());
-    let host = ctx.settings.hostname_in_archivename.then_some(ctx.host_hostname.as_str());
+    let host = ctx
+        .settings
+        .hostname_in_archivename
+        .then_some(ctx.host_hostname.as_str());
     let mp = path.to_string_lossy().into_owned();
     let prefix = naming::dataset_prefix(&mp, host);
     let name = match template_name(ctx, &prefix, &ts, None, "dataset") {
@@ -613,7 +715,11 @@ fn backup_dataset(ctx: &Context, session: &mut Session, label: &str, path: &Path
         return o.fail(e.to_string());
     }
     {
-        let (z, s2, sleep) = (ctx.zfs.clone(), format!("{ds}@{snap}"), ctx.settings.sleep_before_delete);
+        let (z, s2, sleep) = (
+            ctx.zfs.clone(),
+            format!("{ds}@{snap}"),
+            ctx.settings.sleep_before_delete,
+        );
         cleanup.push(format!("zfs destroy {s2}"), move || {
             std::thread::sleep(Duration::from_secs(sleep));
             z.destroy(&s2).map_err(|e| e.to_string())

@@ -38,7 +38,14 @@ pub enum TargetError {
 
 /// Parses one argument the way proxborg does: only the first word of the first line counts.
 pub fn parse_target(arg: &str) -> Result<Target, TargetError> {
-    let word = arg.lines().next().unwrap_or("").split(' ').next().unwrap_or("").trim();
+    let word = arg
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split(' ')
+        .next()
+        .unwrap_or("")
+        .trim();
     if word.is_empty() {
         return Err(TargetError::Empty);
     }
@@ -53,10 +60,16 @@ pub fn parse_target(arg: &str) -> Result<Target, TargetError> {
         (word, Mode::Image)
     };
     if base.is_empty() {
-        return Err(TargetError::Invalid(word.into(), "no guest given before ':'".into()));
+        return Err(TargetError::Invalid(
+            word.into(),
+            "no guest given before ':'".into(),
+        ));
     }
     if base.contains(':') {
-        return Err(TargetError::Invalid(word.into(), "only ':' or ':!' may follow a guest".into()));
+        return Err(TargetError::Invalid(
+            word.into(),
+            "only ':' or ':!' may follow a guest".into(),
+        ));
     }
     let selector = if let Some(pool) = base.strip_prefix('@') {
         if pool.is_empty() {
@@ -80,12 +93,45 @@ mod tests {
 
     #[test]
     fn grammar() {
-        assert_eq!(parse_target("101").unwrap(), Target::Guests { selector: Selector::Vmid(101), mode: Mode::Image });
-        assert_eq!(parse_target("0101:").unwrap(), Target::Guests { selector: Selector::Vmid(101), mode: Mode::Dir });
-        assert_eq!(parse_target("web:!").unwrap(), Target::Guests { selector: Selector::Name("web".into()), mode: Mode::DirAll });
-        assert_eq!(parse_target("@Prod:").unwrap(), Target::Guests { selector: Selector::Pool("Prod".into()), mode: Mode::Dir });
-        assert_eq!(parse_target("/rpool/data").unwrap(), Target::Dataset("/rpool/data".into()));
-        assert_eq!(parse_target("101 trailing words\nsecond line").unwrap(), Target::Guests { selector: Selector::Vmid(101), mode: Mode::Image });
+        assert_eq!(
+            parse_target("101").unwrap(),
+            Target::Guests {
+                selector: Selector::Vmid(101),
+                mode: Mode::Image
+            }
+        );
+        assert_eq!(
+            parse_target("0101:").unwrap(),
+            Target::Guests {
+                selector: Selector::Vmid(101),
+                mode: Mode::Dir
+            }
+        );
+        assert_eq!(
+            parse_target("web:!").unwrap(),
+            Target::Guests {
+                selector: Selector::Name("web".into()),
+                mode: Mode::DirAll
+            }
+        );
+        assert_eq!(
+            parse_target("@Prod:").unwrap(),
+            Target::Guests {
+                selector: Selector::Pool("Prod".into()),
+                mode: Mode::Dir
+            }
+        );
+        assert_eq!(
+            parse_target("/rpool/data").unwrap(),
+            Target::Dataset("/rpool/data".into())
+        );
+        assert_eq!(
+            parse_target("101 trailing words\nsecond line").unwrap(),
+            Target::Guests {
+                selector: Selector::Vmid(101),
+                mode: Mode::Image
+            }
+        );
         assert!(parse_target("").is_err());
         assert!(parse_target(":").is_err());
         assert!(parse_target("@").is_err());

@@ -34,7 +34,12 @@ pub struct BackupArgs {
     #[arg(long, env = "SHOW_SUMMARY", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     pub show_summary: bool,
     /// Extra vzdump options for image mode
-    #[arg(long, env = "VZDUMP_OPTS", default_value = "--quiet", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        env = "VZDUMP_OPTS",
+        default_value = "--quiet",
+        allow_hyphen_values = true
+    )]
     pub vzdump_opts: String,
     /// Snapshot name (default: pbn<epoch seconds>)
     #[arg(long, env = "SNAPNAME")]
@@ -55,7 +60,12 @@ pub struct BackupArgs {
     #[command(flatten)]
     pub keep: KeepArgs,
     /// borg prune options as one string, e.g. "--keep-daily=7 --keep-weekly=4" (implies --prune)
-    #[arg(long, env = "PRUNE_OPTS", allow_hyphen_values = true, value_name = "OPTS")]
+    #[arg(
+        long,
+        env = "PRUNE_OPTS",
+        allow_hyphen_values = true,
+        value_name = "OPTS"
+    )]
     pub prune_opts: Option<String>,
     /// Prune also when the run ended with warnings
     #[arg(long, env = "PRUNE_ON_WARNINGS", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
@@ -80,9 +90,15 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 fn install_signal_handlers() -> Arc<AtomicBool> {
-    let flag = CANCEL.get_or_init(|| Arc::new(AtomicBool::new(false))).clone();
+    let flag = CANCEL
+        .get_or_init(|| Arc::new(AtomicBool::new(false)))
+        .clone();
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let sa = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
+    let sa = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
     for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         // SAFETY: the handler only stores to an atomic flag (async-signal-safe).
         unsafe {
@@ -104,15 +120,24 @@ pub fn run(common: &Common, args: BackupArgs) -> Result<Outcome> {
         .write(true)
         .open(&args.lock_file)
         .with_context(|| format!("lock file {}", args.lock_file.display()))?;
-    let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map_err(|(_, e)| anyhow::anyhow!("another proxborg-native backup is running (lock {} held: {e})", args.lock_file.display()))?;
+    let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+        |(_, e)| {
+            anyhow::anyhow!(
+                "another proxborg-native backup is running (lock {} held: {e})",
+                args.lock_file.display()
+            )
+        },
+    )?;
     // retention options are checked before any guest is touched
     let prune_line = match args.prune_opts.as_deref().filter(|s| !s.trim().is_empty()) {
         Some(s) => Some(PruneOptsLine::parse_str(s)?),
         None => None,
     };
     let retention = if args.prune || prune_line.is_some() {
-        let base = prune_line.as_ref().map(|l| l.keep.clone()).unwrap_or_default();
+        let base = prune_line
+            .as_ref()
+            .map(|l| l.keep.clone())
+            .unwrap_or_default();
         let rules = base.overridden_by(&args.keep).rules();
         rules.validate().context("--prune")?;
         let list = a_list_or(prune_line.as_ref(), args.a.list);
@@ -134,9 +159,16 @@ pub fn run(common: &Common, args: BackupArgs) -> Result<Outcome> {
         hostname_in_archivename: args.hostname_in_archivename,
         exit_on_errors: args.exit_on_errors,
         vzdump_opts: split_words(&args.vzdump_opts)?,
-        snapname: args.snapname.clone().unwrap_or_else(|| format!("pbn{}", chrono::Utc::now().timestamp())),
+        snapname: args
+            .snapname
+            .clone()
+            .unwrap_or_else(|| format!("pbn{}", chrono::Utc::now().timestamp())),
         sleep_before_delete: args.sleep_before_delete,
-        method: if args.snapshot_method == "zfs" { SnapshotMethod::Zfs } else { SnapshotMethod::Pct },
+        method: if args.snapshot_method == "zfs" {
+            SnapshotMethod::Zfs
+        } else {
+            SnapshotMethod::Pct
+        },
         name_template: args.archive_name.clone(),
         dry_run: args.a.dry_run,
     };
@@ -186,7 +218,12 @@ pub fn run(common: &Common, args: BackupArgs) -> Result<Outcome> {
     for o in &outcomes {
         let what = o.archive.as_deref().unwrap_or("-");
         match o.result {
-            Result_::Ok => eprintln!("{}: ok, archive {what} ({}, {:.1} s)", o.target, output::size(o.original_size), o.seconds),
+            Result_::Ok => eprintln!(
+                "{}: ok, archive {what} ({}, {:.1} s)",
+                o.target,
+                output::size(o.original_size),
+                o.seconds
+            ),
             Result_::Warning => {
                 worst = Outcome::Warning;
                 eprintln!("{}: WARNING, archive {what}: {}", o.target, o.message)
@@ -206,7 +243,9 @@ pub fn run(common: &Common, args: BackupArgs) -> Result<Outcome> {
         if failed || cancel.load(Ordering::SeqCst) {
             eprintln!("prune skipped: the run had errors");
         } else if worst == Outcome::Warning && !args.prune_on_warnings {
-            eprintln!("prune skipped: the run had warnings (set PRUNE_ON_WARNINGS=1 to prune anyway)");
+            eprintln!(
+                "prune skipped: the run had warnings (set PRUNE_ON_WARNINGS=1 to prune anyway)"
+            );
         } else if prefixes.is_empty() {
             eprintln!("prune skipped: no archive was created");
         } else {
@@ -214,11 +253,27 @@ pub fn run(common: &Common, args: BackupArgs) -> Result<Outcome> {
             for p in &prefixes {
                 let glob = format!("{p}*");
                 let Some(sess) = session.as_mut() else { break };
-                match super::cmd_prune::prune_session(sess, Some(&glob), rules, a.dry_run, *list, common.verbose) {
+                match super::cmd_prune::prune_session(
+                    sess,
+                    Some(&glob),
+                    rules,
+                    a.dry_run,
+                    *list,
+                    common.verbose,
+                ) {
                     Ok(o) => {
-                        let pruned: Vec<&str> = o.decisions.iter().filter(|d| d.verdict == proxborg::archive::prune::Verdict::Prune).map(|d| d.archive.name.as_str()).collect();
+                        let pruned: Vec<&str> = o
+                            .decisions
+                            .iter()
+                            .filter(|d| d.verdict == proxborg::archive::prune::Verdict::Prune)
+                            .map(|d| d.archive.name.as_str())
+                            .collect();
                         pruned_any |= !pruned.is_empty();
-                        eprintln!("prune {glob}: {} kept, {} pruned", o.decisions.len() - pruned.len(), pruned.len());
+                        eprintln!(
+                            "prune {glob}: {} kept, {} pruned",
+                            o.decisions.len() - pruned.len(),
+                            pruned.len()
+                        );
                         if *stats && !a.dry_run {
                             super::cmd_prune::print_stats(&o);
                         }
@@ -253,11 +308,24 @@ pub fn run(common: &Common, args: BackupArgs) -> Result<Outcome> {
     }
     if args.show_summary {
         drop(session);
-        let _ = super::cmd_list::run_info(common, super::cmd_list::InfoArgs { json: false, location: Some(loc.repo.canonical()) });
+        let _ = super::cmd_list::run_info(
+            common,
+            super::cmd_list::InfoArgs {
+                json: false,
+                location: Some(loc.repo.canonical()),
+            },
+        );
     }
     drop(lock);
     if failed {
-        bail!("{} of {} target(s) failed", outcomes.iter().filter(|o| o.result == Result_::Failed).count(), outcomes.len());
+        bail!(
+            "{} of {} target(s) failed",
+            outcomes
+                .iter()
+                .filter(|o| o.result == Result_::Failed)
+                .count(),
+            outcomes.len()
+        );
     }
     if cancel.load(Ordering::SeqCst) {
         bail!("interrupted");

@@ -143,7 +143,8 @@ pub struct CreateArgs {
 }
 
 fn parse_octal(s: &str) -> std::result::Result<u32, String> {
-    u32::from_str_radix(s.trim_start_matches("0o"), 8).map_err(|_| format!("invalid octal mode {s:?}"))
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .map_err(|_| format!("invalid octal mode {s:?}"))
 }
 
 impl CreateArgs {
@@ -170,7 +171,12 @@ fn parse_timestamp(s: &str) -> Result<DateTime<Utc>> {
             return Ok(t.with_timezone(&Utc));
         }
     }
-    for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d"] {
+    for f in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, f) {
             return Ok(t.and_utc());
         }
@@ -178,7 +184,8 @@ fn parse_timestamp(s: &str) -> Result<DateTime<Utc>> {
             return Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
         }
     }
-    let m = std::fs::metadata(s).with_context(|| format!("--timestamp {s:?} is neither a time nor a readable file"))?;
+    let m = std::fs::metadata(s)
+        .with_context(|| format!("--timestamp {s:?} is neither a time nor a readable file"))?;
     Ok(DateTime::<Utc>::from(m.modified()?))
 }
 
@@ -186,24 +193,34 @@ pub fn build_matcher(args: &ArchiveOpts) -> Result<(PatternMatcher, Vec<PathBuf>
     let mut m = PatternMatcher::new(true);
     let mut roots = Vec::new();
     for p in &args.pattern {
-        if let Some(r) = m.add_pattern_line(p).with_context(|| format!("--pattern {p:?}"))? {
+        if let Some(r) = m
+            .add_pattern_line(p)
+            .with_context(|| format!("--pattern {p:?}"))?
+        {
             roots.push(r);
         }
     }
     for f in &args.patterns_from {
-        let text = std::fs::read_to_string(f).with_context(|| format!("--patterns-from {}", f.display()))?;
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("--patterns-from {}", f.display()))?;
         for line in text.lines() {
-            if let Some(r) = m.add_pattern_line(line).with_context(|| format!("{}: {line:?}", f.display()))? {
+            if let Some(r) = m
+                .add_pattern_line(line)
+                .with_context(|| format!("{}: {line:?}", f.display()))?
+            {
                 roots.push(r);
             }
         }
     }
     for e in &args.exclude {
-        m.add_exclude(e).with_context(|| format!("--exclude {e:?}"))?;
+        m.add_exclude(e)
+            .with_context(|| format!("--exclude {e:?}"))?;
     }
     for f in &args.exclude_from {
-        let text = std::fs::read_to_string(f).with_context(|| format!("--exclude-from {}", f.display()))?;
-        m.add_exclude_from(&text).with_context(|| format!("--exclude-from {}", f.display()))?;
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("--exclude-from {}", f.display()))?;
+        m.add_exclude_from(&text)
+            .with_context(|| format!("--exclude-from {}", f.display()))?;
     }
     Ok((m, roots))
 }
@@ -212,7 +229,10 @@ pub fn run(common: &Common, args: CreateArgs) -> Result<Outcome> {
     let ph = Placeholders::current();
     let loc = super::parse_location(Some(&ph.expand(&args.archive)?))?;
     let Some(name) = loc.archive.clone() else {
-        bail!("{}: an archive name is required (REPOSITORY::ARCHIVE)", args.archive);
+        bail!(
+            "{}: an archive name is required (REPOSITORY::ARCHIVE)",
+            args.archive
+        );
     };
     create::check_archive_name(&name)?;
     let (matcher, pattern_roots) = build_matcher(&args.a)?;
@@ -328,19 +348,33 @@ pub fn run(common: &Common, args: CreateArgs) -> Result<Outcome> {
         println!("Utilization of max. archive size: 0%");
         println!("{}", output::RULE);
         println!("{}", output::stats_header());
-        println!("{}", output::stats_row("This archive:", res.size, res.csize, dsize_archive));
+        println!(
+            "{}",
+            output::stats_row("This archive:", res.size, res.csize, dsize_archive)
+        );
         println!("{}", output::stats_row("All archives:", tu, tc, uc));
         println!();
         println!("                       Unique chunks         Total chunks");
         println!("Chunk index: {:>23}{:>21}", all.len(), tchunks);
         println!("{}", output::RULE);
     }
-    Ok(if res.warnings.is_empty() { Outcome::Success } else { Outcome::Warning })
+    Ok(if res.warnings.is_empty() {
+        Outcome::Success
+    } else {
+        Outcome::Warning
+    })
 }
 
 /// CreateOptions from the shared options (sources-specific fields left at defaults).
-pub fn build_options(a: &ArchiveOpts, ph: &Placeholders, matcher: PatternMatcher, comment: String) -> Result<CreateOptions> {
-    let cwd = std::env::current_dir().map(|c| c.as_os_str().as_bytes().to_vec()).unwrap_or_default();
+pub fn build_options(
+    a: &ArchiveOpts,
+    ph: &Placeholders,
+    matcher: PatternMatcher,
+    comment: String,
+) -> Result<CreateOptions> {
+    let cwd = std::env::current_dir()
+        .map(|c| c.as_os_str().as_bytes().to_vec())
+        .unwrap_or_default();
     let cmdline: Vec<Vec<u8>> = std::env::args_os().map(|x| x.as_bytes().to_vec()).collect();
     Ok(CreateOptions {
         compression: a.compression.clone(),
@@ -366,7 +400,10 @@ pub fn build_options(a: &ArchiveOpts, ph: &Placeholders, matcher: PatternMatcher
             "disabled" => FilesChanged::Disabled,
             _ => FilesChanged::Ctime,
         },
-        files_cache_ttl: std::env::var("BORG_FILES_CACHE_TTL").ok().and_then(|v| v.parse().ok()).unwrap_or(20),
+        files_cache_ttl: std::env::var("BORG_FILES_CACHE_TTL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20),
         matcher,
         dry_run: a.dry_run,
         comment,
@@ -380,6 +417,10 @@ pub fn build_options(a: &ArchiveOpts, ph: &Placeholders, matcher: PatternMatcher
         acl_map: None,
         cancel: None,
         pre_commit: Mutex::new(None),
-        workers: a.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
+        workers: a.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        }),
     })
 }

@@ -43,7 +43,11 @@ pub fn parse_file_size(s: &str) -> std::result::Result<u64, String> {
                 'T' => 4,
                 'P' => 5,
                 'E' => 6,
-                _ => return Err(format!("invalid size suffix in {s:?} (use K, M, G, T, P or E)")),
+                _ => {
+                    return Err(format!(
+                        "invalid size suffix in {s:?} (use K, M, G, T, P or E)"
+                    ))
+                }
             };
             (&s[..s.len() - 1], 1000u64.pow(p))
         }
@@ -131,7 +135,10 @@ pub fn run_demo(common: &Common, args: DemoArgs) -> Result<Outcome> {
     std::env::set_var("BORG_BASE_DIR", dir.join("home"));
     let repo = Repo::Local(repo_path.clone());
     if !repo_path.join("config").exists() {
-        println!("demo: initialising an unencrypted repository at {}", repo_path.display());
+        println!(
+            "demo: initialising an unencrypted repository at {}",
+            repo_path.display()
+        );
         init_repo(
             &repo,
             &InitArgs {
@@ -145,8 +152,15 @@ pub fn run_demo(common: &Common, args: DemoArgs) -> Result<Outcome> {
     }
     for run in 1..=2 {
         let name = format!("demo-{{now:%Y-%m-%dT%H:%M:%S}}-{run}");
-        println!("demo: backing up {} into {}::{name}", path.display(), repo_path.display());
-        let args = super::cmd_create::CreateArgs::for_demo(format!("{}::{name}", repo_path.display()), path.clone());
+        println!(
+            "demo: backing up {} into {}::{name}",
+            path.display(),
+            repo_path.display()
+        );
+        let args = super::cmd_create::CreateArgs::for_demo(
+            format!("{}::{name}", repo_path.display()),
+            path.clone(),
+        );
         let o = super::cmd_create::run(common, args)?;
         if o != Outcome::Success {
             return Ok(o);

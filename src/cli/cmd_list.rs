@@ -61,10 +61,13 @@ pub fn format_line(fmt: &str, get: &dyn Fn(&str) -> Option<String>) -> Result<St
         if c == '}' {
             bail!("single '}}' in format {fmt:?}");
         }
-        let end = after.find('}').with_context(|| format!("unterminated '{{' in format {fmt:?}"))?;
+        let end = after
+            .find('}')
+            .with_context(|| format!("unterminated '{{' in format {fmt:?}"))?;
         let field = &after[..end];
         let (key, spec) = field.split_once(':').unwrap_or((field, ""));
-        let v = get(key).with_context(|| format!("unknown placeholder {{{key}}} in format {fmt:?}"))?;
+        let v =
+            get(key).with_context(|| format!("unknown placeholder {{{key}}} in format {fmt:?}"))?;
         out.push_str(&apply_spec(&v, spec));
         rest = &after[end + 1..];
     }
@@ -115,11 +118,17 @@ fn load_archive(session: &Session, name: &str) -> Result<(proxborg::repo::Object
 }
 
 /// Streams the items of an archive to `f`.
-pub fn for_each_item(session: &Session, meta: &ArchiveMeta, f: &mut dyn FnMut(Item) -> Result<()>) -> Result<()> {
-    read::for_each_item(session, meta, &mut |it| f(it).map_err(ItemStop::Other)).map_err(|e| match e {
-        ItemStop::Read(e) => e.into(),
-        ItemStop::Other(e) => e,
-    })
+pub fn for_each_item(
+    session: &Session,
+    meta: &ArchiveMeta,
+    f: &mut dyn FnMut(Item) -> Result<()>,
+) -> Result<()> {
+    read::for_each_item(session, meta, &mut |it| f(it).map_err(ItemStop::Other)).map_err(
+        |e| match e {
+            ItemStop::Read(e) => e.into(),
+            ItemStop::Other(e) => e,
+        },
+    )
 }
 
 /// Stops an item walk: a read error, or the caller's own.
@@ -138,9 +147,17 @@ impl From<read::ReadError> for ItemStop {
 const HASH_KEYS: [&str; 6] = ["sha224", "sha256", "sha384", "sha512", "blake2b", "xxh64"];
 
 /// Hex digests of an item's content for the hash keys used in `fmt` ("" without chunks).
-fn content_hashes(session: &Session, item: &Item, fmt: &str) -> Result<HashMap<&'static str, String>> {
+fn content_hashes(
+    session: &Session,
+    item: &Item,
+    fmt: &str,
+) -> Result<HashMap<&'static str, String>> {
     use sha2::Digest;
-    let used: Vec<&'static str> = HASH_KEYS.iter().copied().filter(|k| fmt.contains(&format!("{{{k}"))).collect();
+    let used: Vec<&'static str> = HASH_KEYS
+        .iter()
+        .copied()
+        .filter(|k| fmt.contains(&format!("{{{k}")))
+        .collect();
     let mut out = HashMap::new();
     let Some(chunks) = &item.chunks else {
         for k in used {
@@ -157,7 +174,9 @@ fn content_hashes(session: &Session, item: &Item, fmt: &str) -> Result<HashMap<&
     let mut s512 = sha2::Sha512::new();
     let mut b2 = blake2b_simd::Params::new().hash_length(64).to_state();
     let mut xx = xxhash_rust::xxh64::Xxh64::new(0);
-    read::for_each_chunk(session, chunks, &mut |_, d: &[u8]| -> Result<(), read::ReadError> {
+    read::for_each_chunk(session, chunks, &mut |_,
+                                                d: &[u8]|
+     -> Result<(), read::ReadError> {
         for k in &used {
             match *k {
                 "sha224" => s224.update(d),
@@ -263,20 +282,38 @@ pub fn run_list(common: &Common, args: ListArgs) -> Result<Outcome> {
         (None, true) => "{path}{NL}".into(),
         (None, false) => "{mode} {user:6} {group:6} {size:8} {mtime} {path}{extra}{NL}".into(),
     };
-    let prefixes: Vec<String> = args.paths.iter().map(|p| p.trim_end_matches('/').to_string()).collect();
+    let prefixes: Vec<String> = args
+        .paths
+        .iter()
+        .map(|p| p.trim_end_matches('/').to_string())
+        .collect();
     let stdout = std::io::stdout();
     let mut lock = std::io::BufWriter::new(stdout.lock());
     use std::io::Write;
     for_each_item(&session, &meta, &mut |item: Item| {
         let path = read::display_path(&item.path);
-        if !prefixes.is_empty() && !prefixes.iter().any(|p| path == *p || path.starts_with(&format!("{p}/"))) {
+        if !prefixes.is_empty()
+            && !prefixes
+                .iter()
+                .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+        {
             return Ok(());
         }
         let mtime = super::cmd_diff::ts(item.mtime);
-        let user = item.user.as_ref().map(|u| String::from_utf8_lossy(u).into_owned()).unwrap_or_else(|| item.uid.to_string());
-        let group = item.group.as_ref().map(|u| String::from_utf8_lossy(u).into_owned()).unwrap_or_else(|| item.gid.to_string());
+        let user = item
+            .user
+            .as_ref()
+            .map(|u| String::from_utf8_lossy(u).into_owned())
+            .unwrap_or_else(|| item.uid.to_string());
+        let group = item
+            .group
+            .as_ref()
+            .map(|u| String::from_utf8_lossy(u).into_owned())
+            .unwrap_or_else(|| item.gid.to_string());
         // borg's Item.get_size: a symlink's size is the length of its target
-        let link_len = item.is_symlink().then(|| item.source.as_ref().map_or(0, |s| s.len() as u64));
+        let link_len = item
+            .is_symlink()
+            .then(|| item.source.as_ref().map_or(0, |s| s.len() as u64));
         let size = item.size.or(link_len).unwrap_or_else(|| item.chunks_size());
         let source = item.source.as_ref().map(|s| read::display_path(s));
         let is_link = item.mode & 0o170000 == 0o120000;
@@ -296,14 +333,19 @@ pub fn run_list(common: &Common, args: ListArgs) -> Result<Outcome> {
             None => String::new(),
         };
         let hashes = content_hashes(&session, &item, &fmt)?;
-        let iso = |t: Option<i64>| t.map(|t| output::iso(super::cmd_diff::ts(t))).unwrap_or_default();
+        let iso = |t: Option<i64>| {
+            t.map(|t| output::iso(super::cmd_diff::ts(t)))
+                .unwrap_or_default()
+        };
         let get = |k: &str| -> Option<String> {
             if let Some(h) = hashes.get(k) {
                 return Some(h.clone());
             }
             Some(match k {
                 // hardlink slaves show as 'h' (borg's ItemFormatter)
-                "mode" if source.is_some() && !is_link => format!("h{}", &output::mode_string(item.mode)[1..]),
+                "mode" if source.is_some() && !is_link => {
+                    format!("h{}", &output::mode_string(item.mode)[1..])
+                }
                 "mode" => output::mode_string(item.mode),
                 "isoctime" => iso(item.ctime),
                 "isoatime" => iso(item.atime),
@@ -315,18 +357,35 @@ pub fn run_list(common: &Common, args: ListArgs) -> Result<Outcome> {
                 "gid" => item.gid.to_string(),
                 "size" => size.to_string(),
                 "csize" => link_len
-                    .unwrap_or_else(|| item.chunks.iter().flatten().map(|c| c.csize as u64).sum::<u64>())
+                    .unwrap_or_else(|| {
+                        item.chunks
+                            .iter()
+                            .flatten()
+                            .map(|c| c.csize as u64)
+                            .sum::<u64>()
+                    })
                     .to_string(),
                 "num_chunks" => item.chunks.as_ref().map_or(0, |c| c.len()).to_string(),
                 "mtime" => output::time(mtime),
                 "isomtime" => output::iso(mtime),
-                "ctime" => item.ctime.map(|t| output::time(super::cmd_diff::ts(t))).unwrap_or_default(),
-                "atime" => item.atime.map(|t| output::time(super::cmd_diff::ts(t))).unwrap_or_default(),
+                "ctime" => item
+                    .ctime
+                    .map(|t| output::time(super::cmd_diff::ts(t)))
+                    .unwrap_or_default(),
+                "atime" => item
+                    .atime
+                    .map(|t| output::time(super::cmd_diff::ts(t)))
+                    .unwrap_or_default(),
                 "path" | "bpath" => path.clone(),
                 "source" | "linktarget" => source.clone().unwrap_or_default(),
                 "extra" => extra.clone(),
                 "flags" => item.bsdflags.unwrap_or(0).to_string(),
-                "health" => if item.chunks_healthy.is_some() { "broken" } else { "healthy" }.into(),
+                "health" => if item.chunks_healthy.is_some() {
+                    "broken"
+                } else {
+                    "healthy"
+                }
+                .into(),
                 "archivename" => name.clone(),
                 "NL" | "NEWLINE" | "LF" => "\n".into(),
                 "TAB" => "\t".into(),
@@ -377,7 +436,11 @@ pub fn run_info(common: &Common, args: InfoArgs) -> Result<Outcome> {
         let start = parse_time(&meta.time);
         let end = parse_time(&meta.time_end);
         let duration = (end - start).num_microseconds().unwrap_or(0) as f64 / 1e6;
-        let cmdline: Vec<String> = meta.cmdline.iter().map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+        let cmdline: Vec<String> = meta
+            .cmdline
+            .iter()
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect();
         if args.json {
             let j = json!({
                 "archives": [{
@@ -402,10 +465,16 @@ pub fn run_info(common: &Common, args: InfoArgs) -> Result<Outcome> {
             println!("Duration: {}", output::duration(duration));
             println!("Number of files: {}", meta.nfiles);
             println!("Command line: {}", cmdline.join(" "));
-            println!("Utilization of maximum supported archive size: {:.0}%", meta.items.len() as f64 / 500_000.0 * 100.0);
+            println!(
+                "Utilization of maximum supported archive size: {:.0}%",
+                meta.items.len() as f64 / 500_000.0 * 100.0
+            );
             println!("{}", output::RULE);
             println!("{}", output::stats_header());
-            println!("{}", output::stats_row("This archive:", meta.size, meta.csize, dsize));
+            println!(
+                "{}",
+                output::stats_row("This archive:", meta.size, meta.csize, dsize)
+            );
             println!("{}", output::stats_row("All archives:", tu, tc, uc));
             println!();
             println!("                       Unique chunks         Total chunks");
@@ -443,7 +512,10 @@ mod tests {
             "NL" => Some("\n".to_string()),
             _ => None,
         };
-        assert_eq!(format_line("{a:<5}|{a:>4}|{a}{NL}", &get).unwrap(), "xy   |  xy|xy\n");
+        assert_eq!(
+            format_line("{a:<5}|{a:>4}|{a}{NL}", &get).unwrap(),
+            "xy   |  xy|xy\n"
+        );
         assert_eq!(format_line("{{a}}", &get).unwrap(), "{a}");
         assert_eq!(format_line("{a:6}", &get).unwrap(), "xy    ");
         assert!(format_line("{zz}", &get).is_err());

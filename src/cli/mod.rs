@@ -2,17 +2,17 @@
 //! (0 success, 1 warning, 2 error).
 
 mod cmd_backup;
+mod cmd_benchmark;
 mod cmd_check;
 mod cmd_compact;
-mod cmd_benchmark;
 mod cmd_create;
 mod cmd_delete;
-mod cmd_init;
-mod cmd_list;
-mod cmd_prune;
 mod cmd_diff;
 mod cmd_export_tar;
 mod cmd_extract;
+mod cmd_init;
+mod cmd_list;
+mod cmd_prune;
 mod cmd_restore_hint;
 mod cmd_verify;
 pub mod output;
@@ -125,11 +125,19 @@ pub enum Command {
 pub fn parse_location(text: Option<&str>) -> Result<Location> {
     let cwd = std::env::current_dir().context("current directory")?;
     let env_repo = std::env::var("BORG_REPO").ok();
-    Ok(Location::parse(text.unwrap_or(""), env_repo.as_deref(), &cwd)?)
+    Ok(Location::parse(
+        text.unwrap_or(""),
+        env_repo.as_deref(),
+        &cwd,
+    )?)
 }
 
 /// Opens the repository behind a location.
-pub(crate) fn open_repository(repo: &Repo, exclusive: bool, lock_wait: f64) -> Result<Box<dyn Repository>> {
+pub(crate) fn open_repository(
+    repo: &Repo,
+    exclusive: bool,
+    lock_wait: f64,
+) -> Result<Box<dyn Repository>> {
     match repo {
         Repo::Local(path) => {
             let r = LocalRepository::open(
@@ -143,27 +151,39 @@ pub(crate) fn open_repository(repo: &Repo, exclusive: bool, lock_wait: f64) -> R
             Ok(Box::new(r))
         }
         Repo::Ssh { .. } => {
-            let r = RemoteRepository::open(repo, &remote_options(common_remote(), exclusive, lock_wait))?;
+            let r = RemoteRepository::open(
+                repo,
+                &remote_options(common_remote(), exclusive, lock_wait),
+            )?;
             Ok(Box::new(r))
         }
     }
 }
 
 /// `--rsh` / `--remote-path` as given on the command line (borg's env vars otherwise).
-static REMOTE: std::sync::OnceLock<(Option<String>, Option<String>, bool)> = std::sync::OnceLock::new();
+static REMOTE: std::sync::OnceLock<(Option<String>, Option<String>, bool)> =
+    std::sync::OnceLock::new();
 
 pub(crate) fn common_remote() -> (Option<String>, Option<String>, bool) {
     REMOTE.get().cloned().unwrap_or((None, None, false))
 }
 
 /// Options for `borg serve` connections.
-pub fn remote_options(r: (Option<String>, Option<String>, bool), exclusive: bool, lock_wait: f64) -> RemoteOptions {
+pub fn remote_options(
+    r: (Option<String>, Option<String>, bool),
+    exclusive: bool,
+    lock_wait: f64,
+) -> RemoteOptions {
     RemoteOptions {
         exclusive,
         lock_wait,
         rsh: r.0,
         remote_path: r.1,
-        log_level: if r.2 { LogLevel::Info } else { LogLevel::Warning },
+        log_level: if r.2 {
+            LogLevel::Info
+        } else {
+            LogLevel::Warning
+        },
         ..Default::default()
     }
 }
@@ -179,7 +199,11 @@ pub fn run(cli: Cli) -> i32 {
     unsafe {
         libc::umask(cli.common.umask as libc::mode_t);
     }
-    let _ = REMOTE.set((cli.common.rsh.clone(), cli.common.remote_path.clone(), cli.common.verbose || cli.common.debug));
+    let _ = REMOTE.set((
+        cli.common.rsh.clone(),
+        cli.common.remote_path.clone(),
+        cli.common.verbose || cli.common.debug,
+    ));
     let res = match cli.cmd {
         Command::Init(a) => cmd_init::run(&cli.common, a),
         Command::Create(a) => cmd_create::run(&cli.common, *a),

@@ -26,12 +26,16 @@ pub fn size(v: u64) -> String {
 
 /// borg's `format_time`: local time with weekday.
 pub fn time(t: DateTime<Utc>) -> String {
-    t.with_timezone(&Local).format("%a, %Y-%m-%d %H:%M:%S").to_string()
+    t.with_timezone(&Local)
+        .format("%a, %Y-%m-%d %H:%M:%S")
+        .to_string()
 }
 
 /// ISO 8601 local time with microseconds, as borg's JSON (`isoformat_time`).
 pub fn iso(t: DateTime<Utc>) -> String {
-    t.with_timezone(&Local).format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+    t.with_timezone(&Local)
+        .format("%Y-%m-%dT%H:%M:%S%.6f")
+        .to_string()
 }
 
 /// borg's `format_timedelta`.
@@ -53,11 +57,18 @@ pub fn duration(secs: f64) -> String {
     txt
 }
 
-pub const RULE: &str = "------------------------------------------------------------------------------";
+pub const RULE: &str =
+    "------------------------------------------------------------------------------";
 
 /// The "Original size / Compressed size / Deduplicated size" table row.
 pub fn stats_row(label: &str, osize: u64, csize: u64, dsize: u64) -> String {
-    format!("{:<13}{:>20}{:>21}{:>21}", label, size(osize), size(csize), size(dsize))
+    format!(
+        "{:<13}{:>20}{:>21}{:>21}",
+        label,
+        size(osize),
+        size(csize),
+        size(dsize)
+    )
 }
 
 pub fn stats_header() -> String {

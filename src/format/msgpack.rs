@@ -201,7 +201,23 @@ mod tests {
 
     #[test]
     fn ints_round_trip_smallest() {
-        for v in [0i64, 1, 127, 128, 255, 256, 65535, 65536, -1, -32, -33, -128, -129, i64::MIN, i64::MAX] {
+        for v in [
+            0i64,
+            1,
+            127,
+            128,
+            255,
+            256,
+            65535,
+            65536,
+            -1,
+            -32,
+            -33,
+            -128,
+            -129,
+            i64::MIN,
+            i64::MAX,
+        ] {
             let mut b = Vec::new();
             write_int(&mut b, v);
             let mut r = &b[..];

@@ -62,7 +62,13 @@ pub fn seal(buf: &mut [u8], hmac_at: usize, key: &dyn TamKeySource, salt: &[u8],
 
 /// Verifies a TAM the way borg does: zero the *first* occurrence of the hmac bytes in the
 /// raw object and recompute.
-pub fn verify(raw: &[u8], hmac: &[u8], salt: &[u8], key: &dyn TamKeySource, context: &[u8]) -> bool {
+pub fn verify(
+    raw: &[u8],
+    hmac: &[u8],
+    salt: &[u8],
+    key: &dyn TamKeySource,
+    context: &[u8],
+) -> bool {
     if hmac.len() != 64 {
         return false;
     }

@@ -39,16 +39,31 @@ mod tests {
     fn six_digit_micros() {
         let t = Utc.with_ymd_and_hms(2026, 11, 23, 6, 23, 30).unwrap();
         assert_eq!(format(t), "2026-11-23T06:23:30.000000");
-        assert_eq!(parse("2026-11-23T06:23:30.136596").map(format).unwrap(), "2026-11-23T06:23:30.136596");
-        assert_eq!(parse("2026-11-23T06:23:30").map(format).unwrap(), "2026-11-23T06:23:30.000000");
+        assert_eq!(
+            parse("2026-11-23T06:23:30.136596").map(format).unwrap(),
+            "2026-11-23T06:23:30.136596"
+        );
+        assert_eq!(
+            parse("2026-11-23T06:23:30").map(format).unwrap(),
+            "2026-11-23T06:23:30.000000"
+        );
     }
 
     #[test]
     fn manifest_timestamp_increases() {
         let now = Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap();
         let prev = "2030-01-01T00:00:00.999999";
-        assert_eq!(next_manifest_timestamp(Some(prev), now), "2030-01-01T00:00:01.000000");
-        assert_eq!(next_manifest_timestamp(None, now), "2020-01-01T00:00:00.000000");
-        assert_eq!(next_manifest_timestamp(Some("2019-01-01T00:00:00.000000"), now), "2020-01-01T00:00:00.000000");
+        assert_eq!(
+            next_manifest_timestamp(Some(prev), now),
+            "2030-01-01T00:00:01.000000"
+        );
+        assert_eq!(
+            next_manifest_timestamp(None, now),
+            "2020-01-01T00:00:00.000000"
+        );
+        assert_eq!(
+            next_manifest_timestamp(Some("2019-01-01T00:00:00.000000"), now),
+            "2020-01-01T00:00:00.000000"
+        );
     }
 }

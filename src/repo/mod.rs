@@ -91,7 +91,11 @@ pub trait Repository: Send {
     /// The repository's `nonce` file: next unreserved AES-CTR counter, if any.
     fn get_free_nonce(&mut self) -> Result<Option<u64>>;
     /// Compare-and-set of the `nonce` file: fails unless it still holds `start_nonce`.
-    fn commit_nonce_reservation(&mut self, next_unreserved: u64, start_nonce: Option<u64>) -> Result<()>;
+    fn commit_nonce_reservation(
+        &mut self,
+        next_unreserved: u64,
+        start_nonce: Option<u64>,
+    ) -> Result<()>;
     /// Whether the repository refuses to delete or overwrite (append-only mode).
     fn append_only(&self) -> bool;
 }

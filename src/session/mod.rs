@@ -92,7 +92,11 @@ pub fn find_keyfile(env: Env, repo_id: &[u8; 32]) -> Result<(PathBuf, String)> {
         if &id != repo_id {
             return Err(SessionError::KeyFile {
                 path: p,
-                reason: format!("belongs to repository {}, not {}", hex::encode(id), hex::encode(repo_id)),
+                reason: format!(
+                    "belongs to repository {}, not {}",
+                    hex::encode(id),
+                    hex::encode(repo_id)
+                ),
             });
         }
         return Ok((p, blob));
@@ -165,7 +169,8 @@ fn decrypt_blob(blob: &str, mode: KeyMode) -> Result<Key> {
 /// Loads the key for a repository whose manifest envelope starts with `type_byte`.
 pub fn load_key(env: Env, repo: &mut dyn Repository, type_byte: u8) -> Result<Key> {
     let loc = repo.location();
-    let mode = KeyMode::from_type_byte(type_byte).ok_or(SessionError::UnknownKeyType(loc.clone(), type_byte))?;
+    let mode = KeyMode::from_type_byte(type_byte)
+        .ok_or(SessionError::UnknownKeyType(loc.clone(), type_byte))?;
     let repo_id = repo.id();
     match mode.key_storage() {
         KeyStorage::None => Ok(Key::plaintext(repo_id)),
@@ -208,17 +213,21 @@ impl Session {
             Err(RepoError::ObjectNotFound(..)) => return Err(SessionError::NoManifest(loc)),
             Err(e) => return Err(e.into()),
         };
-        let type_byte = *envelope.first().ok_or_else(|| SessionError::NoManifest(loc.clone()))?;
+        let type_byte = *envelope
+            .first()
+            .ok_or_else(|| SessionError::NoManifest(loc.clone()))?;
         let key = load_key(env, repo.as_mut(), type_byte)?;
         let security = SecurityDir::new(env, &repo.id());
         let payload = key
             .open(&envelope)
             .map_err(|e| SessionError::Manifest(e.to_string()))?;
-        let plain = compress::decompress(&payload).map_err(|e| SessionError::Manifest(e.to_string()))?;
-        let tam_required = key.material().tam_required || (key.mode().is_encrypted() && security.tam_required());
+        let plain =
+            compress::decompress(&payload).map_err(|e| SessionError::Manifest(e.to_string()))?;
+        let tam_required =
+            key.material().tam_required || (key.mode().is_encrypted() && security.tam_required());
         let tam_required = tam_required && key.mode() != KeyMode::Plaintext;
-        let (manifest, tam) =
-            Manifest::decode(&plain, &key, tam_required).map_err(|e| SessionError::Manifest(e.to_string()))?;
+        let (manifest, tam) = Manifest::decode(&plain, &key, tam_required)
+            .map_err(|e| SessionError::Manifest(e.to_string()))?;
         if matches!(tam, TamStatus::Verified) && key.mode() != KeyMode::Plaintext {
             security.set_tam_required(true)?;
         }
@@ -231,9 +240,14 @@ impl Session {
             true,
         )?;
         let manifest_id = key.id_hash(&plain);
-        let manifest_nonce = Key::envelope_iv(&envelope).map(|iv| iv + (envelope.len() as u64).div_ceil(16));
+        let manifest_nonce =
+            Key::envelope_iv(&envelope).map(|iv| iv + (envelope.len() as u64).div_ceil(16));
         let repo: SharedRepo = Arc::new(Mutex::new(repo));
-        let nonces = Arc::new(NonceAllocator::new(repo.clone(), security.nonce_file(), manifest_nonce));
+        let nonces = Arc::new(NonceAllocator::new(
+            repo.clone(),
+            security.nonce_file(),
+            manifest_nonce,
+        ));
         Ok(Session {
             repo,
             key: Arc::new(key),
@@ -247,7 +261,12 @@ impl Session {
 
     /// Initialises a freshly created repository: new key (stored per its mode), empty
     /// manifest, commit, security dir — what `borg init` does after creating the directory.
-    pub fn init(env: Env, mut repo: Box<dyn Repository>, location: Repo, mode: KeyMode) -> Result<(Session, Option<PathBuf>)> {
+    pub fn init(
+        env: Env,
+        mut repo: Box<dyn Repository>,
+        location: Repo,
+        mode: KeyMode,
+    ) -> Result<(Session, Option<PathBuf>)> {
         let repo_id = repo.id();
         let key = if mode == KeyMode::Plaintext {
             Key::plaintext(repo_id)
@@ -257,7 +276,11 @@ impl Session {
         let mut keyfile = None;
         if mode != KeyMode::Plaintext {
             let pass = crate::secrets::passphrase_for_new().map_err(passphrase_error)?;
-            let blob = keyblob::encrypt_key_blob(key.material(), pass.as_bytes(), keyblob::PBKDF2_ITERATIONS);
+            let blob = keyblob::encrypt_key_blob(
+                key.material(),
+                pass.as_bytes(),
+                keyblob::PBKDF2_ITERATIONS,
+            );
             match mode.key_storage() {
                 KeyStorage::Repository => repo.save_key(blob.as_bytes())?,
                 KeyStorage::KeyFile => {
@@ -268,20 +291,28 @@ impl Session {
                             source: e,
                         })?;
                     }
-                    crate::fsutil::save_file(&path, keyblob::keyfile_text(&repo_id, &blob).as_bytes())
-                        .map_err(|e| SessionError::Io {
-                            path: path.clone(),
-                            source: e,
-                        })?;
+                    crate::fsutil::save_file(
+                        &path,
+                        keyblob::keyfile_text(&repo_id, &blob).as_bytes(),
+                    )
+                    .map_err(|e| SessionError::Io {
+                        path: path.clone(),
+                        source: e,
+                    })?;
                     keyfile = Some(path);
                 }
                 KeyStorage::None => {}
             }
         }
         let security = SecurityDir::new(env, &repo_id);
-        let manifest = Manifest::new_empty(key.material().tam_required && mode != KeyMode::Plaintext);
+        let manifest =
+            Manifest::new_empty(key.material().tam_required && mode != KeyMode::Plaintext);
         let repo: SharedRepo = Arc::new(Mutex::new(repo));
-        let nonces = Arc::new(NonceAllocator::new(repo.clone(), security.nonce_file(), None));
+        let nonces = Arc::new(NonceAllocator::new(
+            repo.clone(),
+            security.nonce_file(),
+            None,
+        ));
         let mut s = Session {
             repo,
             key: Arc::new(key),
@@ -303,20 +334,31 @@ impl Session {
     pub fn seal(&self, plaintext: &[u8], compression: &Compression) -> Result<Vec<u8>> {
         let payload = compression.compress(plaintext);
         let blocks = self.key.cipher_blocks(payload.len());
-        let iv = if blocks > 0 { self.nonces.allocate(blocks)? } else { 0 };
+        let iv = if blocks > 0 {
+            self.nonces.allocate(blocks)?
+        } else {
+            0
+        };
         Ok(self.key.seal(&payload, iv))
     }
 
     /// Writes the manifest with a strictly newer timestamp (not yet committed).
     pub fn write_manifest(&mut self) -> Result<()> {
-        self.manifest.timestamp =
-            crate::format::timefmt::next_manifest_timestamp(Some(&self.manifest.timestamp).filter(|t| !t.is_empty()).map(|s| s.as_str()), chrono::Utc::now());
+        self.manifest.timestamp = crate::format::timefmt::next_manifest_timestamp(
+            Some(&self.manifest.timestamp)
+                .filter(|t| !t.is_empty())
+                .map(|s| s.as_str()),
+            chrono::Utc::now(),
+        );
         let plain = self
             .manifest
             .encode_with_tam(self.key.as_ref())
             .map_err(|e| SessionError::Manifest(e.to_string()))?;
         let envelope = self.seal(&plain, &Compression::Lz4)?;
-        self.repo.lock().expect("repository lock").put(&MANIFEST_ID, &envelope)?;
+        self.repo
+            .lock()
+            .expect("repository lock")
+            .put(&MANIFEST_ID, &envelope)?;
         self.manifest_id = self.key.id_hash(&plain);
         Ok(())
     }
@@ -347,7 +389,9 @@ impl Session {
         let payload = self.key.open(envelope).map_err(|e| err(e.to_string()))?;
         let plain = compress::decompress(&payload).map_err(|e| err(e.to_string()))?;
         if &self.key.id_hash(&plain) != id {
-            return Err(err("id verification failed (data does not match its id)".into()));
+            return Err(err(
+                "id verification failed (data does not match its id)".into()
+            ));
         }
         Ok(plain)
     }

@@ -94,11 +94,17 @@ impl NonceAllocator {
         let mut repo = self.repo.lock().expect("repository lock");
         let repo_free = repo.get_free_nonce()?;
         let local_free = self.local_free()?;
-        let free = [repo_free, local_free, self.manifest_nonce, st.end, Some(st.next)]
-            .into_iter()
-            .flatten()
-            .max()
-            .unwrap_or(0);
+        let free = [
+            repo_free,
+            local_free,
+            self.manifest_nonce,
+            st.end,
+            Some(st.next),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(0);
         let reservation_end = free
             .checked_add(blocks)
             .and_then(|x| x.checked_add(OUR_RESERVATION.max(NONCE_SPACE_RESERVATION)))
@@ -114,11 +120,14 @@ impl NonceAllocator {
                 source: e,
             })?;
         }
-        crate::fsutil::save_file(&self.local_file, format!("{reservation_end:016x}").as_bytes())
-            .map_err(|e| NonceError::Io {
-                path: self.local_file.clone(),
-                source: e,
-            })?;
+        crate::fsutil::save_file(
+            &self.local_file,
+            format!("{reservation_end:016x}").as_bytes(),
+        )
+        .map_err(|e| NonceError::Io {
+            path: self.local_file.clone(),
+            source: e,
+        })?;
         st.end = Some(reservation_end);
         st.next = free + blocks;
         Ok(free)

@@ -140,7 +140,12 @@ impl SecurityDir {
     }
 
     /// Records location, key type and the manifest timestamp we just wrote or read.
-    pub fn save(&self, location: &str, key_type: u8, manifest_timestamp: &str) -> Result<(), SecurityError> {
+    pub fn save(
+        &self,
+        location: &str,
+        key_type: u8,
+        manifest_timestamp: &str,
+    ) -> Result<(), SecurityError> {
         self.write("location", location)?;
         self.write("key-type", &key_type.to_string())?;
         self.write("manifest-timestamp", manifest_timestamp)
