@@ -132,15 +132,24 @@ pub struct CreateOptions {
     pub username: String,
     pub cwd: Vec<u8>,
     /// Map (uid, gid) of stored items (unprivileged container id shifting).
-    pub id_map: Option<Arc<dyn Fn(u32, u32) -> (u32, u32) + Send + Sync>>,
+    pub id_map: Option<IdMap>,
     /// Rewrites ACL texts to match `id_map`.
-    pub acl_map: Option<Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>>,
+    pub acl_map: Option<AclMap>,
     pub workers: usize,
     /// Set from a signal handler: stop walking and reading, commit nothing.
     pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// Last check before the commit (e.g. the exit status of a producer feeding stdin).
-    pub pre_commit: Mutex<Option<Box<dyn FnOnce() -> Result<(), String> + Send>>>,
+    pub pre_commit: Mutex<Option<PreCommit>>,
 }
+
+/// Maps (uid, gid) of stored items.
+pub type IdMap = Arc<dyn Fn(u32, u32) -> (u32, u32) + Send + Sync>;
+/// Rewrites an ACL text.
+pub type AclMap = Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
+/// A last check before the commit.
+pub type PreCommit = Box<dyn FnOnce() -> Result<(), String> + Send>;
+/// A files-cache entry to remember after the commit: key, inode, size, c/mtime, chunks.
+type Memo = (Vec<u8>, u64, u64, i64, Vec<ChunkRef>);
 
 /// Per-item status line (borg's `--list` letters).
 pub type StatusFn<'a> = &'a (dyn Fn(char, &str) + Sync);
@@ -173,11 +182,11 @@ struct FileOutcome {
     item: Option<Item>,
     status: char,
     warning: Option<String>,
-    memorize: Option<(Vec<u8>, u64, u64, i64, Vec<ChunkRef>)>,
+    memorize: Option<Memo>,
 }
 
 enum Slot {
-    Ready(FileOutcome, Vec<u8>),
+    Ready(Box<FileOutcome>, Vec<u8>),
     Pending(Receiver<FileOutcome>, Vec<u8>),
 }
 
@@ -553,12 +562,12 @@ impl Walker<'_> {
     fn ready(&mut self, item: Item, status: char) {
         let p = item.path.clone();
         let _ = self.slots.send(Slot::Ready(
-            FileOutcome {
+            Box::new(FileOutcome {
                 item: Some(item),
                 status,
                 warning: None,
                 memorize: None,
-            },
+            }),
             p,
         ));
     }
@@ -613,7 +622,7 @@ impl Walker<'_> {
         if self.skip_inodes.contains(&(st.dev(), st.ino())) {
             return;
         }
-        let recurse = restrict_dev.is_none_or(|d| d == st.dev());
+        let recurse = restrict_dev.map_or(true, |d| d == st.dev());
         let ft = st.file_type();
         if opts.exclude_nodump && !ft.is_symlink() {
             if let Ok(m) = fsmeta::read_meta(fs_path, &opts.meta) {
@@ -623,7 +632,7 @@ impl Walker<'_> {
                 }
             }
         }
-        let emit = !(is_root && !root.emit_root);
+        let emit = !is_root || root.emit_root;
         if ft.is_dir() {
             if recurse {
                 let mut tags: Vec<String> = Vec::new();
@@ -793,7 +802,7 @@ struct SinkOut {
     size: u64,
     csize: u64,
     warnings: Vec<String>,
-    memorize: Vec<(Vec<u8>, u64, u64, i64, Vec<ChunkRef>)>,
+    memorize: Vec<Memo>,
 }
 
 fn sink(store: &ChunkStore, seed: u32, slots: Receiver<Slot>, status: StatusFn, dry_run: bool) -> Result<SinkOut, StoreError> {
@@ -808,7 +817,7 @@ fn sink(store: &ChunkStore, seed: u32, slots: Receiver<Slot>, status: StatusFn, 
     };
     for slot in slots {
         let (res, path) = match slot {
-            Slot::Ready(o, p) => (o, p),
+            Slot::Ready(o, p) => (*o, p),
             Slot::Pending(rx, p) => match rx.recv() {
                 Ok(o) => (o, p),
                 Err(_) => continue,

@@ -232,15 +232,12 @@ impl ChunkStore {
         let sh = &self.shards[shard_of(&id)];
         {
             let mut map = sh.map.lock().expect("shard lock");
-            if !map.contains_key(&id) {
-                map.insert(
-                    id,
-                    Entry {
-                        refcount: 1,
-                        size: data.len() as u32,
-                        csize: PENDING,
-                    },
-                );
+            if let std::collections::hash_map::Entry::Vacant(v) = map.entry(id) {
+                v.insert(Entry {
+                    refcount: 1,
+                    size: data.len() as u32,
+                    csize: PENDING,
+                });
             } else {
                 drop(map);
                 if let Some(e) = self.wait_ready(&id, true) {
