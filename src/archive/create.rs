@@ -276,6 +276,12 @@ fn item_from_meta(path: Vec<u8>, m: &FsMeta, opts: &CreateOptions) -> Item {
     }
 }
 
+/// Read block of the parallel chunker when it is the only input being chunked.
+const SOLO_BLOCK: usize = 16 << 20;
+/// A chunker read buffer up to this size is kept for the thread's next input; larger
+/// ones (from a lone large input) are freed, so idle workers do not pin memory.
+const KEEP_CHUNK_BUF: usize = 16 << 20;
+
 thread_local! {
     /// The buzhash chunker's read buffer, kept per thread from one input to the next.
     static CHUNK_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -332,6 +338,9 @@ fn chunk_parallel<R: Read>(
         let e = std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("invalid chunker params {params}"));
         return Ok(Err(e));
     };
+    // A lone input gets larger blocks (more chunks per parallel batch); with several
+    // inputs at once the default keeps their buffers small.
+    let chunker = if ActiveInput::count() <= 1 { chunker.with_block(SOLO_BLOCK) } else { chunker };
     let mut chunker = chunker.with_buffer(CHUNK_BUF.with(|b| std::mem::take(&mut *b.borrow_mut())));
     let mut refs = Vec::new();
     let res = loop {
@@ -354,7 +363,10 @@ fn chunk_parallel<R: Read>(
             Err(e) => break Err(e),
         }
     };
-    CHUNK_BUF.with(|b| *b.borrow_mut() = chunker.into_buffer());
+    let buf = chunker.into_buffer();
+    if buf.capacity() <= KEEP_CHUNK_BUF {
+        CHUNK_BUF.with(|b| *b.borrow_mut() = buf);
+    }
     res
 }
 
