@@ -82,7 +82,7 @@ export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 unset BORG_REPO BORG_NEW_PASSPHRASE BORG_RSH BORG_REMOTE_PATH
 
 # bytes SPEC...: apparent size of files and trees.
-bytes() { find "$@" -type f -printf '%s\n' | awk '{s += $1} END {printf "%d\n", s}'; }
+bytes() { find "$@" -type f -printf '%s\n' | awk '{s += $1} END {printf "%.0f\n", s}'; }
 # warm PATH...: read everything once so the timed run starts from the page cache.
 warm() { find "$@" -type f -print0 | xargs -0 cat >/dev/null; }
 # field NAME LINE

@@ -132,24 +132,24 @@ pub struct CreateOptions {
     pub username: String,
     pub cwd: Vec<u8>,
     /// Map (uid, gid) of stored items (unprivileged container id shifting).
-    pub id_map: Option<IdMapFn>,
+    pub id_map: Option<IdMap>,
     /// Rewrites ACL texts to match `id_map`.
-    pub acl_map: Option<AclMapFn>,
+    pub acl_map: Option<AclMap>,
     pub workers: usize,
     /// Set from a signal handler: stop walking and reading, commit nothing.
     pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// Last check before the commit (e.g. the exit status of a producer feeding stdin).
-    pub pre_commit: PreCommit,
+    pub pre_commit: Mutex<Option<PreCommit>>,
 }
 
 /// Maps (uid, gid) of stored items.
-pub type IdMapFn = Arc<dyn Fn(u32, u32) -> (u32, u32) + Send + Sync>;
+pub type IdMap = Arc<dyn Fn(u32, u32) -> (u32, u32) + Send + Sync>;
 /// Rewrites an ACL text.
-pub type AclMapFn = Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
-/// A last check run before the commit.
-pub type PreCommit = Mutex<Option<Box<dyn FnOnce() -> Result<(), String> + Send>>>;
-/// A files-cache entry to remember: (key, inode, size, c/mtime, chunks).
-type Memorize = (Vec<u8>, u64, u64, i64, Vec<ChunkRef>);
+pub type AclMap = Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
+/// A last check before the commit.
+pub type PreCommit = Box<dyn FnOnce() -> Result<(), String> + Send>;
+/// A files-cache entry to remember after the commit: key, inode, size, c/mtime, chunks.
+type Memo = (Vec<u8>, u64, u64, i64, Vec<ChunkRef>);
 
 /// Per-item status line (borg's `--list` letters).
 pub type StatusFn<'a> = &'a (dyn Fn(char, &str) + Sync);
@@ -182,7 +182,7 @@ struct FileOutcome {
     item: Option<Item>,
     status: char,
     warning: Option<String>,
-    memorize: Option<Memorize>,
+    memorize: Option<Memo>,
 }
 
 enum Slot {
@@ -276,6 +276,12 @@ fn item_from_meta(path: Vec<u8>, m: &FsMeta, opts: &CreateOptions) -> Item {
     }
 }
 
+/// Read block of the parallel chunker when it is the only input being chunked.
+const SOLO_BLOCK: usize = 16 << 20;
+/// A chunker read buffer up to this size is kept for the thread's next input; larger
+/// ones (from a lone large input) are freed, so idle workers do not pin memory.
+const KEEP_CHUNK_BUF: usize = 16 << 20;
+
 thread_local! {
     /// The buzhash chunker's read buffer, kept per thread from one input to the next.
     static CHUNK_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -335,6 +341,9 @@ fn chunk_parallel<R: Read>(
         );
         return Ok(Err(e));
     };
+    // A lone input gets larger blocks (more chunks per parallel batch); with several
+    // inputs at once the default keeps their buffers small.
+    let chunker = if ActiveInput::count() <= 1 { chunker.with_block(SOLO_BLOCK) } else { chunker };
     let mut chunker = chunker.with_buffer(CHUNK_BUF.with(|b| std::mem::take(&mut *b.borrow_mut())));
     let mut refs = Vec::new();
     let res = loop {
@@ -367,7 +376,10 @@ fn chunk_parallel<R: Read>(
             Err(e) => break Err(e),
         }
     };
-    CHUNK_BUF.with(|b| *b.borrow_mut() = chunker.into_buffer());
+    let buf = chunker.into_buffer();
+    if buf.capacity() <= KEEP_CHUNK_BUF {
+        CHUNK_BUF.with(|b| *b.borrow_mut() = buf);
+    }
     res
 }
 
@@ -672,7 +684,7 @@ impl Walker<'_> {
         if self.skip_inodes.contains(&(st.dev(), st.ino())) {
             return;
         }
-        let recurse = restrict_dev.is_none_or(|d| d == st.dev());
+        let recurse = restrict_dev.map_or(true, |d| d == st.dev());
         let ft = st.file_type();
         if opts.exclude_nodump && !ft.is_symlink() {
             if let Ok(m) = fsmeta::read_meta(fs_path, &opts.meta) {
@@ -867,7 +879,7 @@ struct SinkOut {
     size: u64,
     csize: u64,
     warnings: Vec<String>,
-    memorize: Vec<Memorize>,
+    memorize: Vec<Memo>,
 }
 
 fn sink(

@@ -28,7 +28,7 @@ thread_local! {
 const PENDING: u32 = u32::MAX;
 /// Envelopes queued for the writer at most (bytes): enough to keep it busy while the
 /// encoders finish the next chunks, small enough to keep the resident set low.
-const QUEUE_BUDGET: usize = 24 << 20;
+const QUEUE_BUDGET: usize = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use super::{is_zero, read_up_to, Allocation, ChunkerParams, Cutter};
 
 /// Bytes read from the input at once per scanning thread.
-const BLOCK_PER_THREAD: usize = 8 << 20;
+const BLOCK_PER_THREAD: usize = 4 << 20;
 /// Below this many bytes a range is searched on the calling thread.
 const PAR_MIN: usize = 1 << 20;
 
@@ -74,7 +74,7 @@ impl<R: Read> ParallelChunker<R> {
     pub fn new(params: &ChunkerParams, seed: u32, reader: R, threads: usize) -> Option<Self> {
         let cutter = Cutter::new(params, seed)?;
         let threads = threads.max(1);
-        let block = (threads * BLOCK_PER_THREAD).max(2 * cutter.max);
+        let block = (threads * BLOCK_PER_THREAD).max(cutter.max);
         Some(ParallelChunker {
             reader,
             threads,
@@ -91,10 +91,11 @@ impl<R: Read> ParallelChunker<R> {
         })
     }
 
-    /// Reads at most `bytes` per fill (rounded up to twice the largest chunk): smaller
-    /// blocks bound memory, larger ones give the scanning threads more to share.
+    /// Reads at most `bytes` per fill (at least the largest chunk, so that every fill
+    /// decides a chunk): smaller blocks bound memory, larger ones give the scanning
+    /// threads more to share.
     pub fn with_block(mut self, bytes: usize) -> Self {
-        self.block = bytes.max(2 * self.cutter.max);
+        self.block = bytes.max(self.cutter.max);
         self
     }
 
