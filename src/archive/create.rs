@@ -343,7 +343,11 @@ fn chunk_parallel<R: Read>(
     };
     // A lone input gets larger blocks (more chunks per parallel batch); with several
     // inputs at once the default keeps their buffers small.
-    let chunker = if ActiveInput::count() <= 1 { chunker.with_block(SOLO_BLOCK) } else { chunker };
+    let chunker = if ActiveInput::count() <= 1 {
+        chunker.with_block(SOLO_BLOCK)
+    } else {
+        chunker
+    };
     let mut chunker = chunker.with_buffer(CHUNK_BUF.with(|b| std::mem::take(&mut *b.borrow_mut())));
     let mut refs = Vec::new();
     let res = loop {
