@@ -688,7 +688,7 @@ impl Walker<'_> {
         if self.skip_inodes.contains(&(st.dev(), st.ino())) {
             return;
         }
-        let recurse = restrict_dev.map_or(true, |d| d == st.dev());
+        let recurse = restrict_dev.is_none_or(|d| d == st.dev());
         let ft = st.file_type();
         if opts.exclude_nodump && !ft.is_symlink() {
             if let Ok(m) = fsmeta::read_meta(fs_path, &opts.meta) {
