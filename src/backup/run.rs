@@ -388,6 +388,29 @@ fn fill_stats(o: &mut Outcome, r: &create::CreateResult) {
     }
 }
 
+/// Ends a snapshot-based target: cleanup first (snapshots must go whatever happened),
+/// then the outcome; a failed cleanup turns success into a warning.
+fn finish(
+    mut o: Outcome,
+    res: Result<create::CreateResult, create::CreateError>,
+    cleanup: &mut Cleanup,
+    t0: Instant,
+) -> Outcome {
+    let errs = cleanup.run();
+    o.seconds = t0.elapsed().as_secs_f64();
+    match res {
+        Ok(r) => {
+            fill_stats(&mut o, &r);
+            if !errs.is_empty() {
+                o.result = Result_::Warning;
+                o.message = format!("cleanup: {}", errs.join("; "));
+            }
+            o
+        }
+        Err(e) => o.fail(e.to_string()),
+    }
+}
+
 fn backup_image(ctx: &Context, session: &mut Session, g: &Resolved) -> Outcome {
     let t0 = Instant::now();
     let mut o = Outcome::new(&g.label);
@@ -670,19 +693,7 @@ fn backup_lxc_dir(ctx: &Context, session: &mut Session, g: &Resolved) -> Outcome
         opts.acl_map = Some(Arc::new(move |t: &[u8]| m2.map_acl_text(t)));
     }
     let res = create::create(ctx.env, session, &name, sources, opts, ctx.status);
-    let errs = cleanup.run();
-    o.seconds = t0.elapsed().as_secs_f64();
-    match res {
-        Ok(r) => {
-            fill_stats(&mut o, &r);
-            if !errs.is_empty() {
-                o.result = Result_::Warning;
-                o.message = format!("cleanup: {}", errs.join("; "));
-            }
-            o
-        }
-        Err(e) => o.fail(e.to_string()),
-    }
+    finish(o, res, &mut cleanup, t0)
 }
 
 fn backup_dataset(ctx: &Context, session: &mut Session, label: &str, path: &Path) -> Outcome {
@@ -755,17 +766,5 @@ fn backup_dataset(ctx: &Context, session: &mut Session, label: &str, path: &Path
         skip: Vec::new(),
     })];
     let res = create::create(ctx.env, session, &name, sources, opts, ctx.status);
-    let errs = cleanup.run();
-    o.seconds = t0.elapsed().as_secs_f64();
-    match res {
-        Ok(r) => {
-            fill_stats(&mut o, &r);
-            if !errs.is_empty() {
-                o.result = Result_::Warning;
-                o.message = format!("cleanup: {}", errs.join("; "));
-            }
-            o
-        }
-        Err(e) => o.fail(e.to_string()),
-    }
+    finish(o, res, &mut cleanup, t0)
 }
