@@ -29,6 +29,9 @@ const PENDING: u32 = u32::MAX;
 /// Envelopes queued for the writer at most (bytes): enough to keep it busy while the
 /// encoders finish the next chunks, small enough to keep the resident set low.
 const QUEUE_BUDGET: usize = 16 << 20;
+/// Written envelope buffers kept for reuse: a recycled buffer is already faulted in,
+/// a fresh multi-MiB allocation costs a page fault per page (the kernel zeroes each).
+const POOL: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -87,6 +90,8 @@ pub struct ChunkStore {
     shards: Vec<Shard>,
     tx: Mutex<Option<Sender<PutOp>>>,
     budget: Arc<Budget>,
+    /// Envelope buffers the writer is done with.
+    spare: Receiver<Vec<u8>>,
     writer: Mutex<Option<JoinHandle<Result<(), String>>>>,
     failed: Arc<AtomicBool>,
     zero_ids: Mutex<HashMap<usize, ObjectId>>,
@@ -127,12 +132,13 @@ impl ChunkStore {
             cv: Condvar::new(),
         });
         let failed = Arc::new(AtomicBool::new(false));
+        let (spare_tx, spare) = crossbeam_channel::bounded(POOL);
         let writer = {
             let budget = budget.clone();
             let failed = failed.clone();
             std::thread::Builder::new()
                 .name("repo-writer".into())
-                .spawn(move || writer_loop(repo, rx, budget, failed))
+                .spawn(move || writer_loop(repo, rx, budget, failed, spare_tx))
                 .expect("spawn writer thread")
         };
         ChunkStore {
@@ -142,6 +148,7 @@ impl ChunkStore {
             shards,
             tx: Mutex::new(Some(tx)),
             budget,
+            spare,
             writer: Mutex::new(Some(writer)),
             failed,
             zero_ids: Mutex::new(HashMap::new()),
@@ -294,7 +301,8 @@ impl ChunkStore {
             } else {
                 0
             };
-            let envelope = self.key.seal(&payload, iv);
+            let mut envelope = self.spare.try_recv().unwrap_or_default();
+            self.key.seal_into(&payload, iv, &mut envelope);
             if payload.capacity() > KEEP_BUF {
                 *payload = Vec::new();
             }
@@ -354,6 +362,7 @@ fn writer_loop(
     rx: Receiver<PutOp>,
     budget: Arc<Budget>,
     failed: Arc<AtomicBool>,
+    spare: Sender<Vec<u8>>,
 ) -> Result<(), String> {
     let mut first_err: Option<String> = None;
     for op in rx {
@@ -369,6 +378,10 @@ fn writer_loop(
             }
         }
         budget.release(n);
+        if op.data.capacity() <= KEEP_BUF {
+            // a full pool drops the buffer
+            let _ = spare.try_send(op.data);
+        }
     }
     match first_err {
         Some(e) => Err(e),

@@ -416,13 +416,22 @@ impl Key {
     /// AES modes MAC, IV8 and AES-256-CTR ciphertext. `iv` is the first counter value of a
     /// range of [`Key::cipher_blocks`] reserved for this payload; non-AES modes ignore it.
     pub fn seal(&self, compressed: &[u8], iv: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.seal_into(compressed, iv, &mut out);
+        out
+    }
+
+    /// [`Key::seal`] into `out` (cleared first), so a caller can recycle envelope buffers
+    /// instead of faulting in fresh memory for every object.
+    pub fn seal_into(&self, compressed: &[u8], iv: u64, out: &mut Vec<u8>) {
+        out.clear();
         if !self.mode.is_encrypted() {
-            let mut out = Vec::with_capacity(1 + compressed.len());
+            out.reserve(1 + compressed.len());
             out.push(self.mode.type_byte());
             out.extend_from_slice(compressed);
-            return out;
+            return;
         }
-        let mut out = Vec::with_capacity(AES_OVERHEAD + compressed.len());
+        out.reserve(AES_OVERHEAD + compressed.len());
         out.push(self.mode.type_byte());
         out.extend_from_slice(&[0u8; 32]);
         out.extend_from_slice(&iv.to_be_bytes());
@@ -437,7 +446,6 @@ impl Key {
             mac.update(&out[at..]);
         }
         out[MAC_RANGE].copy_from_slice(&mac.finalize());
-        out
     }
 
     /// Checks type byte and MAC and decrypts; returns the compressed payload (still with
@@ -819,6 +827,9 @@ mod tests {
             let mode = KeyMode::ALL[mi];
             let k = Key::generate(mode, [3; 32]);
             let env = k.seal(&data, iv);
+            let mut recycled = vec![0xa5; 77];
+            k.seal_into(&data, iv, &mut recycled);
+            prop_assert_eq!(&recycled, &env);
             prop_assert_eq!(env[0], mode.type_byte());
             prop_assert_eq!(k.open(&env).unwrap(), data.clone());
             if mode.is_encrypted() {

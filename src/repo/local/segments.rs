@@ -421,8 +421,9 @@ pub struct Writer {
     out: BufWriter<File>,
 }
 
-/// Buffer of the segment writer: large sequential appends.
-const WRITE_BUFFER: usize = 8 << 20;
+/// Buffer of the segment writer: gathers small entries into large appends; entries at
+/// least this large bypass it (no second copy of chunk data).
+const WRITE_BUFFER: usize = 256 << 10;
 
 impl Writer {
     /// Creates segment `segment` (it must not exist, like borg's `'xb'` open), making its
