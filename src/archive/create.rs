@@ -22,7 +22,7 @@ use super::fsmeta::{self, FsMeta, MetaOptions};
 use super::itemstream::ItemStream;
 use super::patterns::PatternMatcher;
 use super::store::{ChunkStore, Entry, StoreError};
-use crate::format::chunker::{Allocation, Chunker, ChunkerParams, ParallelChunker};
+use crate::format::chunker::{Allocation, Chunker, ChunkerParams, OwnedBatch, ParallelChunker};
 use crate::format::compress::Compression;
 use crate::format::objects::{ArchiveMeta, ChunkRef, Item, ManifestArchive};
 use crate::repo::ObjectId;
@@ -276,23 +276,44 @@ fn item_from_meta(path: Vec<u8>, m: &FsMeta, opts: &CreateOptions) -> Item {
     }
 }
 
-/// Read block of the parallel chunker when it is the only input being chunked.
-const SOLO_BLOCK: usize = 16 << 20;
-/// A chunker read buffer up to this size is kept for the thread's next input; larger
-/// ones (from a lone large input) are freed, so idle workers do not pin memory.
+/// Chunker read buffers up to this size are kept for the next inputs; larger ones are
+/// freed, so idle workers do not pin memory.
 const KEEP_CHUNK_BUF: usize = 16 << 20;
+/// Batches of one input being stored on the pool while its reader searches on.
+const IN_FLIGHT: usize = 2;
+/// Chunker read buffers kept between inputs, for all workers together: enough for one
+/// pipelined input (its batches in flight and the block being read) plus one more input.
+const KEEP_CHUNK_BUFS: usize = IN_FLIGHT + 2;
 
-thread_local! {
-    /// The buzhash chunker's read buffer, kept per thread from one input to the next.
-    static CHUNK_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+/// Read buffers of finished inputs: a reused buffer is already faulted in, a fresh one
+/// costs a page fault (and the kernel's zeroing) per page.
+static CHUNK_BUFS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// Takes up to `n` kept read buffers.
+fn take_chunk_bufs(n: usize) -> Vec<Vec<u8>> {
+    let mut kept = CHUNK_BUFS.lock().expect("chunk buffers");
+    let at = kept.len().saturating_sub(n);
+    kept.split_off(at)
 }
 
-/// Chunks a reader into the store with the chunker `params` describe.
+/// Keeps read buffers for later inputs, up to [`KEEP_CHUNK_BUFS`].
+fn keep_chunk_bufs(bufs: Vec<Vec<u8>>) {
+    let mut kept = CHUNK_BUFS.lock().expect("chunk buffers");
+    for b in bufs {
+        if kept.len() < KEEP_CHUNK_BUFS && b.capacity() <= KEEP_CHUNK_BUF {
+            kept.push(b);
+        }
+    }
+}
+
+type Stored = Result<Vec<ChunkRef>, StoreError>;
+
+/// Chunks a reader with the chunker `params` describe into the store.
 fn chunk_input<R: Read>(
     params: &ChunkerParams,
     seed: u32,
     reader: R,
-    store: &ChunkStore,
+    store: &Arc<ChunkStore>,
 ) -> Result<Result<Vec<ChunkRef>, std::io::Error>, StoreError> {
     match params {
         ChunkerParams::Buzhash { .. } => chunk_parallel(params, seed, reader, store),
@@ -300,91 +321,93 @@ fn chunk_input<R: Read>(
     }
 }
 
-/// Inputs being chunked right now (in this process), so a chunker knows whether other
-/// inputs keep the cores busy.
-static ACTIVE_INPUTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// Counts one input as active while alive.
-struct ActiveInput;
-
-impl ActiveInput {
-    fn enter() -> ActiveInput {
-        ACTIVE_INPUTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        ActiveInput
-    }
-
-    fn count() -> usize {
-        ACTIVE_INPUTS.load(std::sync::atomic::Ordering::Relaxed)
+/// Stores the chunks of one batch, in parallel when there are several.
+fn store_batch(store: &ChunkStore, batch: &OwnedBatch) -> Stored {
+    let one = |i: usize| {
+        let s = batch.spans[i];
+        store_one(store, s.allocation, s.size, batch.bytes(i))
+    };
+    if batch.spans.len() == 1 {
+        one(0).map(|r| vec![r])
+    } else {
+        (0..batch.spans.len()).into_par_iter().map(one).collect()
     }
 }
 
-impl Drop for ActiveInput {
-    fn drop(&mut self) {
-        ACTIVE_INPUTS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// Chunks a reader with the buzhash chunker: cut candidates are searched on the pool, and
-/// the chunks of each read block are stored in parallel straight from the read buffer.
+/// Chunks a reader with the buzhash chunker. An input that fits one read block is stored
+/// right here; a larger one is a pipeline: this thread reads and searches for cut points
+/// while the pool stores the batches before (up to [`IN_FLIGHT`] of them), straight from
+/// the read buffers they share with the chunker.
 fn chunk_parallel<R: Read>(
     params: &ChunkerParams,
     seed: u32,
     reader: R,
-    store: &ChunkStore,
+    store: &Arc<ChunkStore>,
 ) -> Result<Result<Vec<ChunkRef>, std::io::Error>, StoreError> {
-    let threads = rayon::current_num_threads();
-    let _active = ActiveInput::enter();
-    let Some(chunker) = ParallelChunker::new(params, seed, reader, threads) else {
+    let Some(chunker) = ParallelChunker::new(params, seed, reader, 1) else {
         let e = std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("invalid chunker params {params}"),
         );
         return Ok(Err(e));
     };
-    // A lone input gets larger blocks (more chunks per parallel batch); with several
-    // inputs at once the default keeps their buffers small.
-    let chunker = if ActiveInput::count() <= 1 {
-        chunker.with_block(SOLO_BLOCK)
-    } else {
-        chunker
-    };
-    let mut chunker = chunker.with_buffer(CHUNK_BUF.with(|b| std::mem::take(&mut *b.borrow_mut())));
-    let mut refs = Vec::new();
-    let res = loop {
-        // Search in parallel only while no other input is being chunked.
-        chunker.set_threads(if ActiveInput::count() > 1 { 1 } else { threads });
-        let batch = match chunker.next_batch() {
-            Ok(Some(b)) => b,
-            Ok(None) => break Ok(Ok(refs)),
-            Err(e) => break Ok(Err(e)),
-        };
-        store.stats.bytes_read.fetch_add(
-            batch.data.len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        let one = |i: usize| {
-            store_one(
-                store,
-                batch.spans[i].allocation,
-                batch.spans[i].size,
-                batch.bytes(i),
-            )
-        };
-        let out: Result<Vec<ChunkRef>, StoreError> = if batch.spans.len() == 1 {
-            one(0).map(|r| vec![r])
-        } else {
-            (0..batch.spans.len()).into_par_iter().map(one).collect()
-        };
-        match out {
-            Ok(v) => refs.extend(v),
-            Err(e) => break Err(e),
+    let mut bufs = take_chunk_bufs(1).into_iter();
+    let mut chunker = chunker.with_buffer(bufs.next().unwrap_or_default());
+    let (tx, rx) = crossbeam_channel::unbounded::<(usize, Stored)>();
+    let mut parts: Vec<Option<Vec<ChunkRef>>> = Vec::new();
+    let mut pending = 0usize;
+    let mut failed: Option<StoreError> = None;
+    let settle = |(i, r): (usize, Stored),
+                  parts: &mut Vec<Option<Vec<ChunkRef>>>,
+                  failed: &mut Option<StoreError>| match r {
+        Ok(v) => parts[i] = Some(v),
+        Err(e) => {
+            failed.get_or_insert(e);
         }
     };
-    let buf = chunker.into_buffer();
-    if buf.capacity() <= KEEP_CHUNK_BUF {
-        CHUNK_BUF.with(|b| *b.borrow_mut() = buf);
+    let read = loop {
+        let batch = match chunker.next_owned_batch() {
+            Ok(Some(b)) => b,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        store
+            .stats
+            .bytes_read
+            .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let i = parts.len();
+        parts.push(None);
+        if i == 0 && chunker.at_eof() {
+            settle((i, store_batch(store, &batch)), &mut parts, &mut failed);
+            continue;
+        }
+        if i == 0 {
+            chunker = chunker.with_spare_buffers(take_chunk_bufs(IN_FLIGHT));
+        }
+        while pending >= IN_FLIGHT {
+            let r = rx.recv().expect("a batch's sender lives until it reports");
+            settle(r, &mut parts, &mut failed);
+            pending -= 1;
+        }
+        let (store, tx) = (store.clone(), tx.clone());
+        pending += 1;
+        rayon::spawn(move || {
+            let _ = tx.send((i, store_batch(&store, &batch)));
+        });
+        if failed.is_some() {
+            break Ok(());
+        }
+    };
+    while pending > 0 {
+        let r = rx.recv().expect("a batch's sender lives until it reports");
+        settle(r, &mut parts, &mut failed);
+        pending -= 1;
     }
-    res
+    keep_chunk_bufs(chunker.into_buffers());
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    Ok(read.map(|()| parts.into_iter().flatten().flatten().collect()))
 }
 
 /// Chunks a reader into the store; large inputs are processed in parallel batches.

@@ -18,20 +18,20 @@ use crate::repo::ObjectId;
 use crate::session::{NonceAllocator, SharedRepo};
 
 const SHARDS: usize = 64;
-/// A per-thread compression buffer larger than this (after an unusually large object) is
-/// not kept.
-const KEEP_BUF: usize = 2 * crate::format::MAX_DATA_SIZE;
+/// An envelope buffer larger than this (a chunk beyond borg's largest chunker maximum,
+/// 8 MiB, e.g. item metadata) is not kept.
+const KEEP_BUF: usize = 9 << 20;
 
-thread_local! {
-    static COMPRESS_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
 const PENDING: u32 = u32::MAX;
 /// Envelopes queued for the writer at most (bytes): enough to keep it busy while the
 /// encoders finish the next chunks, small enough to keep the resident set low.
-const QUEUE_BUDGET: usize = 16 << 20;
+const QUEUE_BUDGET: usize = 8 << 20;
 /// Written envelope buffers kept for reuse: a recycled buffer is already faulted in,
 /// a fresh multi-MiB allocation costs a page fault per page (the kernel zeroes each).
-const POOL: usize = 8;
+const POOL: usize = 4;
+/// Only envelopes of chunks at least this large go through the pool: small allocations
+/// come from the allocator's free lists without page faults.
+const POOLED_MIN: usize = 256 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -287,27 +287,27 @@ impl ChunkStore {
     }
 
     fn encode(&self, id: &ObjectId, data: &[u8]) -> Result<Vec<u8>, StoreError> {
-        // The compressed payload lives only until it is sealed: compress into a buffer kept
-        // per thread instead of allocating (and faulting in) a fresh one for every chunk.
-        COMPRESS_BUF.with(|cell| {
-            let mut payload = cell.borrow_mut();
-            payload.clear();
-            self.compression.compress_into(data, &mut payload);
-            let blocks = self.key.cipher_blocks(payload.len());
-            let iv = if blocks > 0 && !self.dry_run {
-                self.nonces
-                    .allocate(blocks)
-                    .map_err(|e| StoreError::Seal(*id, e.to_string()))?
-            } else {
-                0
-            };
-            let mut envelope = self.spare.try_recv().unwrap_or_default();
-            self.key.seal_into(&payload, iv, &mut envelope);
-            if payload.capacity() > KEEP_BUF {
-                *payload = Vec::new();
-            }
-            Ok(envelope)
-        })
+        // Compress straight into a recycled envelope buffer (already faulted in) and seal
+        // it in place: no separate payload buffer, no copy.
+        let mut envelope = if data.len() >= POOLED_MIN {
+            self.spare.try_recv().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        envelope.clear();
+        let header = self.key.envelope_header_len();
+        envelope.resize(header, 0);
+        self.compression.compress_into(data, &mut envelope);
+        let blocks = self.key.cipher_blocks(envelope.len() - header);
+        let iv = if blocks > 0 && !self.dry_run {
+            self.nonces
+                .allocate(blocks)
+                .map_err(|e| StoreError::Seal(*id, e.to_string()))?
+        } else {
+            0
+        };
+        self.key.seal_in_place(&mut envelope, iv);
+        Ok(envelope)
     }
 
     fn send(&self, id: ObjectId, data: Vec<u8>) -> Result<(), StoreError> {
@@ -378,7 +378,7 @@ fn writer_loop(
             }
         }
         budget.release(n);
-        if op.data.capacity() <= KEEP_BUF {
+        if (POOLED_MIN..=KEEP_BUF).contains(&op.data.capacity()) {
             // a full pool drops the buffer
             let _ = spare.try_send(op.data);
         }

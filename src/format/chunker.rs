@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Seek, SeekFrom};
 
 pub use buzhash::{buzhash, buzhash_update};
-pub use parallel::{parallel_chunk_sizes, Batch, ParallelChunker, Span};
+pub use parallel::{parallel_chunk_sizes, Batch, OwnedBatch, ParallelChunker, Span};
 pub use params::{ChunkerParams, ParamsError};
 pub use sparse::{sparse_map, Range};
 

@@ -416,36 +416,39 @@ impl Key {
     /// AES modes MAC, IV8 and AES-256-CTR ciphertext. `iv` is the first counter value of a
     /// range of [`Key::cipher_blocks`] reserved for this payload; non-AES modes ignore it.
     pub fn seal(&self, compressed: &[u8], iv: u64) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.seal_into(compressed, iv, &mut out);
+        let mut out = vec![0u8; self.envelope_header_len()];
+        out.extend_from_slice(compressed);
+        self.seal_in_place(&mut out, iv);
         out
     }
 
-    /// [`Key::seal`] into `out` (cleared first), so a caller can recycle envelope buffers
-    /// instead of faulting in fresh memory for every object.
-    pub fn seal_into(&self, compressed: &[u8], iv: u64, out: &mut Vec<u8>) {
-        out.clear();
+    /// Bytes an envelope of this key's mode has before the payload.
+    pub fn envelope_header_len(&self) -> usize {
+        if self.mode.is_encrypted() {
+            AES_OVERHEAD
+        } else {
+            1
+        }
+    }
+
+    /// [`Key::seal`] in place: `buf` is [`Key::envelope_header_len`] bytes of room followed
+    /// by the compressed payload, which a caller compressed straight into its (recycled)
+    /// envelope buffer, so the payload is neither copied nor held twice.
+    pub fn seal_in_place(&self, buf: &mut [u8], iv: u64) {
+        buf[0] = self.mode.type_byte();
         if !self.mode.is_encrypted() {
-            out.reserve(1 + compressed.len());
-            out.push(self.mode.type_byte());
-            out.extend_from_slice(compressed);
             return;
         }
-        out.reserve(AES_OVERHEAD + compressed.len());
-        out.push(self.mode.type_byte());
-        out.extend_from_slice(&[0u8; 32]);
-        out.extend_from_slice(&iv.to_be_bytes());
+        buf[IV_RANGE].copy_from_slice(&iv.to_be_bytes());
         let mut cipher = self.ctr(iv);
         let mut mac = self.mac_state();
         mac.update(&iv.to_be_bytes());
-        // Copy, encrypt and MAC block by block while the block is in cache.
-        for src in compressed.chunks(FUSE_BLOCK) {
-            let at = out.len();
-            out.extend_from_slice(src);
-            cipher.apply_keystream(&mut out[at..]);
-            mac.update(&out[at..]);
+        // Encrypt and MAC block by block while the block is in cache.
+        for block in buf[AES_OVERHEAD..].chunks_mut(FUSE_BLOCK) {
+            cipher.apply_keystream(block);
+            mac.update(block);
         }
-        out[MAC_RANGE].copy_from_slice(&mac.finalize());
+        buf[MAC_RANGE].copy_from_slice(&mac.finalize());
     }
 
     /// Checks type byte and MAC and decrypts; returns the compressed payload (still with
@@ -827,9 +830,10 @@ mod tests {
             let mode = KeyMode::ALL[mi];
             let k = Key::generate(mode, [3; 32]);
             let env = k.seal(&data, iv);
-            let mut recycled = vec![0xa5; 77];
-            k.seal_into(&data, iv, &mut recycled);
-            prop_assert_eq!(&recycled, &env);
+            let mut in_place = vec![0xa5; k.envelope_header_len()];
+            in_place.extend_from_slice(&data);
+            k.seal_in_place(&mut in_place, iv);
+            prop_assert_eq!(&in_place, &env);
             prop_assert_eq!(env[0], mode.type_byte());
             prop_assert_eq!(k.open(&env).unwrap(), data.clone());
             if mode.is_encrypted() {

@@ -7,11 +7,14 @@
 //! sorted candidate positions. On one thread the search stops at the first candidate after
 //! each chunk's minimum size, like borg's own loop, so nothing is hashed twice.
 //!
-//! Chunks are handed out in batches that borrow the chunker's read buffer, so their bytes are
-//! never copied before the consumer hashes, compresses and encrypts them.
+//! Chunks are handed out in batches that borrow the chunker's read buffer, or share it
+//! ([`OwnedBatch`]) so a consumer can store them on other threads while the chunker reads
+//! on; either way their bytes are never copied before they are hashed, compressed and
+//! encrypted.
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -47,6 +50,35 @@ impl Batch<'_> {
     }
 }
 
+/// Consecutive chunks of the stream that share the chunker's read buffer: the chunker goes
+/// on reading into another buffer while this one is alive.
+pub struct OwnedBatch {
+    buf: Arc<Vec<u8>>,
+    /// Where the batch starts in `buf`; span offsets are relative to it.
+    first: usize,
+    pub spans: Vec<Span>,
+}
+
+impl OwnedBatch {
+    /// The bytes of chunk `i`.
+    pub fn bytes(&self, i: usize) -> &[u8] {
+        let s = self.spans[i];
+        &self.buf[self.first + s.offset..self.first + s.offset + s.size]
+    }
+
+    /// The bytes of all chunks of the batch.
+    pub fn len(&self) -> usize {
+        self.spans.iter().map(|s| s.size).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+}
+
+/// Read buffers the chunker keeps for reuse beyond the one it reads into.
+const SPARE_BUFFERS: usize = 4;
+
 /// A buzhash chunker over a reader that searches for cut candidates on `threads` cores
 /// (rayon's pool) and yields borrowed batches of chunks. Cut points equal
 /// [`chunk_sizes`](super::chunk_sizes) and borg's for the same parameters and seed.
@@ -57,8 +89,11 @@ pub struct ParallelChunker<R> {
     block: usize,
     /// Ranges shorter than twice this are searched on the calling thread.
     par_min: usize,
-    /// Read input; `buf[start..]` is the current chunk and what follows it.
-    buf: Vec<u8>,
+    /// Read input; `buf[start..]` is the current chunk and what follows it. Shared with
+    /// the [`OwnedBatch`]es handed out from it.
+    buf: Arc<Vec<u8>>,
+    /// Earlier read buffers, reused once no batch holds them any more.
+    retired: Vec<Arc<Vec<u8>>>,
     start: usize,
     /// Every candidate in `[lo, scanned)` is in `cands`, for some `lo <= start + min`.
     scanned: usize,
@@ -80,7 +115,8 @@ impl<R: Read> ParallelChunker<R> {
             threads,
             block,
             par_min: PAR_MIN,
-            buf: Vec::new(),
+            buf: Arc::new(Vec::new()),
+            retired: Vec::new(),
             cutter,
             start: 0,
             scanned: 0,
@@ -110,7 +146,7 @@ impl<R: Read> ParallelChunker<R> {
     /// chunker saves allocating and faulting in fresh memory for every input.
     pub fn with_buffer(mut self, mut buf: Vec<u8>) -> Self {
         buf.clear();
-        self.buf = buf;
+        self.buf = Arc::new(buf);
         self
     }
 
@@ -119,14 +155,55 @@ impl<R: Read> ParallelChunker<R> {
         self.reader
     }
 
-    /// Gives back the read buffer, for [`with_buffer`](Self::with_buffer).
+    /// Gives back the read buffer, for [`with_buffer`](Self::with_buffer) (an empty one
+    /// while a batch still shares it).
     pub fn into_buffer(self) -> Vec<u8> {
-        self.buf
+        Arc::try_unwrap(self.buf).unwrap_or_default()
+    }
+
+    /// Adds buffers to read into once the current one is shared by batches (see
+    /// [`next_owned_batch`](Self::next_owned_batch)).
+    pub fn with_spare_buffers(mut self, spare: impl IntoIterator<Item = Vec<u8>>) -> Self {
+        self.retired.extend(spare.into_iter().map(Arc::new));
+        self
+    }
+
+    /// Gives back every buffer no batch holds any more, the current one first.
+    pub fn into_buffers(self) -> Vec<Vec<u8>> {
+        std::iter::once(self.buf)
+            .chain(self.retired)
+            .filter_map(|b| Arc::try_unwrap(b).ok())
+            .filter(|b| b.capacity() > 0)
+            .collect()
     }
 
     /// The next chunks: as many as the buffered input allows, at least one; `None` at the
     /// end. After an error the chunker is finished.
     pub fn next_batch(&mut self) -> io::Result<Option<Batch<'_>>> {
+        Ok(self.advance()?.map(|first| Batch {
+            data: &self.buf[first..self.start],
+            spans: &self.spans,
+        }))
+    }
+
+    /// Like [`next_batch`](Self::next_batch), but the batch shares the read buffer instead
+    /// of borrowing the chunker: the next call reads into another buffer (one the chunker
+    /// kept, once no batch holds it any more) while this batch is still being stored.
+    pub fn next_owned_batch(&mut self) -> io::Result<Option<OwnedBatch>> {
+        Ok(self.advance()?.map(|first| OwnedBatch {
+            buf: self.buf.clone(),
+            first,
+            spans: std::mem::take(&mut self.spans),
+        }))
+    }
+
+    /// Whether the whole input is buffered (nothing more will be read).
+    pub fn at_eof(&self) -> bool {
+        self.eof
+    }
+
+    /// Cuts the next batch into `spans`; returns where it starts in `buf`.
+    fn advance(&mut self) -> io::Result<Option<usize>> {
         self.spans.clear();
         if self.done {
             return Ok(None);
@@ -160,18 +237,36 @@ impl<R: Read> ParallelChunker<R> {
             self.done = true;
             return Ok(None);
         }
-        Ok(Some(Batch {
-            data: &self.buf[first..self.start],
-            spans: &self.spans,
-        }))
+        Ok(Some(first))
     }
 
-    /// Moves the unchunked rest to the front of the buffer and reads one more block.
+    /// A buffer no batch holds any more, else a new one.
+    fn free_buffer(&mut self) -> Vec<u8> {
+        match self.retired.iter().position(|b| Arc::strong_count(b) == 1) {
+            Some(i) => Arc::try_unwrap(self.retired.swap_remove(i)).unwrap_or_default(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Moves the unchunked rest to the front of the buffer (to a free buffer while batches
+    /// share the current one) and reads one more block.
     fn fill(&mut self) -> io::Result<()> {
         let s = self.start;
+        if Arc::get_mut(&mut self.buf).is_none() {
+            let mut next = self.free_buffer();
+            next.clear();
+            next.reserve_exact((self.block + self.cutter.max).max(self.buf.len() - s));
+            next.extend_from_slice(&self.buf[s..]);
+            let old = std::mem::replace(&mut self.buf, Arc::new(next));
+            if self.retired.len() < SPARE_BUFFERS {
+                self.retired.push(old);
+            }
+        } else if s > 0 {
+            let buf = Arc::get_mut(&mut self.buf).expect("unshared buffer");
+            buf.copy_within(s.., 0);
+            buf.truncate(buf.len() - s);
+        }
         if s > 0 {
-            self.buf.copy_within(s.., 0);
-            self.buf.truncate(self.buf.len() - s);
             self.scanned = self.scanned.saturating_sub(s);
             while self.cands.front().is_some_and(|&a| a < s) {
                 self.cands.pop_front();
@@ -182,10 +277,11 @@ impl<R: Read> ParallelChunker<R> {
             self.start = 0;
         }
         let room = self.block + self.cutter.max;
-        if self.buf.capacity() < room {
-            self.buf.reserve_exact(room - self.buf.len());
+        let buf = Arc::get_mut(&mut self.buf).expect("unshared buffer");
+        if buf.capacity() < room {
+            buf.reserve_exact(room - buf.len());
         }
-        if read_up_to(&mut self.reader, &mut self.buf, self.block)? < self.block {
+        if read_up_to(&mut self.reader, buf, self.block)? < self.block {
             self.eof = true;
         }
         Ok(())
@@ -367,6 +463,43 @@ mod tests {
                     assert_eq!(batched(c, &d), want, "{p} threads={threads} block={block}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn owned_batches_stay_valid_while_the_chunker_reads_on() {
+        let d = data(11, 40 << 20);
+        let p = ChunkerParams::DEFAULT;
+        let want = chunk_sizes(&p, 5, &d);
+        for keep in [1usize, 3] {
+            let mut c = ParallelChunker::new(&p, 5, &d[..], 1)
+                .unwrap()
+                .with_spare_buffers([Vec::with_capacity(1 << 20)]);
+            let mut alive: VecDeque<(usize, OwnedBatch)> = VecDeque::new();
+            let (mut off, mut sizes) = (0, Vec::new());
+            let check = |at: usize, b: &OwnedBatch| {
+                let mut o = at;
+                for (i, s) in b.spans.iter().enumerate() {
+                    assert_eq!(b.bytes(i), &d[o..o + s.size]);
+                    o += s.size;
+                }
+            };
+            while let Some(b) = c.next_owned_batch().unwrap() {
+                sizes.extend(b.spans.iter().map(|s| s.size));
+                let len = b.len();
+                alive.push_back((off, b));
+                off += len;
+                while alive.len() > keep {
+                    let (at, b) = alive.pop_front().unwrap();
+                    check(at, &b);
+                }
+            }
+            for (at, b) in &alive {
+                check(*at, b);
+            }
+            drop(alive);
+            assert_eq!(sizes, want, "keep={keep}");
+            assert!(!c.into_buffers().is_empty());
         }
     }
 
