@@ -135,6 +135,15 @@ EOF
     return 1
 }
 
+# server_cpu [SINCE]: CPU seconds (user + sys) of everything sshd ran and reaped (the
+# connection's sshd, `borg serve`), minus SINCE. Waits a moment so the session is reaped.
+server_cpu() {
+    sleep 0.5
+    local tck
+    tck=$(getconf CLK_TCK)
+    awk -v since="${1:-0}" -v tck="$tck" '{sub(/.*\) /, ""); printf "%.2f\n", ($14 + $15) / tck - since}' "/proc/$sshd_pid/stat"
+}
+
 # repo_url PROG NAME: a fresh repository location for PROG (remote for NAME=remote*).
 repo_url() {
     local path="$work/repos/$1-$2"
@@ -261,8 +270,11 @@ one_round() {
             r=$(repo_url "$prog" remote)
             "$x" init -e "$ENCRYPTION" "$r" >/dev/null 2>&1
             warm "$data/tree"
+            local before
+            before=$(server_cpu)
             line=$(timed "$prog" -C "$first_comp" "$r::remote" "$data/tree")
             record remote "$first_comp" "$prog" "$tree_bytes" "$line" "$(stored "$r")"
+            echo "$prog $(server_cpu "$before")" >>"$work/server"
             rm -rf "$work/repos/$prog-remote"
             ;;
         *)
@@ -334,6 +346,17 @@ for scen in first rerun stdin image remote; do
     done
 done
 echo "(speedup = borg wall time / ours; cpu = user + sys; stored o/b = repository size ours / borg)"
+if [ -s "$work/server" ]; then
+    # Both programs and the server share the cores: their CPU seconds together, over the
+    # cores, bound the remote wall time from below.
+    for prog in borg ours; do
+        sc=$(awk -v p="$prog" '$1 == p {print $2}' "$work/server" | median)
+        cc=$(awk -v p="$prog" '$1 == "remote" && $3 == p {print $6 + $7}' "$results" | median)
+        awk -v p="$prog" -v sc="$sc" -v cc="$cc" -v n="$(nproc)" 'BEGIN {
+            printf "remote %s: server side (sshd + borg serve) %.1f CPU s; with the client %.1f CPU s, so >= %.2f s on %d cpus\n",
+                p, sc, sc + cc, (sc + cc) / n, n }'
+    done
+fi
 if ((SMOKE)); then
     echo "smoke run: OK"
 fi

@@ -280,7 +280,7 @@ fn item_from_meta(path: Vec<u8>, m: &FsMeta, opts: &CreateOptions) -> Item {
 /// freed, so idle workers do not pin memory.
 const KEEP_CHUNK_BUF: usize = 16 << 20;
 /// Batches of one input being stored on the pool while its reader searches on.
-const IN_FLIGHT: usize = 2;
+const IN_FLIGHT: usize = 1;
 /// Chunker read buffers kept between inputs, for all workers together: enough for one
 /// pipelined input (its batches in flight and the block being read) plus one more input.
 const KEEP_CHUNK_BUFS: usize = IN_FLIGHT + 2;

@@ -28,7 +28,7 @@ const PENDING: u32 = u32::MAX;
 const QUEUE_BUDGET: usize = 8 << 20;
 /// Written envelope buffers kept for reuse: a recycled buffer is already faulted in,
 /// a fresh multi-MiB allocation costs a page fault per page (the kernel zeroes each).
-const POOL: usize = 4;
+const POOL: usize = 2;
 /// Only envelopes of chunks at least this large go through the pool: small allocations
 /// come from the allocator's free lists without page faults.
 const POOLED_MIN: usize = 256 << 10;
@@ -319,7 +319,8 @@ impl ChunkStore {
         if self.dry_run {
             return Ok(());
         }
-        self.budget.acquire(data.len());
+        // Capacity, not length: a recycled buffer is resident in full.
+        self.budget.acquire(data.capacity());
         let tx = self.tx.lock().expect("tx lock").clone();
         match tx {
             Some(tx) => tx
@@ -366,7 +367,7 @@ fn writer_loop(
 ) -> Result<(), String> {
     let mut first_err: Option<String> = None;
     for op in rx {
-        let n = op.data.len();
+        let n = op.data.capacity();
         if first_err.is_none() {
             let r = repo
                 .lock()

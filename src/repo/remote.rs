@@ -33,7 +33,7 @@ use wire::{Arg, RemoteError, Reply, ReplyStream};
 /// borg's `MAX_INFLIGHT`: requests outstanding at once.
 const MAX_INFLIGHT: usize = 100;
 /// Unacknowledged write payload allowed on the wire before we wait for replies.
-const WRITE_BUDGET: usize = 32 << 20;
+const WRITE_BUDGET: usize = 8 << 20;
 /// Largest object a server accepts (`MAX_DATA_SIZE`); larger puts kill a 1.2 server's
 /// unpacker, so they are refused here.
 pub const MAX_DATA_SIZE: usize = 20_971_479;
