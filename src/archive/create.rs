@@ -334,6 +334,49 @@ fn store_batch(store: &ChunkStore, batch: &OwnedBatch) -> Stored {
     }
 }
 
+/// The batches of one input in order, as they are stored (some on the pool).
+#[derive(Default)]
+struct BatchResults {
+    parts: Vec<Option<Vec<ChunkRef>>>,
+    /// Batches stored on the pool whose results have not arrived.
+    pending: usize,
+    failed: Option<StoreError>,
+}
+
+impl BatchResults {
+    /// Reserves the next batch's place; returns its index.
+    fn open(&mut self) -> usize {
+        self.parts.push(None);
+        self.parts.len() - 1
+    }
+
+    fn settle(&mut self, i: usize, r: Stored) {
+        match r {
+            Ok(v) => self.parts[i] = Some(v),
+            Err(e) => {
+                self.failed.get_or_insert(e);
+            }
+        }
+    }
+
+    /// Takes results from `rx` until at most `max` batches are pending.
+    fn wait(&mut self, rx: &Receiver<(usize, Stored)>, max: usize) {
+        while self.pending > max {
+            let (i, r) = rx.recv().expect("a batch's sender lives until it reports");
+            self.pending -= 1;
+            self.settle(i, r);
+        }
+    }
+
+    /// The chunk list of the whole input, or the first store error.
+    fn finish(self) -> Stored {
+        match self.failed {
+            Some(e) => Err(e),
+            None => Ok(self.parts.into_iter().flatten().flatten().collect()),
+        }
+    }
+}
+
 /// Chunks a reader with the buzhash chunker. An input that fits one read block is stored
 /// right here; a larger one is a pipeline: this thread reads and searches for cut points
 /// while the pool stores the batches before (up to [`IN_FLIGHT`] of them), straight from
@@ -351,20 +394,9 @@ fn chunk_parallel<R: Read>(
         );
         return Ok(Err(e));
     };
-    let mut bufs = take_chunk_bufs(1).into_iter();
-    let mut chunker = chunker.with_buffer(bufs.next().unwrap_or_default());
+    let mut chunker = chunker.with_buffer(take_chunk_bufs(1).pop().unwrap_or_default());
     let (tx, rx) = crossbeam_channel::unbounded::<(usize, Stored)>();
-    let mut parts: Vec<Option<Vec<ChunkRef>>> = Vec::new();
-    let mut pending = 0usize;
-    let mut failed: Option<StoreError> = None;
-    let settle = |(i, r): (usize, Stored),
-                  parts: &mut Vec<Option<Vec<ChunkRef>>>,
-                  failed: &mut Option<StoreError>| match r {
-        Ok(v) => parts[i] = Some(v),
-        Err(e) => {
-            failed.get_or_insert(e);
-        }
-    };
+    let mut results = BatchResults::default();
     let read = loop {
         let batch = match chunker.next_owned_batch() {
             Ok(Some(b)) => b,
@@ -375,39 +407,28 @@ fn chunk_parallel<R: Read>(
             .stats
             .bytes_read
             .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        let i = parts.len();
-        parts.push(None);
+        let i = results.open();
         if i == 0 && chunker.at_eof() {
-            settle((i, store_batch(store, &batch)), &mut parts, &mut failed);
+            results.settle(i, store_batch(store, &batch));
             continue;
         }
         if i == 0 {
             chunker = chunker.with_spare_buffers(take_chunk_bufs(IN_FLIGHT));
         }
-        while pending >= IN_FLIGHT {
-            let r = rx.recv().expect("a batch's sender lives until it reports");
-            settle(r, &mut parts, &mut failed);
-            pending -= 1;
-        }
+        results.wait(&rx, IN_FLIGHT - 1);
         let (store, tx) = (store.clone(), tx.clone());
-        pending += 1;
+        results.pending += 1;
         rayon::spawn(move || {
             let _ = tx.send((i, store_batch(&store, &batch)));
         });
-        if failed.is_some() {
+        if results.failed.is_some() {
             break Ok(());
         }
     };
-    while pending > 0 {
-        let r = rx.recv().expect("a batch's sender lives until it reports");
-        settle(r, &mut parts, &mut failed);
-        pending -= 1;
-    }
+    results.wait(&rx, 0);
     keep_chunk_bufs(chunker.into_buffers());
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    Ok(read.map(|()| parts.into_iter().flatten().flatten().collect()))
+    let refs = results.finish()?;
+    Ok(read.map(|()| refs))
 }
 
 /// Chunks a reader into the store; large inputs are processed in parallel batches.

@@ -15,7 +15,7 @@ use crate::format::compress::Compression;
 use crate::format::crypto::Key;
 use crate::format::objects::ChunkRef;
 use crate::repo::ObjectId;
-use crate::session::{NonceAllocator, SharedRepo};
+use crate::session::{seal_into, NonceAllocator, SharedRepo};
 
 const SHARDS: usize = 64;
 /// An envelope buffer larger than this (a chunk beyond borg's largest chunker maximum,
@@ -294,19 +294,15 @@ impl ChunkStore {
         } else {
             Vec::new()
         };
-        envelope.clear();
-        let header = self.key.envelope_header_len();
-        envelope.resize(header, 0);
-        self.compression.compress_into(data, &mut envelope);
-        let blocks = self.key.cipher_blocks(envelope.len() - header);
-        let iv = if blocks > 0 && !self.dry_run {
-            self.nonces
-                .allocate(blocks)
-                .map_err(|e| StoreError::Seal(*id, e.to_string()))?
-        } else {
-            0
-        };
-        self.key.seal_in_place(&mut envelope, iv);
+        seal_into(
+            &self.key,
+            &self.nonces,
+            &self.compression,
+            data,
+            !self.dry_run,
+            &mut envelope,
+        )
+        .map_err(|e| StoreError::Seal(*id, e.to_string()))?;
         Ok(envelope)
     }
 

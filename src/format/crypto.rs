@@ -416,7 +416,9 @@ impl Key {
     /// AES modes MAC, IV8 and AES-256-CTR ciphertext. `iv` is the first counter value of a
     /// range of [`Key::cipher_blocks`] reserved for this payload; non-AES modes ignore it.
     pub fn seal(&self, compressed: &[u8], iv: u64) -> Vec<u8> {
-        let mut out = vec![0u8; self.envelope_header_len()];
+        let header = self.envelope_header_len();
+        let mut out = Vec::with_capacity(header + compressed.len());
+        out.resize(header, 0);
         out.extend_from_slice(compressed);
         self.seal_in_place(&mut out, iv);
         out

@@ -18,6 +18,32 @@ use crate::paths::Env;
 use crate::repo::{ObjectId, RepoError, Repository, MANIFEST_ID};
 
 pub use nonce::{NonceAllocator, NonceError};
+
+/// Compresses `plaintext` into `out` (replacing its contents) behind room for the envelope
+/// header and seals it there with a fresh counter range, so the payload is never copied.
+/// Without `reserve` nothing is reserved and counter 0 is used: only for envelopes that are
+/// never written (a dry run).
+pub fn seal_into(
+    key: &Key,
+    nonces: &NonceAllocator,
+    compression: &Compression,
+    plaintext: &[u8],
+    reserve: bool,
+    out: &mut Vec<u8>,
+) -> std::result::Result<(), NonceError> {
+    out.clear();
+    let header = key.envelope_header_len();
+    out.resize(header, 0);
+    compression.compress_into(plaintext, out);
+    let blocks = key.cipher_blocks(out.len() - header);
+    let iv = if blocks > 0 && reserve {
+        nonces.allocate(blocks)?
+    } else {
+        0
+    };
+    key.seal_in_place(out, iv);
+    Ok(())
+}
 pub use security::{SecurityDir, SecurityError};
 
 #[derive(Debug, thiserror::Error)]
@@ -332,14 +358,16 @@ impl Session {
 
     /// Compresses (lz4, like borg's metadata), seals with a fresh counter range.
     pub fn seal(&self, plaintext: &[u8], compression: &Compression) -> Result<Vec<u8>> {
-        let payload = compression.compress(plaintext);
-        let blocks = self.key.cipher_blocks(payload.len());
-        let iv = if blocks > 0 {
-            self.nonces.allocate(blocks)?
-        } else {
-            0
-        };
-        Ok(self.key.seal(&payload, iv))
+        let mut out = Vec::new();
+        seal_into(
+            &self.key,
+            &self.nonces,
+            compression,
+            plaintext,
+            true,
+            &mut out,
+        )?;
+        Ok(out)
     }
 
     /// Writes the manifest with a strictly newer timestamp (not yet committed).
