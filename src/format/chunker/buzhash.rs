@@ -37,6 +37,9 @@ const TABLE_BASE: [u32; 256] = [
     0xc5ae37bb, 0xa76ce12a, 0x8150d8f3, 0x2ec29218, 0xa35f0984, 0x48c0647e, 0x0b5ff98c, 0x71893f7b,
 ];
 
+/// Windows per block in [`Tables::candidates`].
+const BLOCK: usize = 32;
+
 /// The seeded table plus a second table holding each entry already rotated by the window
 /// length, so one rolling step costs two lookups, one rotate and two XORs.
 #[derive(Clone)]
@@ -95,38 +98,95 @@ impl Tables {
         mask: u32,
         found: &mut Vec<usize>,
     ) {
-        let w = self.window;
         if from >= to {
             return;
         }
         assert!(
-            to - 1 + w <= data.len(),
+            to - 1 + self.window <= data.len(),
             "candidates: range beyond the data"
         );
-        let mut h = self.hash(&data[from..from + w]);
-        // Steps from each window to the next; the last window is tested after the loop.
-        let outs = &data[from..to - 1];
-        let ins = &data[from + w..to - 1 + w];
-        let mut at = from;
-        let mut o4 = outs.chunks_exact(4);
-        let mut a4 = ins.chunks_exact(4);
-        for (o, a) in o4.by_ref().zip(a4.by_ref()) {
-            let hs = self.step4(h, o, a);
-            if hs[..4].iter().any(|&v| v & mask == 0) {
-                found.extend((0..4).filter(|&k| hs[k] & mask == 0).map(|k| at + k));
+        // Two halves rolled in the same loop: each step of one hash waits for the previous
+        // one (a rotate and an XOR), so two independent chains keep the core twice as busy.
+        // The hashes of a block are kept and tested together (vectorised); the rare block
+        // with a hit is walked again to find it.
+        let half = (to - from - 1) / 2 / BLOCK * BLOCK;
+        let mut second = Vec::new();
+        if half > 0 {
+            let mid = from + half;
+            let (w, t, out) = (self.window, &self.t, &self.out);
+            let mut h1 = self.hash(&data[from..from + w]);
+            let mut h2 = self.hash(&data[mid..mid + w]);
+            let blocks = |at: usize| {
+                data[at..at + half]
+                    .chunks_exact(BLOCK)
+                    .zip(data[at + w..at + w + half].chunks_exact(BLOCK))
+            };
+            let (mut s1, mut s2) = ([0u32; BLOCK], [0u32; BLOCK]);
+            for (k, ((o1, a1), (o2, a2))) in blocks(from).zip(blocks(mid)).enumerate() {
+                let (g1, g2) = (h1, h2);
+                for i in 0..BLOCK {
+                    s1[i] = h1;
+                    s2[i] = h2;
+                    h1 = h1.rotate_left(1) ^ (out[usize::from(o1[i])] ^ t[usize::from(a1[i])]);
+                    h2 = h2.rotate_left(1) ^ (out[usize::from(o2[i])] ^ t[usize::from(a2[i])]);
+                }
+                let hit = s1
+                    .iter()
+                    .chain(&s2)
+                    .fold(0u32, |acc, &v| acc | u32::from(v & mask == 0));
+                if hit != 0 {
+                    let at = k * BLOCK;
+                    self.hits(g1, o1, a1, mask, from + at, found);
+                    self.hits(g2, o2, a2, mask, mid + at, &mut second);
+                }
             }
-            h = hs[4];
-            at += 4;
+            // The first half ends where the second began, so `h2` goes on from there.
+            self.tail(data, mid + half, to, h2, mask, &mut second);
+        } else {
+            let h = self.hash(&data[from..from + self.window]);
+            self.tail(data, from, to, h, mask, found);
         }
-        for (&o, &a) in o4.remainder().iter().zip(a4.remainder()) {
+        found.append(&mut second);
+    }
+
+    /// The candidates among `BLOCK` windows, the first one hashing `h`.
+    #[cold]
+    #[inline(never)]
+    fn hits(
+        &self,
+        mut h: u32,
+        outs: &[u8],
+        ins: &[u8],
+        mask: u32,
+        at: usize,
+        found: &mut Vec<usize>,
+    ) {
+        for (i, (&o, &a)) in outs.iter().zip(ins).enumerate() {
             if h & mask == 0 {
-                found.push(at);
+                found.push(at + i);
             }
             h = self.update(h, o, a);
-            at += 1;
         }
-        if h & mask == 0 {
-            found.push(at);
+    }
+
+    /// The candidates in `from..to`, the window at `from` hashing `h`, one window at a time.
+    fn tail(
+        &self,
+        data: &[u8],
+        from: usize,
+        to: usize,
+        mut h: u32,
+        mask: u32,
+        found: &mut Vec<usize>,
+    ) {
+        let w = self.window;
+        for q in from..to {
+            if h & mask == 0 {
+                found.push(q);
+            }
+            if q + 1 < to {
+                h = self.update(h, data[q], data[q + w]);
+            }
         }
     }
 
@@ -235,6 +295,31 @@ mod tests {
                         .collect();
                     assert_eq!(got, want, "w={w} mask={mask} {from}..{to}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn candidates_across_block_edges_equal_brute_force() {
+        // Ranges of every length around the block size and its multiples, so both halves,
+        // the hit blocks and the tail of the two-stream search all get exercised.
+        let data: Vec<u8> = (0..3000u32)
+            .map(|i| (i.wrapping_mul(2_246_822_519) >> 9) as u8)
+            .collect();
+        let (w, mask) = (100, 0x7);
+        let t = Tables::new(0x7fff_ffff, w);
+        let hashes: Vec<u32> = (0..=data.len() - w)
+            .map(|q| t.hash(&data[q..q + w]))
+            .collect();
+        for from in [0, 1, 31, 33] {
+            for len in (1..4 * BLOCK + 3).chain([700, 1234, 2900 - from]) {
+                let to = from + len;
+                let mut got = vec![usize::MAX];
+                t.candidates(&data, from, to, mask, &mut got);
+                let want: Vec<usize> = std::iter::once(usize::MAX)
+                    .chain((from..to).filter(|&q| hashes[q] & mask == 0))
+                    .collect();
+                assert_eq!(got, want, "{from}..{to}");
             }
         }
     }
