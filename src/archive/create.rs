@@ -10,6 +10,7 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -17,6 +18,7 @@ use chrono::{DateTime, Utc};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
 
+use super::bufpool;
 use super::cache::{CacheDir, CacheError, FilesCache, FilesCacheMode};
 use super::fsmeta::{self, FsMeta, MetaOptions};
 use super::itemstream::ItemStream;
@@ -276,33 +278,39 @@ fn item_from_meta(path: Vec<u8>, m: &FsMeta, opts: &CreateOptions) -> Item {
     }
 }
 
-/// Chunker read buffers up to this size are kept for the next inputs; larger ones are
-/// freed, so idle workers do not pin memory.
-const KEEP_CHUNK_BUF: usize = 16 << 20;
-/// Batches of one input being stored on the pool while its reader searches on.
+/// Bytes a pipelined input reads at once: about one default chunk, so a batch is stored
+/// soon after it is read and few bytes wait in read buffers.
+const READ_BLOCK: usize = 2 << 20;
+/// Batches of one input being stored on the pool while its reader searches on, while
+/// other inputs share the pool.
 const IN_FLIGHT: usize = 1;
-/// Chunker read buffers kept between inputs, for all workers together: enough for one
-/// pipelined input (its batches in flight and the block being read) plus one more input.
-const KEEP_CHUNK_BUFS: usize = IN_FLIGHT + 2;
+/// The same for an input being the only one pipelined (one image, one stream): its
+/// batches are all the pool has to do.
+const IN_FLIGHT_ALONE: usize = 2;
+/// Inputs currently pipelined (see [`chunk_parallel`]).
+static PIPELINED: AtomicUsize = AtomicUsize::new(0);
 
-/// Read buffers of finished inputs: a reused buffer is already faulted in, a fresh one
-/// costs a page fault (and the kernel's zeroing) per page.
-static CHUNK_BUFS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// Counts an input as pipelined while it lives.
+struct Pipelined;
 
-/// Takes up to `n` kept read buffers.
-fn take_chunk_bufs(n: usize) -> Vec<Vec<u8>> {
-    let mut kept = CHUNK_BUFS.lock().expect("chunk buffers");
-    let at = kept.len().saturating_sub(n);
-    kept.split_off(at)
+impl Pipelined {
+    fn start() -> Self {
+        PIPELINED.fetch_add(1, Ordering::Relaxed);
+        Pipelined
+    }
+
+    /// Batches this input may have in flight now.
+    fn in_flight(&self) -> usize {
+        match PIPELINED.load(Ordering::Relaxed) {
+            1 => IN_FLIGHT_ALONE,
+            _ => IN_FLIGHT,
+        }
+    }
 }
 
-/// Keeps read buffers for later inputs, up to [`KEEP_CHUNK_BUFS`].
-fn keep_chunk_bufs(bufs: Vec<Vec<u8>>) {
-    let mut kept = CHUNK_BUFS.lock().expect("chunk buffers");
-    for b in bufs {
-        if kept.len() < KEEP_CHUNK_BUFS && b.capacity() <= KEEP_CHUNK_BUF {
-            kept.push(b);
-        }
+impl Drop for Pipelined {
+    fn drop(&mut self) {
+        PIPELINED.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -379,7 +387,8 @@ impl BatchResults {
 
 /// Chunks a reader with the buzhash chunker. An input that fits one read block is stored
 /// right here; a larger one is a pipeline: this thread reads and searches for cut points
-/// while the pool stores the batches before (up to [`IN_FLIGHT`] of them), straight from
+/// while the pool stores the batches before (up to [`IN_FLIGHT`] of them, or
+/// [`IN_FLIGHT_ALONE`] for the only input pipelined), straight from
 /// the read buffers they share with the chunker.
 fn chunk_parallel<R: Read>(
     params: &ChunkerParams,
@@ -394,9 +403,12 @@ fn chunk_parallel<R: Read>(
         );
         return Ok(Err(e));
     };
-    let mut chunker = chunker.with_buffer(take_chunk_bufs(1).pop().unwrap_or_default());
+    let mut chunker = chunker
+        .with_block(READ_BLOCK)
+        .with_buffer(bufpool::take(1).pop().unwrap_or_default());
     let (tx, rx) = crossbeam_channel::unbounded::<(usize, Stored)>();
     let mut results = BatchResults::default();
+    let mut pipelined = None;
     let read = loop {
         let batch = match chunker.next_owned_batch() {
             Ok(Some(b)) => b,
@@ -412,10 +424,11 @@ fn chunk_parallel<R: Read>(
             results.settle(i, store_batch(store, &batch));
             continue;
         }
+        let in_flight = pipelined.get_or_insert_with(Pipelined::start).in_flight();
         if i == 0 {
-            chunker = chunker.with_spare_buffers(take_chunk_bufs(IN_FLIGHT));
+            chunker = chunker.with_spare_buffers(bufpool::take(in_flight));
         }
-        results.wait(&rx, IN_FLIGHT - 1);
+        results.wait(&rx, in_flight - 1);
         let (store, tx) = (store.clone(), tx.clone());
         results.pending += 1;
         rayon::spawn(move || {
@@ -426,7 +439,7 @@ fn chunk_parallel<R: Read>(
         }
     };
     results.wait(&rx, 0);
-    keep_chunk_bufs(chunker.into_buffers());
+    bufpool::keep(chunker.into_buffers());
     let refs = results.finish()?;
     Ok(read.map(|()| refs))
 }

@@ -2,6 +2,7 @@
 //! item stream, archive object, manifest update and client caches; and the way back:
 //! reading archives and restoring them.
 
+mod bufpool;
 pub mod cache;
 pub mod check;
 pub mod create;

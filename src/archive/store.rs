@@ -25,7 +25,7 @@ const KEEP_BUF: usize = 9 << 20;
 const PENDING: u32 = u32::MAX;
 /// Envelopes queued for the writer at most (bytes): enough to keep it busy while the
 /// encoders finish the next chunks, small enough to keep the resident set low.
-const QUEUE_BUDGET: usize = 8 << 20;
+const QUEUE_BUDGET: usize = 4 << 20;
 /// Written envelope buffers kept for reuse: a recycled buffer is already faulted in,
 /// a fresh multi-MiB allocation costs a page fault per page (the kernel zeroes each).
 const POOL: usize = 2;

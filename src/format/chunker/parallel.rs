@@ -24,6 +24,8 @@ use super::{is_zero, read_up_to, Allocation, ChunkerParams, Cutter};
 const BLOCK_PER_THREAD: usize = 4 << 20;
 /// Below this many bytes a range is searched on the calling thread.
 const PAR_MIN: usize = 1 << 20;
+/// The smallest read block.
+const MIN_BLOCK: usize = 4 << 10;
 
 /// One chunk of a [`Batch`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,11 +129,11 @@ impl<R: Read> ParallelChunker<R> {
         })
     }
 
-    /// Reads at most `bytes` per fill (at least the largest chunk, so that every fill
-    /// decides a chunk): smaller blocks bound memory, larger ones give the scanning
-    /// threads more to share.
+    /// Reads `bytes` per fill (at least 4 KiB): smaller blocks keep less of the
+    /// input resident and hand out smaller batches, larger ones give the scanning threads
+    /// more to share. A chunk longer than a block is simply read in several fills.
     pub fn with_block(mut self, bytes: usize) -> Self {
-        self.block = bytes.max(self.cutter.max);
+        self.block = bytes.max(MIN_BLOCK);
         self
     }
 
