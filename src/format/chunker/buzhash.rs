@@ -113,35 +113,25 @@ impl Tables {
         let mut second = Vec::new();
         if half > 0 {
             let mid = from + half;
-            let (w, t, out) = (self.window, &self.t, &self.out);
-            let mut h1 = self.hash(&data[from..from + w]);
-            let mut h2 = self.hash(&data[mid..mid + w]);
+            let w = self.window;
+            let h1 = self.hash(&data[from..from + w]);
+            let h2 = self.hash(&data[mid..mid + w]);
             let blocks = |at: usize| {
                 data[at..at + half]
                     .chunks_exact(BLOCK)
                     .zip(data[at + w..at + w + half].chunks_exact(BLOCK))
             };
-            let (mut s1, mut s2) = ([0u32; BLOCK], [0u32; BLOCK]);
+            let mut hs = [h1, h2];
             for (k, ((o1, a1), (o2, a2))) in blocks(from).zip(blocks(mid)).enumerate() {
-                let (g1, g2) = (h1, h2);
-                for i in 0..BLOCK {
-                    s1[i] = h1;
-                    s2[i] = h2;
-                    h1 = h1.rotate_left(1) ^ (out[usize::from(o1[i])] ^ t[usize::from(a1[i])]);
-                    h2 = h2.rotate_left(1) ^ (out[usize::from(o2[i])] ^ t[usize::from(a2[i])]);
-                }
-                let hit = s1
-                    .iter()
-                    .chain(&s2)
-                    .fold(0u32, |acc, &v| acc | u32::from(v & mask == 0));
-                if hit != 0 {
+                let g = hs;
+                if self.roll_pair(&mut hs, [o1, o2], [a1, a2], mask) {
                     let at = k * BLOCK;
-                    self.hits(g1, o1, a1, mask, from + at, found);
-                    self.hits(g2, o2, a2, mask, mid + at, &mut second);
+                    self.hits(g[0], o1, a1, mask, from + at, found);
+                    self.hits(g[1], o2, a2, mask, mid + at, &mut second);
                 }
             }
             // The first half ends where the second began, so `h2` goes on from there.
-            self.tail(data, mid + half, to, h2, mask, &mut second);
+            self.tail(data, mid + half, to, hs[1], mask, &mut second);
         } else {
             let h = self.hash(&data[from..from + self.window]);
             self.tail(data, from, to, h, mask, found);
@@ -167,6 +157,31 @@ impl Tables {
             }
             h = self.update(h, o, a);
         }
+    }
+
+    /// Rolls two independent hashes `BLOCK` windows on (`outs`/`ins`: the bytes leaving and
+    /// entering each); tells whether a window passed on the way, the first included, has
+    /// all `mask` bits clear. Each step of one hash waits for the previous one (a rotate and
+    /// an XOR), so two chains keep the core twice as busy; the passed hashes are kept and
+    /// tested together, which vectorises.
+    #[inline(always)]
+    fn roll_pair(&self, h: &mut [u32; 2], outs: [&[u8]; 2], ins: [&[u8]; 2], mask: u32) -> bool {
+        let (t, out) = (&self.t, &self.out);
+        let ([o1, o2], [a1, a2]) = (outs, ins);
+        let (o1, a1, o2, a2) = (&o1[..BLOCK], &a1[..BLOCK], &o2[..BLOCK], &a2[..BLOCK]);
+        let (mut s1, mut s2) = ([0u32; BLOCK], [0u32; BLOCK]);
+        let [mut h1, mut h2] = *h;
+        for i in 0..BLOCK {
+            s1[i] = h1;
+            s2[i] = h2;
+            h1 = h1.rotate_left(1) ^ (out[usize::from(o1[i])] ^ t[usize::from(a1[i])]);
+            h2 = h2.rotate_left(1) ^ (out[usize::from(o2[i])] ^ t[usize::from(a2[i])]);
+        }
+        *h = [h1, h2];
+        s1.iter()
+            .chain(&s2)
+            .fold(0u32, |acc, &v| acc | u32::from(v & mask == 0))
+            != 0
     }
 
     /// The candidates in `from..to`, the window at `from` hashing `h`, one window at a time.
@@ -320,6 +335,43 @@ mod tests {
                     .chain((from..to).filter(|&q| hashes[q] & mask == 0))
                     .collect();
                 assert_eq!(got, want, "{from}..{to}");
+            }
+        }
+    }
+
+    #[test]
+    fn scan_finds_the_first_hit_like_brute_force() {
+        // Long enough for several stretch pairs; masks with hits in the first stretch, the
+        // second, both, or none of a pair.
+        let data: Vec<u8> = (0..300_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 ^ (i >> 11) as u8)
+            .collect();
+        let w = 48;
+        let t = Tables::new(0xb100_0c50, w);
+        let hashes: Vec<u32> = (0..=data.len() - w)
+            .map(|q| t.hash(&data[q..q + w]))
+            .collect();
+        let stop = data.len() - w;
+        for mask in [0x3ff, 0x7fff, 0xffff, 0x3_ffff, 0xff_ffff] {
+            for p in [
+                0,
+                1,
+                31,
+                1000,
+                40_000,
+                150_001,
+                stop - 70_000,
+                stop - 1,
+                stop,
+            ] {
+                let want = (p..stop)
+                    .find(|&q| hashes[q] & mask == 0)
+                    .ok_or((stop, hashes[stop]));
+                assert_eq!(
+                    t.scan(&data, p, hashes[p], mask),
+                    want,
+                    "mask={mask:#x} p={p}"
+                );
             }
         }
     }
