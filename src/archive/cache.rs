@@ -45,7 +45,7 @@ pub struct CacheDir {
 }
 
 const CHUNKS_MAGIC: &[u8; 8] = b"PBNCHNK1";
-const FILES_MAGIC: &[u8; 8] = b"PBNFILE1";
+const FILES_MAGIC: &[u8; 8] = b"PBNFILE2";
 const REC: usize = 32 + 12;
 
 fn encode_entries(entries: &[(ObjectId, Entry)]) -> Vec<u8> {
@@ -228,6 +228,25 @@ impl CacheDir {
     }
 }
 
+/// A files-cache key: a hash of the source tag and the archived path, as borg keys its
+/// files cache by a hash of the path. A fixed 16 bytes instead of the path keeps the cache
+/// small in memory (it holds an entry for every file of the run until the commit).
+pub type FileKey = [u8; 16];
+
+/// The files-cache key of `path` archived from the source `tag`.
+pub fn file_key(tag: &[u8], path: &[u8]) -> FileKey {
+    let h = blake2b_simd::Params::new()
+        .hash_length(16)
+        .to_state()
+        .update(tag)
+        .update(b"\0")
+        .update(path)
+        .finalize();
+    let mut k = [0u8; 16];
+    k.copy_from_slice(h.as_bytes());
+    k
+}
+
 /// What the files cache remembers about one file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileEntry {
@@ -298,7 +317,7 @@ impl Default for FilesCacheMode {
 /// timestamp tick after we read it would otherwise look unchanged. borg instead drops the
 /// entries with the run's newest c/mtime, which re-reads the newest file on every run.
 pub struct FilesCache {
-    entries: HashMap<Vec<u8>, FileEntry>,
+    entries: HashMap<FileKey, FileEntry>,
     mode: FilesCacheMode,
     ttl: u8,
     trust_before: i64,
@@ -344,7 +363,13 @@ impl FilesCache {
     }
 
     /// The cached chunks if the file is unchanged per the mode.
-    pub fn lookup(&self, key: &[u8], inode: u64, size: u64, cmtime_ns: i64) -> Option<&[ChunkRef]> {
+    pub fn lookup(
+        &self,
+        key: &FileKey,
+        inode: u64,
+        size: u64,
+        cmtime_ns: i64,
+    ) -> Option<&[ChunkRef]> {
         if self.mode.disabled || self.mode.rechunk {
             return None;
         }
@@ -361,7 +386,7 @@ impl FilesCache {
     /// Remembers a file read (or confirmed) in this run.
     pub fn memorize(
         &mut self,
-        key: Vec<u8>,
+        key: FileKey,
         inode: u64,
         size: u64,
         cmtime_ns: i64,
@@ -397,10 +422,9 @@ impl FilesCache {
     }
 }
 
-fn encode_files<'a>(entries: impl Iterator<Item = (&'a Vec<u8>, &'a FileEntry)>) -> Vec<u8> {
+fn encode_files<'a>(entries: impl Iterator<Item = (&'a FileKey, &'a FileEntry)>) -> Vec<u8> {
     let mut out = FILES_MAGIC.to_vec();
     for (k, e) in entries {
-        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
         out.extend_from_slice(k);
         out.extend_from_slice(&e.inode.to_le_bytes());
         out.extend_from_slice(&e.size.to_le_bytes());
@@ -418,7 +442,7 @@ fn encode_files<'a>(entries: impl Iterator<Item = (&'a Vec<u8>, &'a FileEntry)>)
     out
 }
 
-fn decode_files(data: &[u8]) -> Option<Vec<(Vec<u8>, FileEntry)>> {
+fn decode_files(data: &[u8]) -> Option<Vec<(FileKey, FileEntry)>> {
     if data.len() < 16 || &data[..8] != FILES_MAGIC {
         return None;
     }
@@ -436,9 +460,8 @@ fn decode_files(data: &[u8]) -> Option<Vec<(Vec<u8>, FileEntry)>> {
         Some(a)
     };
     let mut out = Vec::new();
-    while let Some(kl) = take(4) {
-        let kl = u32::from_le_bytes(kl.try_into().ok()?) as usize;
-        let key = take(kl)?.to_vec();
+    while let Some(key) = take(16) {
+        let key: FileKey = key.try_into().ok()?;
         let inode = u64::from_le_bytes(take(8)?.try_into().ok()?);
         let size = u64::from_le_bytes(take(8)?.try_into().ok()?);
         let cmtime_ns = i64::from_le_bytes(take(8)?.try_into().ok()?);
@@ -496,17 +519,24 @@ mod tests {
             size: 5,
             csize: 9,
         }];
-        fc.memorize(b"a".to_vec(), 1, 5, 100, c.clone());
-        fc.memorize(b"b".to_vec(), 2, 5, 200, c.clone());
-        assert_eq!(fc.lookup(b"a", 1, 5, 100), Some(&c[..]));
-        assert_eq!(fc.lookup(b"a", 9, 5, 100), None);
-        assert_eq!(fc.lookup(b"a", 1, 6, 100), None);
-        assert_eq!(fc.lookup(b"a", 1, 5, 101), None);
+        let (a, b) = (file_key(b"", b"a"), file_key(b"", b"b"));
+        assert_ne!(a, b);
+        assert_ne!(
+            file_key(b"101", b"a"),
+            a,
+            "the source tag is part of the key"
+        );
+        fc.memorize(a, 1, 5, 100, c.clone());
+        fc.memorize(b, 2, 5, 200, c.clone());
+        assert_eq!(fc.lookup(&a, 1, 5, 100), Some(&c[..]));
+        assert_eq!(fc.lookup(&a, 9, 5, 100), None);
+        assert_eq!(fc.lookup(&a, 1, 6, 100), None);
+        assert_eq!(fc.lookup(&a, 1, 5, 101), None);
         let data = encode_files(fc.entries.iter().filter(|(_, e)| e.cmtime_ns < 200));
         let back = decode_files(&data).unwrap();
         assert_eq!(
-            back.len(),
-            1,
+            back.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            [a],
             "an entry changed too recently is not trusted"
         );
         assert!("ctime,mtime".parse::<FilesCacheMode>().is_err());

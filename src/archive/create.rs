@@ -19,7 +19,8 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
 
 use super::bufpool;
-use super::cache::{CacheDir, CacheError, FilesCache, FilesCacheMode};
+use super::cache::{file_key, CacheDir, CacheError, FileKey, FilesCache, FilesCacheMode};
+use super::dropbehind::DropBehind;
 use super::fsmeta::{self, FsMeta, MetaOptions};
 use super::itemstream::ItemStream;
 use super::patterns::PatternMatcher;
@@ -151,7 +152,7 @@ pub type AclMap = Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
 /// A last check before the commit.
 pub type PreCommit = Box<dyn FnOnce() -> Result<(), String> + Send>;
 /// A files-cache entry to remember after the commit: key, inode, size, c/mtime, chunks.
-type Memo = (Vec<u8>, u64, u64, i64, Vec<ChunkRef>);
+type Memo = (FileKey, u64, u64, i64, Vec<ChunkRef>);
 
 /// Per-item status line (borg's `--list` letters).
 pub type StatusFn<'a> = &'a (dyn Fn(char, &str) + Sync);
@@ -564,7 +565,7 @@ fn process_file(sh: &Shared, job: &FileJob) -> Result<FileOutcome, StoreError> {
     }
     let mut status = 'A';
     let mut memorize = None;
-    let key: Vec<u8> = [&opts.cache_tag[..], b"\0", &job.arch_path[..]].concat();
+    let key = file_key(&opts.cache_tag, &job.arch_path);
     let cmtime = sh.files.cmtime(meta.ctime_ns, meta.mtime_ns);
     let mut chunks = None;
     if !job.special {
@@ -579,7 +580,7 @@ fn process_file(sh: &Shared, job: &FileJob) -> Result<FileOutcome, StoreError> {
                         .stats
                         .files_unchanged
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    memorize = Some((key.clone(), meta.ino, meta.size, cmtime, refs.clone()));
+                    memorize = Some((key, meta.ino, meta.size, cmtime, refs.clone()));
                     chunks = Some(refs);
                 }
             }
@@ -589,8 +590,9 @@ fn process_file(sh: &Shared, job: &FileJob) -> Result<FileOutcome, StoreError> {
     let chunks = match chunks {
         Some(c) => c,
         None => {
+            let reader = DropBehind::new(&file);
             let read = if matches!(opts.chunker, ChunkerParams::Fixed { .. }) {
-                let mut chunker = Chunker::new(&opts.chunker, sh.seed, &file);
+                let mut chunker = Chunker::new(&opts.chunker, sh.seed, reader);
                 if opts.sparse && !job.special {
                     if let Ok(Some(map)) = crate::format::chunker::sparse_map(&file) {
                         chunker = chunker.with_sparse_map(map);
@@ -598,7 +600,7 @@ fn process_file(sh: &Shared, job: &FileJob) -> Result<FileOutcome, StoreError> {
                 }
                 chunk_reader(chunker, &sh.store)?
             } else {
-                chunk_parallel(&opts.chunker, sh.seed, &file, &sh.store)?
+                chunk_parallel(&opts.chunker, sh.seed, reader, &sh.store)?
             };
             let refs = match read {
                 Ok(r) => r,

@@ -8,6 +8,7 @@ pub mod check;
 pub mod create;
 pub mod delete;
 pub mod diff;
+mod dropbehind;
 pub mod extract;
 pub mod fsmeta;
 pub mod itemstream;

@@ -5,4 +5,5 @@ pub mod pve;
 pub mod pveconf;
 pub mod run;
 pub mod target;
+pub mod tool;
 pub mod zfs;

@@ -5,17 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use super::pveconf::{self, Resource};
+use super::tool::{self, ToolError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PveError {
-    #[error("running {cmd}: {source}")]
-    Spawn {
-        cmd: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{cmd} failed: {stderr}")]
-    Failed { cmd: String, stderr: String },
+    #[error(transparent)]
+    Tool(#[from] ToolError),
     #[error("{0}")]
     Parse(String),
     #[error("reading {path}: {source}")]
@@ -57,22 +52,7 @@ impl Pve {
     }
 
     fn run(&self, prog: &str, args: &[&str]) -> Result<String, PveError> {
-        let cmd = format!("{prog} {}", args.join(" "));
-        let out = Command::new(prog)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| PveError::Spawn {
-                cmd: cmd.clone(),
-                source,
-            })?;
-        if !out.status.success() {
-            return Err(PveError::Failed {
-                cmd,
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok(tool::run(prog, args)?)
     }
 
     /// All guests of the cluster (`pvesh get /cluster/resources --type vm`).
@@ -158,9 +138,11 @@ impl Pve {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|source| PveError::Spawn {
-                cmd: format!("vzdump {}", args.join(" ")),
-                source,
+            .map_err(|source| {
+                PveError::Tool(ToolError::Spawn {
+                    cmd: format!("vzdump {}", args.join(" ")),
+                    source,
+                })
             })
     }
 

@@ -5,19 +5,20 @@
 //! recognisable name so a later run can sweep what a killed run left behind.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
+
+use super::tool::{self, ToolError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ZfsError {
-    #[error("running {cmd}: {source}")]
-    Spawn {
-        cmd: String,
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    #[error("creating {path}: {source}")]
+    Mkdir {
+        path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{cmd} failed: {stderr}")]
-    Failed { cmd: String, stderr: String },
     #[error("no ZFS filesystem is mounted at {0}")]
     NotZfs(PathBuf),
 }
@@ -43,21 +44,7 @@ impl Default for Zfs {
 
 impl Zfs {
     fn run(&self, args: &[&str]) -> Result<String, ZfsError> {
-        let cmd = format!("{} {}", self.bin.display(), args.join(" "));
-        let out = Command::new(&self.bin)
-            .args(args)
-            .output()
-            .map_err(|source| ZfsError::Spawn {
-                cmd: cmd.clone(),
-                source,
-            })?;
-        if !out.status.success() {
-            return Err(ZfsError::Failed {
-                cmd,
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok(tool::run(&self.bin, args)?)
     }
 
     /// `(name, mountpoint)` of every mounted filesystem dataset.
@@ -98,8 +85,9 @@ impl Zfs {
         args.extend(names.iter().map(|s| s.as_str()));
         match self.run(&args) {
             Ok(_) => Ok(true),
-            Err(ZfsError::Failed { stderr, .. })
-                if names.len() > 1 && stderr.contains("too many arguments") =>
+            Err(ZfsError::Tool(e))
+                if names.len() > 1
+                    && e.stderr().is_some_and(|s| s.contains("too many arguments")) =>
             {
                 for (i, n) in names.iter().enumerate() {
                     if let Err(e) = self.run(&["snapshot", n]) {
@@ -129,19 +117,22 @@ impl Zfs {
     pub fn destroy(&self, name: &str) -> Result<(), ZfsError> {
         let mut last = None;
         for i in 0..20 {
-            match self.run(&["destroy", name]) {
+            let e = match self.run(&["destroy", name]) {
                 Ok(_) => return Ok(()),
-                Err(ZfsError::Failed { stderr, cmd }) if stderr.contains("busy") => {
-                    last = Some(ZfsError::Failed { cmd, stderr });
-                    std::thread::sleep(Duration::from_millis(100 * (i + 1)));
-                }
-                Err(ZfsError::Failed { stderr, .. })
-                    if stderr.contains("could not find") || stderr.contains("does not exist") =>
-                {
-                    return Ok(())
-                }
-                Err(e) => return Err(e),
+                Err(e) => e,
+            };
+            let stderr = match &e {
+                ZfsError::Tool(t) => t.stderr().unwrap_or_default(),
+                _ => "",
+            };
+            if stderr.contains("could not find") || stderr.contains("does not exist") {
+                return Ok(());
             }
+            if !stderr.contains("busy") {
+                return Err(e);
+            }
+            last = Some(e);
+            std::thread::sleep(Duration::from_millis(100 * (i + 1)));
         }
         Err(last.expect("at least one attempt"))
     }
@@ -165,8 +156,8 @@ impl Zfs {
                 });
             }
         }
-        std::fs::create_dir_all(mount_dir).map_err(|source| ZfsError::Spawn {
-            cmd: format!("mkdir {}", mount_dir.display()),
+        std::fs::create_dir_all(mount_dir).map_err(|source| ZfsError::Mkdir {
+            path: mount_dir.to_path_buf(),
             source,
         })?;
         let clone = format!("{dataset}{CLONE_MARK}{snap}");

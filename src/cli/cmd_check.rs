@@ -6,10 +6,10 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::Args;
 
+use super::selection::{FirstLastArgs, GlobArgs};
 use super::{Common, Outcome};
 use proxborg::archive::check::{check_archives, CheckOptions};
 use proxborg::location::Repo;
-use proxborg::placeholders::Placeholders;
 use proxborg::repo::local::{CheckLevel, LocalRepository, OpenOptions};
 use proxborg::repo::remote::RemoteRepository;
 use proxborg::repo::Repository;
@@ -25,29 +25,17 @@ pub struct CheckArgs {
     /// Decrypt and verify the integrity of all data (slow)
     #[arg(long)]
     pub verify_data: bool,
-    /// Only check archive names starting with this prefix (deprecated; use -a 'PREFIX*')
-    #[arg(short = 'P', long, conflicts_with = "glob_archives")]
-    pub prefix: Option<String>,
-    /// Only check archives matching the glob
-    #[arg(short = 'a', long, value_name = "GLOB")]
-    pub glob_archives: Option<String>,
-    /// Check only the first N archives (by time)
-    #[arg(long, value_name = "N")]
-    pub first: Option<usize>,
-    /// Check only the last N archives (by time)
-    #[arg(long, value_name = "N", conflicts_with = "first")]
-    pub last: Option<usize>,
+    #[command(flatten)]
+    pub select: GlobArgs,
+    #[command(flatten)]
+    pub range: FirstLastArgs,
     /// REPOSITORY or REPOSITORY::ARCHIVE
     pub location: Option<String>,
 }
 
 pub fn run(common: &Common, args: CheckArgs) -> Result<Outcome> {
     let loc = super::parse_location(args.location.as_deref())?;
-    let filters = args.verify_data
-        || args.first.is_some()
-        || args.last.is_some()
-        || args.prefix.is_some()
-        || args.glob_archives.is_some();
+    let filters = args.verify_data || args.range.is_set() || args.select.is_set();
     if args.repo_only && filters {
         bail!("--repository-only contradicts --first, --last, --glob-archives, --prefix and --verify-data arguments.");
     }
@@ -90,18 +78,12 @@ pub fn run(common: &Common, args: CheckArgs) -> Result<Outcome> {
     if args.repo_only {
         return Ok(Outcome::Success);
     }
-    let ph = Placeholders::current();
-    let glob = match (&args.prefix, &args.glob_archives) {
-        (Some(p), _) => Some(format!("{}*", ph.expand(p)?)),
-        (None, Some(g)) => Some(ph.expand(g)?),
-        (None, None) => None,
-    };
     let opts = CheckOptions {
         verify_data: args.verify_data,
         archive: loc.archive.clone(),
-        glob,
-        first: args.first.unwrap_or(0),
-        last: args.last.unwrap_or(0),
+        glob: args.select.glob()?,
+        first: args.range.first.unwrap_or(0),
+        last: args.range.last.unwrap_or(0),
     };
     let ok = check_archives(&env, repo.as_mut(), &opts, &mut log)?;
     Ok(if ok {

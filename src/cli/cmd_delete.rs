@@ -3,11 +3,11 @@
 use anyhow::{bail, Result};
 use clap::Args;
 
+use super::selection::{FirstLastArgs, GlobArgs};
 use super::{Common, Outcome};
 use proxborg::archive::delete::{ChunkTotals, Deleter, PruneOutcome};
 use proxborg::archive::prune::{self, Candidate};
 use proxborg::format::timefmt;
-use proxborg::placeholders::Placeholders;
 use proxborg::session::Session;
 
 #[derive(Args, Debug)]
@@ -24,18 +24,10 @@ pub struct DeleteArgs {
     /// Accepted for borg compatibility (no effect)
     #[arg(long)]
     pub save_space: bool,
-    /// Only consider archive names starting with this prefix (deprecated; use -a 'PREFIX*')
-    #[arg(short = 'P', long, conflicts_with = "glob_archives")]
-    pub prefix: Option<String>,
-    /// Only consider archive names matching the glob
-    #[arg(short = 'a', long, value_name = "GLOB")]
-    pub glob_archives: Option<String>,
-    /// Consider the first N archives (by time) after the glob
-    #[arg(long, value_name = "N")]
-    pub first: Option<usize>,
-    /// Consider the last N archives (by time) after the glob
-    #[arg(long, value_name = "N", conflicts_with = "first")]
-    pub last: Option<usize>,
+    #[command(flatten)]
+    pub select: GlobArgs,
+    #[command(flatten)]
+    pub range: FirstLastArgs,
     /// REPOSITORY or REPOSITORY::ARCHIVE
     pub location: Option<String>,
     /// More archives to delete
@@ -44,10 +36,7 @@ pub struct DeleteArgs {
 
 pub fn run(common: &Common, args: DeleteArgs) -> Result<Outcome> {
     let loc = super::parse_location(args.location.as_deref())?;
-    let filter = args.prefix.is_some()
-        || args.glob_archives.is_some()
-        || args.first.is_some()
-        || args.last.is_some();
+    let filter = args.select.is_set() || args.range.is_set();
     let mut named: Vec<String> = args.archives.clone();
     if let Some(a) = &loc.archive {
         named.insert(0, a.clone());
@@ -62,12 +51,7 @@ pub fn run(common: &Common, args: DeleteArgs) -> Result<Outcome> {
     let repo = super::open_repository(&loc.repo, true, common.lock_wait)?;
     let mut session = Session::open(&env, repo, loc.repo.clone())?;
     let names: Vec<String> = if filter {
-        let ph = Placeholders::current();
-        let glob = match (&args.prefix, &args.glob_archives) {
-            (Some(p), _) => format!("{}*", ph.expand(p)?),
-            (None, Some(g)) => ph.expand(g)?,
-            (None, None) => "*".into(),
-        };
+        let glob = args.select.glob()?.unwrap_or_else(|| "*".into());
         let re = prune::glob_regex(&glob, r"\z")?;
         let mut v: Vec<Candidate> = session
             .manifest
@@ -81,9 +65,9 @@ pub fn run(common: &Common, args: DeleteArgs) -> Result<Outcome> {
             .filter(|c| re.is_match(&c.name))
             .collect();
         v.sort_by_key(|c| c.ts);
-        if let Some(f) = args.first {
+        if let Some(f) = args.range.first {
             v.truncate(f);
-        } else if let Some(l) = args.last {
+        } else if let Some(l) = args.range.last {
             let skip = v.len().saturating_sub(l);
             v.drain(..skip);
         }

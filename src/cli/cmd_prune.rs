@@ -4,10 +4,10 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser};
 
 use super::output;
+use super::selection::GlobArgs;
 use super::{Common, Outcome};
 use proxborg::archive::delete::{prune_archives, DeleteStats, PruneOutcome};
 use proxborg::archive::prune::{decision_line, interval_hours, KeepRules, Rule};
-use proxborg::placeholders::Placeholders;
 use proxborg::session::Session;
 
 /// borg's `--keep-*` options.
@@ -150,12 +150,8 @@ pub struct PruneArgs {
     pub checkpoint_interval: Option<u64>,
     #[command(flatten)]
     pub keep: KeepArgs,
-    /// Only consider archive names starting with this prefix (deprecated; use -a 'PREFIX*')
-    #[arg(short = 'P', long, conflicts_with = "glob_archives")]
-    pub prefix: Option<String>,
-    /// Only consider archive names matching the glob (placeholders like {hostname} work)
-    #[arg(short = 'a', long, value_name = "GLOB")]
-    pub glob_archives: Option<String>,
+    #[command(flatten)]
+    pub select: GlobArgs,
     /// Repository (default: $BORG_REPO)
     pub location: Option<String>,
 }
@@ -239,12 +235,7 @@ pub fn prune_session(
 pub fn run(common: &Common, args: PruneArgs) -> Result<Outcome> {
     let rules = args.keep.rules();
     rules.validate()?;
-    let ph = Placeholders::current();
-    let glob = match (&args.prefix, &args.glob_archives) {
-        (Some(p), _) => Some(format!("{}*", ph.expand(p)?)),
-        (None, Some(g)) => Some(ph.expand(g)?),
-        (None, None) => None,
-    };
+    let glob = args.select.glob()?;
     let loc = super::parse_location(args.location.as_deref())?;
     if loc.archive.is_some() {
         anyhow::bail!("prune takes a repository, not an archive");

@@ -16,6 +16,7 @@ mod cmd_prune;
 mod cmd_restore_hint;
 mod cmd_verify;
 pub mod output;
+mod selection;
 
 use std::path::PathBuf;
 use std::time::Duration;

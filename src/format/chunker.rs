@@ -12,6 +12,8 @@ mod buzhash;
 mod parallel;
 mod params;
 pub mod sparse;
+#[cfg(test)]
+mod testdata;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -476,43 +478,12 @@ fn read_up_to<R: Read>(reader: &mut R, buf: &mut Vec<u8>, n: usize) -> io::Resul
 
 #[cfg(test)]
 mod tests {
+    use super::testdata::{mixed, Dribble};
     use super::*;
     use proptest::prelude::*;
 
-    /// A reader that hands out at most the next of `sizes` (cycled) bytes per call.
-    struct Dribble<'a> {
-        data: &'a [u8],
-        sizes: Vec<usize>,
-        i: usize,
-    }
-
-    impl Read for Dribble<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = self.sizes[self.i % self.sizes.len()]
-                .min(buf.len())
-                .min(self.data.len());
-            self.i += 1;
-            buf[..n].copy_from_slice(&self.data[..n]);
-            self.data = &self.data[n..];
-            Ok(n)
-        }
-    }
-
     fn data(seed: u64, len: usize) -> Vec<u8> {
-        let mut s = seed | 1;
-        (0..len)
-            .map(|i| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                // Mix random stretches with zero runs and a low-entropy stretch.
-                match (i / 5000) % 5 {
-                    0 => 0,
-                    1 => (s % 3) as u8,
-                    _ => s as u8,
-                }
-            })
-            .collect()
+        mixed(seed, len, 5000)
     }
 
     fn streamed<R: Read>(c: Chunker<R>, input: &[u8]) -> Vec<usize> {
@@ -687,7 +658,7 @@ mod tests {
             ][which];
             let d = data(dseed, len);
             let expect = chunk_sizes(&params, seed, &d);
-            let got = streamed(Chunker::new(&params, seed, Dribble { data: &d, sizes, i: 0 }), &d);
+            let got = streamed(Chunker::new(&params, seed, Dribble::new(&d, sizes)), &d);
             prop_assert_eq!(got, expect);
         }
     }
@@ -706,18 +677,7 @@ mod tests {
         ] {
             let expect = chunk_sizes(&params, 5, &d);
             for sizes in [vec![1 << 20], vec![4096, 1, 65_537], vec![777]] {
-                let got = streamed(
-                    Chunker::new(
-                        &params,
-                        5,
-                        Dribble {
-                            data: &d,
-                            sizes,
-                            i: 0,
-                        },
-                    ),
-                    &d,
-                );
+                let got = streamed(Chunker::new(&params, 5, Dribble::new(&d, sizes)), &d);
                 assert_eq!(got, expect);
             }
         }

@@ -378,43 +378,12 @@ pub fn parallel_chunk_sizes(
 #[cfg(test)]
 mod tests {
     use super::super::chunk_sizes;
+    use super::super::testdata::{mixed, Dribble};
     use super::*;
     use proptest::prelude::*;
 
     fn data(seed: u64, len: usize) -> Vec<u8> {
-        let mut s = seed | 1;
-        (0..len)
-            .map(|i| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                match (i / 70_000) % 6 {
-                    0 => 0,
-                    1 => 0x55,
-                    2 => (s % 3) as u8,
-                    _ => s as u8,
-                }
-            })
-            .collect()
-    }
-
-    /// Hands out at most the next of `sizes` (cycled) bytes per call.
-    struct Dribble<'a> {
-        data: &'a [u8],
-        sizes: Vec<usize>,
-        i: usize,
-    }
-
-    impl Read for Dribble<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = self.sizes[self.i % self.sizes.len()]
-                .min(buf.len())
-                .min(self.data.len());
-            self.i += 1;
-            buf[..n].copy_from_slice(&self.data[..n]);
-            self.data = &self.data[n..];
-            Ok(n)
-        }
+        mixed(seed, len, 70_000)
     }
 
     fn batched<R: Read>(mut c: ParallelChunker<R>, input: &[u8]) -> Vec<usize> {
@@ -551,7 +520,7 @@ mod tests {
             let p = PARAMS[which];
             let d = data(dseed, len);
             let want = chunk_sizes(&p, seed, &d);
-            let mut c = ParallelChunker::new(&p, seed, Dribble { data: &d, sizes, i: 0 }, threads)
+            let mut c = ParallelChunker::new(&p, seed, Dribble::new(&d, sizes), threads)
                 .unwrap()
                 .with_block(block);
             c.par_min = 512;

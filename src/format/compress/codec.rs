@@ -34,6 +34,52 @@ fn grow(out: &mut Vec<u8>, max_output: usize) -> bool {
     true
 }
 
+/// Where a streaming decoder stands after a call: at the end of its stream or not, and the
+/// bytes it has consumed and produced in all.
+struct Progress {
+    end: bool,
+    total_in: u64,
+    total_out: u64,
+}
+
+/// Runs a streaming decoder over `input` until its stream ends: `step` feeds it the input
+/// not yet consumed and appends to the output, which grows up to `max_output` (beyond is
+/// [`CompressError::TooLarge`]). A call that neither consumes nor produces while the output
+/// has room means the stream ends early: `truncated` says so.
+fn decode_stream(
+    codec: Codec,
+    input: &[u8],
+    max_output: usize,
+    truncated: &str,
+    mut step: impl FnMut(&[u8], &mut Vec<u8>) -> Result<Progress, String>,
+) -> Result<Vec<u8>, CompressError> {
+    let too_large = || CompressError::TooLarge {
+        codec,
+        limit: max_output,
+    };
+    let mut out = Vec::with_capacity(initial_capacity(input.len(), max_output));
+    let (mut seen_in, mut seen_out) = (0, 0);
+    loop {
+        let consumed = usize::try_from(seen_in).unwrap_or(input.len());
+        let rest = input.get(consumed..).unwrap_or_default();
+        let p = step(rest, &mut out).map_err(|why| CompressError::corrupt(codec, why))?;
+        if out.len() > max_output {
+            return Err(too_large());
+        }
+        if p.end {
+            return Ok(out);
+        }
+        if out.len() == out.capacity() {
+            if !grow(&mut out, max_output) {
+                return Err(too_large());
+            }
+        } else if (p.total_in, p.total_out) == (seen_in, seen_out) {
+            return Err(CompressError::corrupt(codec, truncated));
+        }
+        (seen_in, seen_out) = (p.total_in, p.total_out);
+    }
+}
+
 /// zlib streams are recognised like borg's `ZLIB.detect`: deflate method and a valid
 /// header checksum. No other codec header may match this.
 pub(super) fn is_zlib_header([cmf, flg]: [u8; 2]) -> bool {
@@ -245,38 +291,25 @@ pub(super) fn lzma_into(data: &[u8], level: u32, out: &mut Vec<u8>) {
 
 pub(super) fn lzma_decompress(xz: &[u8], max_output: usize) -> Result<Vec<u8>, CompressError> {
     use liblzma::stream::{Action, Status, Stream};
-    let corrupt = |why: String| CompressError::corrupt(Codec::Lzma, why);
     // Python's lzma.decompress uses FORMAT_AUTO, so accept legacy .lzma as well as .xz.
-    let mut stream =
-        Stream::new_auto_decoder(LZMA_MEMLIMIT, 0).map_err(|e| corrupt(e.to_string()))?;
-    let mut out = Vec::with_capacity(initial_capacity(xz.len(), max_output));
-    loop {
-        let (in_before, out_before) = (stream.total_in(), stream.total_out());
-        let consumed = usize::try_from(in_before).unwrap_or(xz.len());
-        let rest = xz.get(consumed..).unwrap_or_default();
-        let status = stream
-            .process_vec(rest, &mut out, Action::Finish)
-            .map_err(|e| corrupt(format!("{e:?}")))?;
-        if out.len() > max_output {
-            return Err(CompressError::TooLarge {
-                codec: Codec::Lzma,
-                limit: max_output,
-            });
-        }
-        if status == Status::StreamEnd {
-            return Ok(out);
-        }
-        if out.len() == out.capacity() {
-            if !grow(&mut out, max_output) {
-                return Err(CompressError::TooLarge {
-                    codec: Codec::Lzma,
-                    limit: max_output,
-                });
-            }
-        } else if stream.total_in() == in_before && stream.total_out() == out_before {
-            return Err(corrupt("stream is truncated".into()));
-        }
-    }
+    let mut stream = Stream::new_auto_decoder(LZMA_MEMLIMIT, 0)
+        .map_err(|e| CompressError::corrupt(Codec::Lzma, e.to_string()))?;
+    decode_stream(
+        Codec::Lzma,
+        xz,
+        max_output,
+        "stream is truncated",
+        |rest, out| {
+            let status = stream
+                .process_vec(rest, out, Action::Finish)
+                .map_err(|e| format!("{e:?}"))?;
+            Ok(Progress {
+                end: status == Status::StreamEnd,
+                total_in: stream.total_in(),
+                total_out: stream.total_out(),
+            })
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -308,35 +341,17 @@ pub(super) fn zlib_into(data: &[u8], level: u32, out: &mut Vec<u8>) {
 
 pub(super) fn zlib_decompress(stream: &[u8], max_output: usize) -> Result<Vec<u8>, CompressError> {
     use flate2::{Decompress, FlushDecompress, Status};
-    let corrupt = |why: String| CompressError::corrupt(Codec::Zlib, why);
     let mut z = Decompress::new(true);
-    let mut out = Vec::with_capacity(initial_capacity(stream.len(), max_output));
-    loop {
-        let (in_before, out_before) = (z.total_in(), z.total_out());
-        let consumed = usize::try_from(in_before).unwrap_or(stream.len());
-        let rest = stream.get(consumed..).unwrap_or_default();
+    let truncated = "incomplete or truncated stream";
+    decode_stream(Codec::Zlib, stream, max_output, truncated, |rest, out| {
         let status = z
-            .decompress_vec(rest, &mut out, FlushDecompress::None)
-            .map_err(|e| corrupt(e.to_string()))?;
-        if out.len() > max_output {
-            return Err(CompressError::TooLarge {
-                codec: Codec::Zlib,
-                limit: max_output,
-            });
-        }
+            .decompress_vec(rest, out, FlushDecompress::None)
+            .map_err(|e| e.to_string())?;
         // Like Python's zlib.decompress, bytes after the end of the stream are ignored.
-        if status == Status::StreamEnd {
-            return Ok(out);
-        }
-        if out.len() == out.capacity() {
-            if !grow(&mut out, max_output) {
-                return Err(CompressError::TooLarge {
-                    codec: Codec::Zlib,
-                    limit: max_output,
-                });
-            }
-        } else if z.total_in() == in_before && z.total_out() == out_before {
-            return Err(corrupt("incomplete or truncated stream".into()));
-        }
-    }
+        Ok(Progress {
+            end: status == Status::StreamEnd,
+            total_in: z.total_in(),
+            total_out: z.total_out(),
+        })
+    })
 }
