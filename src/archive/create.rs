@@ -325,8 +325,10 @@ fn chunk_input<R: Read>(
     store: &Arc<ChunkStore>,
 ) -> Result<Result<Vec<ChunkRef>, std::io::Error>, StoreError> {
     match params {
-        ChunkerParams::Buzhash { .. } => chunk_parallel(params, seed, reader, store),
-        ChunkerParams::Fixed { .. } => chunk_reader(Chunker::new(params, seed, reader), store),
+        ChunkerParams::Buzhash { .. } => chunk_parallel(params, seed, reader, store, None),
+        ChunkerParams::Fixed { .. } => {
+            chunk_reader(Chunker::new(params, seed, reader), store, None)
+        }
     }
 }
 
@@ -396,6 +398,7 @@ fn chunk_parallel<R: Read>(
     seed: u32,
     reader: R,
     store: &Arc<ChunkStore>,
+    behind: Option<&DropBehind>,
 ) -> Result<Result<Vec<ChunkRef>, std::io::Error>, StoreError> {
     let Some(chunker) = ParallelChunker::new(params, seed, reader, 1) else {
         let e = std::io::Error::new(
@@ -420,6 +423,9 @@ fn chunk_parallel<R: Read>(
             .stats
             .bytes_read
             .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if let Some(b) = behind {
+            b.advance(batch.len() as u64);
+        }
         let i = results.open();
         if i == 0 && chunker.at_eof() {
             results.settle(i, store_batch(store, &batch));
@@ -449,6 +455,7 @@ fn chunk_parallel<R: Read>(
 fn chunk_reader<R: Read>(
     mut chunker: Chunker<R>,
     store: &ChunkStore,
+    behind: Option<&DropBehind>,
 ) -> Result<Result<Vec<ChunkRef>, std::io::Error>, StoreError> {
     let mut refs = Vec::new();
     let mut batch = Vec::new();
@@ -483,6 +490,9 @@ fn chunk_reader<R: Read>(
             .stats
             .bytes_read
             .fetch_add(c.size as u64, std::sync::atomic::Ordering::Relaxed);
+        if let Some(b) = behind {
+            b.advance(c.size as u64);
+        }
         batch_bytes += c.data.len();
         batch.push((c.allocation, c.size, c.data));
         if batch_bytes >= BATCH_BYTES {
@@ -590,17 +600,17 @@ fn process_file(sh: &Shared, job: &FileJob) -> Result<FileOutcome, StoreError> {
     let chunks = match chunks {
         Some(c) => c,
         None => {
-            let reader = DropBehind::new(&file);
+            let behind = DropBehind::new(std::os::fd::AsFd::as_fd(&file));
             let read = if matches!(opts.chunker, ChunkerParams::Fixed { .. }) {
-                let mut chunker = Chunker::new(&opts.chunker, sh.seed, reader);
+                let mut chunker = Chunker::new(&opts.chunker, sh.seed, &file);
                 if opts.sparse && !job.special {
                     if let Ok(Some(map)) = crate::format::chunker::sparse_map(&file) {
                         chunker = chunker.with_sparse_map(map);
                     }
                 }
-                chunk_reader(chunker, &sh.store)?
+                chunk_reader(chunker, &sh.store, Some(&behind))?
             } else {
-                chunk_parallel(&opts.chunker, sh.seed, reader, &sh.store)?
+                chunk_parallel(&opts.chunker, sh.seed, &file, &sh.store, Some(&behind))?
             };
             let refs = match read {
                 Ok(r) => r,

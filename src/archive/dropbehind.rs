@@ -1,91 +1,80 @@
 //! Reading a file without filling the page cache with it, as borg does: a backup reads
 //! every file once, and keeping those pages would push out what the host actually uses
 //! (and, on a busy host, make the kernel reclaim memory on the backup's own time).
+//!
+//! This follows the reader from outside (the chunkers report how far they got) rather
+//! than wrapping it: a wrapped `File` would lose the standard library's reads into
+//! uninitialised buffers and pay for zeroing every block before it is read.
 
-use std::io::{self, Read, Seek, SeekFrom};
-use std::os::fd::{AsFd, AsRawFd};
+use std::cell::Cell;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// Pages read are dropped from the cache once this many bytes are behind.
 const DROP_EVERY: u64 = 32 << 20;
 
-/// A reader that tells the kernel it will not need what it has read again.
-pub struct DropBehind<R: Read + AsFd> {
-    inner: R,
-    /// Bytes read so far; everything before `dropped` is already let go.
-    pos: u64,
-    dropped: u64,
+/// Tells the kernel that a file's pages before the reader's position are not needed again.
+pub struct DropBehind<'a> {
+    fd: BorrowedFd<'a>,
+    /// Bytes consumed so far; the pages before `dropped` are already let go.
+    pos: Cell<u64>,
+    dropped: Cell<u64>,
 }
 
-impl<R: Read + AsFd> DropBehind<R> {
-    pub fn new(inner: R) -> Self {
+impl<'a> DropBehind<'a> {
+    pub fn new(fd: BorrowedFd<'a>) -> Self {
         DropBehind {
-            inner,
-            pos: 0,
-            dropped: 0,
+            fd,
+            pos: Cell::new(0),
+            dropped: Cell::new(0),
         }
     }
 
-    fn drop_read(&mut self) {
-        if self.pos > self.dropped {
-            let (off, len) = (self.dropped, self.pos - self.dropped);
-            // Advice only: a pipe or a file system that ignores it is no error.
-            // SAFETY: posix_fadvise reads nothing of ours; the fd stays open meanwhile.
-            unsafe {
-                libc::posix_fadvise(
-                    self.inner.as_fd().as_raw_fd(),
-                    off as libc::off_t,
-                    len as libc::off_t,
-                    libc::POSIX_FADV_DONTNEED,
-                );
-            }
-            self.dropped = self.pos;
+    /// The reader consumed `n` more bytes (holes of a sparse file included).
+    pub fn advance(&self, n: u64) {
+        self.pos.set(self.pos.get() + n);
+        if self.pos.get() - self.dropped.get() >= DROP_EVERY {
+            self.advise(self.pos.get() - self.dropped.get());
         }
     }
-}
 
-impl<R: Read + AsFd> Read for DropBehind<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.pos += n as u64;
-        if self.pos - self.dropped >= DROP_EVERY {
-            self.drop_read();
+    /// Drops `len` bytes from `dropped` on (`0`: to the end of the file).
+    fn advise(&self, len: u64) {
+        // Advice only: a pipe or a file system that ignores it is no error.
+        // SAFETY: posix_fadvise reads nothing of ours; the fd is borrowed, so open.
+        unsafe {
+            libc::posix_fadvise(
+                self.fd.as_raw_fd(),
+                self.dropped.get() as libc::off_t,
+                len as libc::off_t,
+                libc::POSIX_FADV_DONTNEED,
+            );
         }
-        Ok(n)
+        self.dropped.set(self.pos.get());
     }
 }
 
-/// Seeking (over the holes of a sparse file) first lets go of what was read.
-impl<R: Read + AsFd + Seek> Seek for DropBehind<R> {
-    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        self.drop_read();
-        let at = self.inner.seek(to)?;
-        (self.pos, self.dropped) = (at, at);
-        Ok(at)
-    }
-}
-
-impl<R: Read + AsFd> Drop for DropBehind<R> {
+impl Drop for DropBehind<'_> {
+    /// Lets go of the rest, including what was read ahead of the last report.
     fn drop(&mut self) {
-        self.drop_read();
+        self.advise(0);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
 
     #[test]
-    fn reads_everything_and_tracks_position() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
-        let data: Vec<u8> = (0..(3 << 20) as u32).map(|i| (i % 251) as u8).collect();
-        std::fs::write(&p, &data).unwrap();
-        let mut r = DropBehind::new(std::fs::File::open(&p).unwrap());
-        let mut got = Vec::new();
-        r.read_to_end(&mut got).unwrap();
-        assert_eq!(got, data);
-        assert_eq!(r.pos, data.len() as u64);
-        r.drop_read();
-        assert_eq!(r.dropped, r.pos);
+    fn drops_in_steps_and_the_rest_at_the_end() {
+        let f = tempfile::tempfile().unwrap();
+        let d = DropBehind::new(f.as_fd());
+        d.advance(DROP_EVERY - 1);
+        assert_eq!(d.dropped.get(), 0);
+        d.advance(1);
+        assert_eq!(d.dropped.get(), DROP_EVERY);
+        d.advance(5);
+        assert_eq!(d.dropped.get(), DROP_EVERY);
+        drop(d);
     }
 }
