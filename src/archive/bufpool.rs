@@ -8,7 +8,7 @@ use std::sync::Mutex;
 const KEEP_CAPACITY: usize = 16 << 20;
 /// Buffers kept, for all workers together: enough for one pipelined input on its own
 /// (its batches in flight and the block being read).
-const KEEP: usize = 3;
+const KEEP: usize = super::create::IN_FLIGHT_ALONE + 1;
 /// Bytes of a kept buffer left resident: most inputs, and the start of every input, fit.
 const RESIDENT: usize = 2 << 20;
 

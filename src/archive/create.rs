@@ -287,7 +287,7 @@ const READ_BLOCK: usize = 2 << 20;
 const IN_FLIGHT: usize = 1;
 /// The same for an input being the only one pipelined (one image, one stream): its
 /// batches are all the pool has to do.
-const IN_FLIGHT_ALONE: usize = 2;
+pub(super) const IN_FLIGHT_ALONE: usize = 2;
 /// Inputs currently pipelined (see [`chunk_parallel`]).
 static PIPELINED: AtomicUsize = AtomicUsize::new(0);
 
@@ -329,6 +329,17 @@ fn chunk_input<R: Read>(
         ChunkerParams::Fixed { .. } => {
             chunk_reader(Chunker::new(params, seed, reader), store, None)
         }
+    }
+}
+
+/// Counts `n` bytes the chunker took from its input, and lets the page cache drop them.
+fn consumed(store: &ChunkStore, behind: Option<&DropBehind>, n: usize) {
+    store
+        .stats
+        .bytes_read
+        .fetch_add(n as u64, Ordering::Relaxed);
+    if let Some(b) = behind {
+        b.advance(n as u64);
     }
 }
 
@@ -419,13 +430,7 @@ fn chunk_parallel<R: Read>(
             Ok(None) => break Ok(()),
             Err(e) => break Err(e),
         };
-        store
-            .stats
-            .bytes_read
-            .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        if let Some(b) = behind {
-            b.advance(batch.len() as u64);
-        }
+        consumed(store, behind, batch.len());
         let i = results.open();
         if i == 0 && chunker.at_eof() {
             results.settle(i, store_batch(store, &batch));
@@ -486,13 +491,7 @@ fn chunk_reader<R: Read>(
                 return Ok(Err(e));
             }
         };
-        store
-            .stats
-            .bytes_read
-            .fetch_add(c.size as u64, std::sync::atomic::Ordering::Relaxed);
-        if let Some(b) = behind {
-            b.advance(c.size as u64);
-        }
+        consumed(store, behind, c.size);
         batch_bytes += c.data.len();
         batch.push((c.allocation, c.size, c.data));
         if batch_bytes >= BATCH_BYTES {

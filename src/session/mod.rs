@@ -18,6 +18,7 @@ use crate::paths::Env;
 use crate::repo::{ObjectId, RepoError, Repository, MANIFEST_ID};
 
 pub use nonce::{NonceAllocator, NonceError};
+pub use security::{SecurityDir, SecurityError};
 
 /// Compresses `plaintext` into `out` (replacing its contents) behind room for the envelope
 /// header and seals it there with a fresh counter range, so the payload is never copied.
@@ -44,7 +45,6 @@ pub fn seal_into(
     key.seal_in_place(out, iv);
     Ok(())
 }
-pub use security::{SecurityDir, SecurityError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {

@@ -125,9 +125,9 @@ impl Tables {
             for (k, ((o1, a1), (o2, a2))) in blocks(from).zip(blocks(mid)).enumerate() {
                 let g = hs;
                 if self.roll_pair(&mut hs, [o1, o2], [a1, a2], mask) {
-                    let at = k * BLOCK;
-                    self.hits(g[0], o1, a1, mask, from + at, found);
-                    self.hits(g[1], o2, a2, mask, mid + at, &mut second);
+                    let (x, y) = (from + k * BLOCK, mid + k * BLOCK);
+                    self.tail(data, x, x + BLOCK, g[0], mask, found);
+                    self.tail(data, y, y + BLOCK, g[1], mask, &mut second);
                 }
             }
             // The first half ends where the second began, so `h2` goes on from there.
@@ -137,26 +137,6 @@ impl Tables {
             self.tail(data, from, to, h, mask, found);
         }
         found.append(&mut second);
-    }
-
-    /// The candidates among `BLOCK` windows, the first one hashing `h`.
-    #[cold]
-    #[inline(never)]
-    fn hits(
-        &self,
-        mut h: u32,
-        outs: &[u8],
-        ins: &[u8],
-        mask: u32,
-        at: usize,
-        found: &mut Vec<usize>,
-    ) {
-        for (i, (&o, &a)) in outs.iter().zip(ins).enumerate() {
-            if h & mask == 0 {
-                found.push(at + i);
-            }
-            h = self.update(h, o, a);
-        }
     }
 
     /// Rolls two independent hashes `BLOCK` windows on (`outs`/`ins`: the bytes leaving and
@@ -184,7 +164,11 @@ impl Tables {
             != 0
     }
 
-    /// The candidates in `from..to`, the window at `from` hashing `h`, one window at a time.
+    /// The candidates in `from..to`, the window at `from` hashing `h`, one window at a time
+    /// (a short tail, or a block with a hit: kept out of line so the main loop keeps its
+    /// registers).
+    #[cold]
+    #[inline(never)]
     fn tail(
         &self,
         data: &[u8],
@@ -341,8 +325,8 @@ mod tests {
 
     #[test]
     fn scan_finds_the_first_hit_like_brute_force() {
-        // Long enough for several stretch pairs; masks with hits in the first stretch, the
-        // second, both, or none of a pair.
+        // Long ranges with sparse and dense hits, starts on and off the 4-byte steps, and
+        // starts near the end where no window may be a cut.
         let data: Vec<u8> = (0..300_000u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 ^ (i >> 11) as u8)
             .collect();

@@ -137,13 +137,6 @@ impl<R: Read> ParallelChunker<R> {
         self
     }
 
-    /// Changes how many threads search from the next batch on (e.g. fewer while other
-    /// inputs keep the cores busy: a parallel search also hashes bytes a sequential one
-    /// skips, so it only pays off on otherwise idle cores).
-    pub fn set_threads(&mut self, threads: usize) {
-        self.threads = threads.max(1);
-    }
-
     /// Reads into `buf` (its contents are discarded): a buffer kept from an earlier
     /// chunker saves allocating and faulting in fresh memory for every input.
     pub fn with_buffer(mut self, mut buf: Vec<u8>) -> Self {
