@@ -12,6 +12,7 @@ mod buzhash;
 mod parallel;
 mod params;
 pub mod sparse;
+mod speculate;
 #[cfg(test)]
 mod testdata;
 
@@ -102,6 +103,45 @@ impl Cutter {
             self.tables.hash(&data[self.min..self.min + self.window]),
         )
     }
+
+    /// Where the chunk starting at `s` ends, if `data` decides it: `data` is all of the
+    /// input when `eof`, else what has been read of it so far. Windows before `skip` are
+    /// known not to be cuts (an earlier call's [`End::Open`]); pass 0 when nothing is known.
+    fn end_of(&self, data: &[u8], s: usize, skip: usize, eof: bool) -> End {
+        let rem = data.len() - s;
+        if rem < self.need() {
+            // Too little for a hash hit: the last chunk at the end, else wait for data.
+            return match eof && rem > 0 {
+                true => End::At(data.len()),
+                false => End::Open {
+                    scanned: skip.max(s),
+                },
+            };
+        }
+        let limit = data.len().min(s + self.max);
+        let chunk = &data[s..limit];
+        let p = (skip.max(s) - s).max(self.min);
+        let found = if p + self.window < chunk.len() {
+            let h = self.tables.hash(&chunk[p..p + self.window]);
+            self.tables.scan(chunk, p, h, self.mask).map_err(|(q, _)| q)
+        } else {
+            Err(p)
+        };
+        match found {
+            Ok(cut) => End::At(s + cut),
+            Err(_) if eof || limit == s + self.max => End::At(limit),
+            Err(q) => End::Open { scanned: s + q },
+        }
+    }
+}
+
+/// What the buffered input tells about where a chunk ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    /// At this offset.
+    At(usize),
+    /// Not yet: no window in `[start + min, scanned)` is a cut.
+    Open { scanned: usize },
 }
 
 /// Sizes of the consecutive chunks `params` cut `data` into (no sparse handling: the fixed
@@ -121,17 +161,9 @@ pub fn chunk_sizes(params: &ChunkerParams, seed: u32, data: &[u8]) -> Vec<usize>
                 return sizes;
             };
             let mut start = 0;
-            while start < data.len() {
-                let rem = data.len() - start;
-                if rem < c.need() {
-                    sizes.push(rem);
-                    break;
-                }
-                let chunk = &data[start..start + rem.min(c.max)];
-                let (p, h) = c.first(chunk);
-                let cut = c.tables.scan(chunk, p, h, c.mask).unwrap_or(chunk.len());
-                sizes.push(cut);
-                start += cut;
+            while let End::At(end) = c.end_of(data, start, 0, true) {
+                sizes.push(end - start);
+                start = end;
             }
         }
         ChunkerParams::Fixed {

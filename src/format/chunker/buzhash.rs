@@ -37,9 +37,6 @@ const TABLE_BASE: [u32; 256] = [
     0xc5ae37bb, 0xa76ce12a, 0x8150d8f3, 0x2ec29218, 0xa35f0984, 0x48c0647e, 0x0b5ff98c, 0x71893f7b,
 ];
 
-/// Windows per block in [`Tables::candidates`].
-const BLOCK: usize = 32;
-
 /// The seeded table plus a second table holding each entry already rotated by the window
 /// length, so one rolling step costs two lookups, one rotate and two XORs.
 #[derive(Clone)]
@@ -84,109 +81,6 @@ impl Tables {
         let h3 = h2.rotate_left(1) ^ x2;
         let y = x0.rotate_left(3) ^ x1.rotate_left(2) ^ x2.rotate_left(1) ^ x3;
         [h, h1, h2, h3, h.rotate_left(4) ^ y]
-    }
-
-    /// Appends to `found` every window start `q` in `from..to` whose hash has all `mask` bits
-    /// clear (a cut *candidate*: whether it becomes a cut depends on where its chunk starts).
-    /// Needs `to - 1 + window <= data.len()`. A candidate depends only on its window's bytes,
-    /// so disjoint ranges can be searched independently.
-    pub(crate) fn candidates(
-        &self,
-        data: &[u8],
-        from: usize,
-        to: usize,
-        mask: u32,
-        found: &mut Vec<usize>,
-    ) {
-        if from >= to {
-            return;
-        }
-        assert!(
-            to - 1 + self.window <= data.len(),
-            "candidates: range beyond the data"
-        );
-        // Two halves rolled in the same loop: each step of one hash waits for the previous
-        // one (a rotate and an XOR), so two independent chains keep the core twice as busy.
-        // The hashes of a block are kept and tested together (vectorised); the rare block
-        // with a hit is walked again to find it.
-        let half = (to - from - 1) / 2 / BLOCK * BLOCK;
-        let mut second = Vec::new();
-        if half > 0 {
-            let mid = from + half;
-            let w = self.window;
-            let h1 = self.hash(&data[from..from + w]);
-            let h2 = self.hash(&data[mid..mid + w]);
-            let blocks = |at: usize| {
-                data[at..at + half]
-                    .chunks_exact(BLOCK)
-                    .zip(data[at + w..at + w + half].chunks_exact(BLOCK))
-            };
-            let mut hs = [h1, h2];
-            for (k, ((o1, a1), (o2, a2))) in blocks(from).zip(blocks(mid)).enumerate() {
-                let g = hs;
-                if self.roll_pair(&mut hs, [o1, o2], [a1, a2], mask) {
-                    let (x, y) = (from + k * BLOCK, mid + k * BLOCK);
-                    self.tail(data, x, x + BLOCK, g[0], mask, found);
-                    self.tail(data, y, y + BLOCK, g[1], mask, &mut second);
-                }
-            }
-            // The first half ends where the second began, so `h2` goes on from there.
-            self.tail(data, mid + half, to, hs[1], mask, &mut second);
-        } else {
-            let h = self.hash(&data[from..from + self.window]);
-            self.tail(data, from, to, h, mask, found);
-        }
-        found.append(&mut second);
-    }
-
-    /// Rolls two independent hashes `BLOCK` windows on (`outs`/`ins`: the bytes leaving and
-    /// entering each); tells whether a window passed on the way, the first included, has
-    /// all `mask` bits clear. Each step of one hash waits for the previous one (a rotate and
-    /// an XOR), so two chains keep the core twice as busy; the passed hashes are kept and
-    /// tested together, which vectorises.
-    #[inline(always)]
-    fn roll_pair(&self, h: &mut [u32; 2], outs: [&[u8]; 2], ins: [&[u8]; 2], mask: u32) -> bool {
-        let (t, out) = (&self.t, &self.out);
-        let ([o1, o2], [a1, a2]) = (outs, ins);
-        let (o1, a1, o2, a2) = (&o1[..BLOCK], &a1[..BLOCK], &o2[..BLOCK], &a2[..BLOCK]);
-        let (mut s1, mut s2) = ([0u32; BLOCK], [0u32; BLOCK]);
-        let [mut h1, mut h2] = *h;
-        for i in 0..BLOCK {
-            s1[i] = h1;
-            s2[i] = h2;
-            h1 = h1.rotate_left(1) ^ (out[usize::from(o1[i])] ^ t[usize::from(a1[i])]);
-            h2 = h2.rotate_left(1) ^ (out[usize::from(o2[i])] ^ t[usize::from(a2[i])]);
-        }
-        *h = [h1, h2];
-        s1.iter()
-            .chain(&s2)
-            .fold(0u32, |acc, &v| acc | u32::from(v & mask == 0))
-            != 0
-    }
-
-    /// The candidates in `from..to`, the window at `from` hashing `h`, one window at a time
-    /// (a short tail, or a block with a hit: kept out of line so the main loop keeps its
-    /// registers).
-    #[cold]
-    #[inline(never)]
-    fn tail(
-        &self,
-        data: &[u8],
-        from: usize,
-        to: usize,
-        mut h: u32,
-        mask: u32,
-        found: &mut Vec<usize>,
-    ) {
-        let w = self.window;
-        for q in from..to {
-            if h & mask == 0 {
-                found.push(q);
-            }
-            if q + 1 < to {
-                h = self.update(h, data[q], data[q + w]);
-            }
-        }
     }
 
     /// Looks for a cut point among the windows starting at `p, p+1, ...` whose last byte is
@@ -273,52 +167,6 @@ mod tests {
                         "w={w} seed={seed:#x} p={p}"
                     );
                 }
-            }
-        }
-    }
-
-    #[test]
-    fn candidates_equal_brute_force() {
-        let data: Vec<u8> = (0..5000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
-            .collect();
-        for &w in &[1usize, 5, 63] {
-            let t = Tables::new(0x1234, w);
-            for &mask in &[0u32, 3, 0x1f] {
-                let last = data.len() - w + 1;
-                for (from, to) in [(0, last), (7, 8), (3, 1000), (999, last), (10, 10)] {
-                    let mut got = Vec::new();
-                    t.candidates(&data, from, to, mask, &mut got);
-                    let want: Vec<usize> = (from..to)
-                        .filter(|&q| t.hash(&data[q..q + w]) & mask == 0)
-                        .collect();
-                    assert_eq!(got, want, "w={w} mask={mask} {from}..{to}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn candidates_across_block_edges_equal_brute_force() {
-        // Ranges of every length around the block size and its multiples, so both halves,
-        // the hit blocks and the tail of the two-stream search all get exercised.
-        let data: Vec<u8> = (0..3000u32)
-            .map(|i| (i.wrapping_mul(2_246_822_519) >> 9) as u8)
-            .collect();
-        let (w, mask) = (100, 0x7);
-        let t = Tables::new(0x7fff_ffff, w);
-        let hashes: Vec<u32> = (0..=data.len() - w)
-            .map(|q| t.hash(&data[q..q + w]))
-            .collect();
-        for from in [0, 1, 31, 33] {
-            for len in (1..4 * BLOCK + 3).chain([700, 1234, 2900 - from]) {
-                let to = from + len;
-                let mut got = vec![usize::MAX];
-                t.candidates(&data, from, to, mask, &mut got);
-                let want: Vec<usize> = std::iter::once(usize::MAX)
-                    .chain((from..to).filter(|&q| hashes[q] & mask == 0))
-                    .collect();
-                assert_eq!(got, want, "{from}..{to}");
             }
         }
     }

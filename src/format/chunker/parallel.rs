@@ -1,11 +1,9 @@
 //! One stream chunked on several cores, with borg's cut points.
 //!
-//! A buzhash value depends only on the bytes of its window, so whether a window start is a
-//! cut *candidate* (`hash & mask == 0`) can be decided for disjoint ranges of the stream at
-//! the same time. Which candidates become cuts depends on where each chunk starts (borg's
-//! minimum and maximum sizes); that is decided afterwards by a cheap sequential pass over the
-//! sorted candidate positions. On one thread the search stops at the first candidate after
-//! each chunk's minimum size, like borg's own loop, so nothing is hashed twice.
+//! Where a chunk ends depends only on where it starts, so the buffered input is split
+//! among the threads, each chunking its part from a guessed start until it falls into
+//! step with the true cuts (see `speculate`). On one thread this is borg's own loop: the
+//! search for a cut starts after each chunk's minimum size and stops at the first hit.
 //!
 //! Chunks are handed out in batches that borrow the chunker's read buffer, or share it
 //! ([`OwnedBatch`]) so a consumer can store them on other threads while the chunker reads
@@ -16,13 +14,13 @@ use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::sync::Arc;
 
-use rayon::prelude::*;
+use super::{is_zero, read_up_to, speculate, Allocation, ChunkerParams, Cutter, End};
 
-use super::{is_zero, read_up_to, Allocation, ChunkerParams, Cutter};
-
-/// Bytes read from the input at once per scanning thread.
-const BLOCK_PER_THREAD: usize = 4 << 20;
-/// Below this many bytes a range is searched on the calling thread.
+/// Bytes read from the input at once per chunking thread: large next to a chunk, so the
+/// overlap where one thread hands over to the next is a small share of the work.
+const BLOCK_PER_THREAD: usize = 16 << 20;
+/// With less than this much input per thread beyond the hand-over overlap, the calling
+/// thread chunks alone.
 const PAR_MIN: usize = 1 << 20;
 /// The smallest read block.
 const MIN_BLOCK: usize = 4 << 10;
@@ -81,15 +79,15 @@ impl OwnedBatch {
 /// Read buffers the chunker keeps for reuse beyond the one it reads into.
 const SPARE_BUFFERS: usize = 4;
 
-/// A buzhash chunker over a reader that searches for cut candidates on `threads` cores
-/// (rayon's pool) and yields borrowed batches of chunks. Cut points equal
+/// A buzhash chunker over a reader that chunks on `threads` cores (rayon's pool) and
+/// yields borrowed batches of chunks. Cut points equal
 /// [`chunk_sizes`](super::chunk_sizes) and borg's for the same parameters and seed.
 pub struct ParallelChunker<R> {
     reader: R,
     cutter: Cutter,
     threads: usize,
     block: usize,
-    /// Ranges shorter than twice this are searched on the calling thread.
+    /// See [`PAR_MIN`].
     par_min: usize,
     /// Read input; `buf[start..]` is the current chunk and what follows it. Shared with
     /// the [`OwnedBatch`]es handed out from it.
@@ -97,9 +95,10 @@ pub struct ParallelChunker<R> {
     /// Earlier read buffers, reused once no batch holds them any more.
     retired: Vec<Arc<Vec<u8>>>,
     start: usize,
-    /// Every candidate in `[lo, scanned)` is in `cands`, for some `lo <= start + min`.
+    /// Ends of the chunks after `start` that are already known, in order.
+    ends: VecDeque<usize>,
+    /// While `ends` is empty: no window in `[start + min, scanned)` is a cut.
     scanned: usize,
-    cands: VecDeque<usize>,
     spans: Vec<Span>,
     eof: bool,
     done: bool,
@@ -121,8 +120,8 @@ impl<R: Read> ParallelChunker<R> {
             retired: Vec::new(),
             cutter,
             start: 0,
+            ends: VecDeque::new(),
             scanned: 0,
-            cands: VecDeque::new(),
             spans: Vec::new(),
             eof: false,
             done: false,
@@ -263,11 +262,8 @@ impl<R: Read> ParallelChunker<R> {
         }
         if s > 0 {
             self.scanned = self.scanned.saturating_sub(s);
-            while self.cands.front().is_some_and(|&a| a < s) {
-                self.cands.pop_front();
-            }
-            for a in self.cands.iter_mut() {
-                *a -= s;
+            for e in self.ends.iter_mut() {
+                *e -= s;
             }
             self.start = 0;
         }
@@ -284,70 +280,31 @@ impl<R: Read> ParallelChunker<R> {
 
     /// The size of the chunk at `start` if the buffered input decides it.
     fn try_cut(&mut self) -> Option<usize> {
-        let (min, max, w) = (self.cutter.min, self.cutter.max, self.cutter.window);
         let s = self.start;
-        let len = self.buf.len();
-        let rem = len - s;
-        if rem < self.cutter.need() {
-            // Too little for a hash hit: the last chunk at the end, else wait for data.
-            return (self.eof && rem > 0).then_some(rem);
-        }
-        // A cut is the first candidate `a >= s + min` with `a + w < min(total, s + max)`;
-        // until the end is known only windows ending before the buffered end qualify.
-        let limit = len.min(s + max);
-        let lo = s + min;
-        let hi = limit - w;
-        while self.cands.front().is_some_and(|&a| a < lo) {
-            self.cands.pop_front();
-        }
-        if self.scanned < lo {
-            self.scanned = lo;
-        }
-        if self.cands.is_empty() && self.scanned < hi {
-            self.search(hi);
-        }
-        match self.cands.front() {
-            Some(&a) if a < hi => Some(a - s),
-            _ if self.eof || limit == s + max => Some(limit - s),
-            _ => None,
-        }
-    }
-
-    /// Extends the searched range at least to `hi` (or to its first candidate on one thread).
-    fn search(&mut self, hi: usize) {
-        let (mask, w) = (self.cutter.mask, self.cutter.window);
-        let from = self.scanned;
-        // With several threads, search everything buffered: the following chunks need it
-        // too, and one large range splits evenly.
-        let end = self.buf.len() + 1 - w;
-        if self.threads > 1 && end - from >= 2 * self.par_min {
-            let parts = self.threads.min((end - from) / self.par_min);
-            let step = (end - from).div_ceil(parts);
-            let (buf, tables) = (&self.buf, &self.cutter.tables);
-            let found: Vec<Vec<usize>> = (0..parts)
-                .into_par_iter()
-                .map(|k| {
-                    let a = from + k * step;
-                    let b = (a + step).min(end);
-                    let mut v = Vec::new();
-                    tables.candidates(buf, a, b, mask, &mut v);
-                    v
-                })
-                .collect();
-            self.cands.extend(found.into_iter().flatten());
-            self.scanned = end;
-        } else {
-            // Stop at the first hit, as borg does: bytes after it may lie in the next
-            // chunk's minimum size and need no hashing.
-            let h = self.cutter.tables.hash(&self.buf[from..from + w]);
-            match self.cutter.tables.scan(&self.buf[..hi + w], from, h, mask) {
-                Ok(a) => {
-                    self.cands.push_back(a);
-                    self.scanned = a + 1;
+        if self.ends.is_empty() {
+            let overlap = self.cutter.min + self.cutter.mask as usize + 1;
+            if self.threads > 1 && self.buf.len() - s >= self.threads * (self.par_min + overlap) {
+                let c = speculate::cuts(
+                    &self.cutter,
+                    &self.buf,
+                    s,
+                    self.scanned,
+                    self.eof,
+                    self.threads,
+                );
+                self.ends.extend(c.ends);
+                self.scanned = c.scanned.unwrap_or(0);
+            } else {
+                match self.cutter.end_of(&self.buf, s, self.scanned, self.eof) {
+                    End::At(e) => {
+                        self.ends.push_back(e);
+                        self.scanned = 0;
+                    }
+                    End::Open { scanned } => self.scanned = scanned,
                 }
-                Err(_) => self.scanned = hi,
             }
         }
+        self.ends.pop_front().map(|e| e - s)
     }
 }
 
