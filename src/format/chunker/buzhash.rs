@@ -67,22 +67,6 @@ impl Tables {
         sum.rotate_left(1) ^ self.out[usize::from(remove)] ^ self.t[usize::from(add)]
     }
 
-    /// The hashes of four consecutive windows starting with the one hashed `h`, and of the
-    /// window after them; `o` and `a` are the four bytes leaving and entering.
-    #[inline(always)]
-    fn step4(&self, h: u32, o: &[u8], a: &[u8]) -> [u32; 5] {
-        let (t, out) = (&self.t, &self.out);
-        let x0 = out[usize::from(o[0])] ^ t[usize::from(a[0])];
-        let x1 = out[usize::from(o[1])] ^ t[usize::from(a[1])];
-        let x2 = out[usize::from(o[2])] ^ t[usize::from(a[2])];
-        let x3 = out[usize::from(o[3])] ^ t[usize::from(a[3])];
-        let h1 = h.rotate_left(1) ^ x0;
-        let h2 = h1.rotate_left(1) ^ x1;
-        let h3 = h2.rotate_left(1) ^ x2;
-        let y = x0.rotate_left(3) ^ x1.rotate_left(2) ^ x2.rotate_left(1) ^ x3;
-        [h, h1, h2, h3, h.rotate_left(4) ^ y]
-    }
-
     /// Looks for a cut point among the windows starting at `p, p+1, ...` whose last byte is
     /// *not* the last byte of `data` (borg only honours a hash hit while more data follows the
     /// window). `h` must be the hash of the window at `p`.
@@ -105,26 +89,28 @@ impl Tables {
         if p >= stop {
             return Err((p, h));
         }
-        // Two equally long slices over the outgoing and incoming bytes, walked four bytes at
-        // a time: no bounds checks inside, and the table lookups are combined before they
-        // meet the hash. The hash four bytes on is computed from the current one directly
-        // (`rotl(h, 4) ^ y`), so the loop-carried dependency is one rotate and one XOR per
-        // four bytes; the three hashes in between are side branches that only get tested.
+        // Two equally long slices over the outgoing and incoming bytes, walked eight bytes
+        // at a time: no bounds checks inside. The table lookups of a step are combined
+        // before they meet the hash, so the loop-carried dependency is one rotate and one
+        // XOR per byte (left to itself the compiler folds a lookup into the chain instead).
+        let (t, out) = (&self.t, &self.out);
         let outs = &data[p..stop];
         let ins = &data[p + w..];
         let mut at = p;
-        let mut o4 = outs.chunks_exact(4);
-        let mut a4 = ins.chunks_exact(4);
-        for (o, a) in o4.by_ref().zip(a4.by_ref()) {
-            let hs = self.step4(h, o, a);
-            if hs[..4].iter().any(|&v| v & mask == 0) {
-                let k = hs.iter().position(|&v| v & mask == 0).unwrap_or(0);
-                return Ok(at + k);
+        let mut o8 = outs.chunks_exact(8);
+        let mut a8 = ins.chunks_exact(8);
+        for (o, a) in o8.by_ref().zip(a8.by_ref()) {
+            let x: [u32; 8] =
+                std::array::from_fn(|i| out[usize::from(o[i])] ^ t[usize::from(a[i])]);
+            for (i, &xi) in x.iter().enumerate() {
+                if h & mask == 0 {
+                    return Ok(at + i);
+                }
+                h = h.rotate_left(1) ^ xi;
             }
-            h = hs[4];
-            at += 4;
+            at += 8;
         }
-        for (&o, &a) in o4.remainder().iter().zip(a4.remainder()) {
+        for (&o, &a) in o8.remainder().iter().zip(a8.remainder()) {
             if h & mask == 0 {
                 return Ok(at);
             }
