@@ -308,6 +308,21 @@ fn prune_compact_match_borg() {
     ok(tz(env.borg(Borg::V14)).args(["compact", &repo]));
     let (rc, out, err) = run(tz(env.ours()).args(["check", &repo]));
     assert_eq!(rc, 0, "{out}{err}");
+
+    // --first / --last pick by archive time, as borg's own selection does
+    let oldest = ok(tz(env.borg(Borg::V14)).args(["list", "--short", "--first", "1", &repo]));
+    let newest = ok(tz(env.borg(Borg::V14)).args(["list", "--short", "--last", "1", &repo]));
+    let (oldest, newest) = (oldest.trim(), newest.trim());
+    assert!(!oldest.is_empty() && oldest != newest, "{oldest} {newest}");
+    let listed = || ok(tz(env.borg(Borg::V14)).args(["list", "--short", &repo]));
+    let has = |list: &str, name: &str| list.lines().any(|l| l == name);
+    ok(tz(env.ours()).args(["delete", "--last", "1", "-a", "*", &repo]));
+    let list = listed();
+    assert!(!has(&list, newest) && has(&list, oldest), "{list}");
+    ok(tz(env.ours()).args(["delete", "--first", "1", &repo]));
+    let list = listed();
+    assert!(!has(&list, oldest), "{list}");
+    borg_check_clean(&env, Borg::V14, &repo);
 }
 
 #[test]

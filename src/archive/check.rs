@@ -511,26 +511,18 @@ pub fn check_archives(
                 c.warning(format!("--glob-archives {g} does not match any archives"));
             }
         }
-        if opts.first > 0 {
-            if v.len() < opts.first {
-                c.warning(format!(
-                    "--first {} archives: only found {} archives",
-                    opts.first,
-                    v.len()
-                ));
-            }
-            v.truncate(opts.first);
-        } else if opts.last > 0 {
-            if v.len() < opts.last {
-                c.warning(format!(
-                    "--last {} archives: only found {} archives",
-                    opts.last,
-                    v.len()
-                ));
-            }
-            let skip = v.len().saturating_sub(opts.last);
-            v.drain(..skip);
+        let (flag, n) = match opts.first {
+            0 => ("--last", opts.last),
+            n => ("--first", n),
+        };
+        if n > 0 && v.len() < n {
+            c.warning(format!(
+                "{flag} {n} archives: only found {} archives",
+                v.len()
+            ));
         }
+        let set = |n: usize| (n > 0).then_some(n);
+        super::prune::keep_first_last(&mut v, set(opts.first), set(opts.last));
         v
     };
     let n = selected.len();

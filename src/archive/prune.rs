@@ -196,6 +196,17 @@ pub fn is_checkpoint(name: &str) -> bool {
     checkpoint_re().is_match(name)
 }
 
+/// borg's `--first N` / `--last N`: keeps the first or the last `n` of `archives` (sorted
+/// by time); `first` wins when both are given.
+pub fn keep_first_last<T>(archives: &mut Vec<T>, first: Option<usize>, last: Option<usize>) {
+    if let Some(n) = first {
+        archives.truncate(n);
+    } else if let Some(n) = last {
+        let skip = archives.len().saturating_sub(n);
+        archives.drain(..skip);
+    }
+}
+
 /// borg's archive glob (`-a`, `--prefix P` = `P*`) as a regex, matched from the start,
 /// with `match_end` after it (borg's default `\Z`; prune allows a checkpoint suffix).
 pub fn glob_regex(glob: &str, match_end: &str) -> Result<Regex, PruneError> {
@@ -367,6 +378,20 @@ pub fn decision_line(d: &Decision, dry_run: bool, deleted_no: usize, to_delete: 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn first_and_last_keep_the_ends() {
+        let keep = |first, last| {
+            let mut v = vec![1, 2, 3, 4, 5];
+            super::keep_first_last(&mut v, first, last);
+            v
+        };
+        assert_eq!(keep(Some(2), None), [1, 2]);
+        assert_eq!(keep(None, Some(2)), [4, 5]);
+        assert_eq!(keep(None, Some(9)), [1, 2, 3, 4, 5]);
+        assert_eq!(keep(Some(0), Some(1)), Vec::<i32>::new());
+        assert_eq!(keep(None, None), [1, 2, 3, 4, 5]);
+    }
+
     use super::*;
     use chrono::TimeZone;
 

@@ -65,12 +65,7 @@ pub fn run(common: &Common, args: DeleteArgs) -> Result<Outcome> {
             .filter(|c| re.is_match(&c.name))
             .collect();
         v.sort_by_key(|c| c.ts);
-        if let Some(f) = args.range.first {
-            v.truncate(f);
-        } else if let Some(l) = args.range.last {
-            let skip = v.len().saturating_sub(l);
-            v.drain(..skip);
-        }
+        prune::keep_first_last(&mut v, args.range.first, args.range.last);
         v.into_iter().map(|c| c.name).collect()
     } else {
         named
