@@ -82,6 +82,28 @@ fn decode_stream(
 
 /// zlib streams are recognised like borg's `ZLIB.detect`: deflate method and a valid
 /// header checksum. No other codec header may match this.
+/// Drives a streaming encoder over all of `data`, appending to `out` (grown as needed)
+/// until the stream ends. `step` feeds the encoder the input it has not consumed and tells
+/// whether the stream ended and how much input it has consumed in all.
+fn encode_stream(
+    data: &[u8],
+    out: &mut Vec<u8>,
+    mut step: impl FnMut(&[u8], &mut Vec<u8>) -> Result<(bool, u64), String>,
+) -> Result<(), String> {
+    let mut consumed = 0;
+    loop {
+        if out.len() == out.capacity() {
+            out.reserve(out.capacity() / 2 + 4096);
+        }
+        let rest = data.get(consumed..).unwrap_or_default();
+        let (end, total_in) = step(rest, out)?;
+        if end {
+            return Ok(());
+        }
+        consumed = usize::try_from(total_in).unwrap_or(data.len());
+    }
+}
+
 pub(super) fn is_zlib_header([cmf, flg]: [u8; 2]) -> bool {
     cmf & 0x0f == 8 && (u16::from(cmf) * 256 + u16::from(flg)) % 31 == 0
 }
@@ -267,25 +289,18 @@ pub(super) fn zstd_decompress(frame: &[u8], max_output: usize) -> Result<Vec<u8>
 // LZMA: Python's `lzma.compress(data, preset=level, check=CHECK_NONE)`, i.e. an .xz stream.
 
 pub(super) fn lzma_into(data: &[u8], level: u32, out: &mut Vec<u8>) {
+    use liblzma::stream::{Action, Check, Status, Stream};
     deciding_into(data, out, HDR_LZMA, |data, out| {
-        let preset = level.min(9);
         let mut stream =
-            liblzma::stream::Stream::new_easy_encoder(preset, liblzma::stream::Check::None)
-                .map_err(|e| e.to_string())?;
+            Stream::new_easy_encoder(level.min(9), Check::None).map_err(|e| e.to_string())?;
         // Anything larger than the input is discarded by the caller anyway.
         out.reserve(data.len() / 2 + 256);
-        loop {
-            if out.len() == out.capacity() {
-                out.reserve(out.capacity() / 2 + 4096);
-            }
-            let consumed = usize::try_from(stream.total_in()).unwrap_or(data.len());
-            let rest = data.get(consumed..).unwrap_or_default();
-            match stream.process_vec(rest, out, liblzma::stream::Action::Finish) {
-                Ok(liblzma::stream::Status::StreamEnd) => return Ok(()),
-                Ok(_) => {}
-                Err(e) => return Err(e.to_string()),
-            }
-        }
+        encode_stream(data, out, |rest, out| {
+            let status = stream
+                .process_vec(rest, out, Action::Finish)
+                .map_err(|e| e.to_string())?;
+            Ok((status == Status::StreamEnd, stream.total_in()))
+        })
     })
 }
 
@@ -320,22 +335,17 @@ pub(super) fn zlib_into(data: &[u8], level: u32, out: &mut Vec<u8>) {
     let start = out.len();
     let mut z = Compress::new(Compression::new(level.min(9)), true);
     out.reserve(data.len() + data.len() / 1000 + 64);
-    loop {
-        if out.len() == out.capacity() {
-            out.reserve(out.capacity() / 2 + 4096);
-        }
-        let consumed = usize::try_from(z.total_in()).unwrap_or(data.len());
-        let rest = data.get(consumed..).unwrap_or_default();
-        match z.compress_vec(rest, out, FlushCompress::Finish) {
-            Ok(Status::StreamEnd) => return,
-            Ok(_) => {}
-            Err(e) => {
-                // Cannot happen for a fresh in-memory deflate; never emit a broken stream.
-                debug_assert!(false, "zlib compression failed: {e}");
-                out.truncate(start);
-                return none_into(data, out);
-            }
-        }
+    let done = encode_stream(data, out, |rest, out| {
+        let status = z
+            .compress_vec(rest, out, FlushCompress::Finish)
+            .map_err(|e| e.to_string())?;
+        Ok((status == Status::StreamEnd, z.total_in()))
+    });
+    if let Err(e) = done {
+        // Cannot happen for a fresh in-memory deflate; never emit a broken stream.
+        debug_assert!(false, "zlib compression failed: {e}");
+        out.truncate(start);
+        none_into(data, out);
     }
 }
 
