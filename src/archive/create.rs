@@ -317,17 +317,20 @@ impl Drop for Pipelined {
 
 type Stored = Result<Vec<ChunkRef>, StoreError>;
 
-/// Chunks a reader with the chunker `params` describe into the store.
+/// Chunks a reader with the chunker `params` describe into the store; `prepare` may set up
+/// the fixed chunker (a sparse map) before it reads.
 fn chunk_input<R: Read>(
     params: &ChunkerParams,
     seed: u32,
     reader: R,
     store: &Arc<ChunkStore>,
+    behind: Option<&DropBehind>,
+    prepare: impl FnOnce(Chunker<R>) -> Chunker<R>,
 ) -> Result<Result<Vec<ChunkRef>, std::io::Error>, StoreError> {
     match params {
-        ChunkerParams::Buzhash { .. } => chunk_parallel(params, seed, reader, store, None),
+        ChunkerParams::Buzhash { .. } => chunk_parallel(params, seed, reader, store, behind),
         ChunkerParams::Fixed { .. } => {
-            chunk_reader(Chunker::new(params, seed, reader), store, None)
+            chunk_reader(prepare(Chunker::new(params, seed, reader)), store, behind)
         }
     }
 }
@@ -600,17 +603,18 @@ fn process_file(sh: &Shared, job: &FileJob) -> Result<FileOutcome, StoreError> {
         Some(c) => c,
         None => {
             let behind = DropBehind::new(std::os::fd::AsFd::as_fd(&file));
-            let read = if matches!(opts.chunker, ChunkerParams::Fixed { .. }) {
-                let mut chunker = Chunker::new(&opts.chunker, sh.seed, &file);
-                if opts.sparse && !job.special {
-                    if let Ok(Some(map)) = crate::format::chunker::sparse_map(&file) {
-                        chunker = chunker.with_sparse_map(map);
-                    }
-                }
-                chunk_reader(chunker, &sh.store, Some(&behind))?
-            } else {
-                chunk_parallel(&opts.chunker, sh.seed, &file, &sh.store, Some(&behind))?
-            };
+            let sparse = opts.sparse && !job.special;
+            let read = chunk_input(
+                &opts.chunker,
+                sh.seed,
+                &file,
+                &sh.store,
+                Some(&behind),
+                |chunker| match sparse.then(|| crate::format::chunker::sparse_map(&file)) {
+                    Some(Ok(Some(map))) => chunker.with_sparse_map(map),
+                    _ => chunker,
+                },
+            )?;
             let refs = match read {
                 Ok(r) => r,
                 Err(e) => return Ok(warn('E', format!("{shown}: read: {e}"))),
@@ -1135,6 +1139,8 @@ fn create_inner(
                         sh.seed,
                         std::io::Cursor::new(data),
                         &sh.store,
+                        None,
+                        |c| c,
                     ) {
                         Ok(Ok(refs)) => {
                             let item = Item {
@@ -1313,7 +1319,7 @@ fn stream_item(
             spec.name, spec.user, spec.group
         )));
     };
-    let refs = match chunk_input(&sh.opts.chunker, sh.seed, reader, &sh.store)? {
+    let refs = match chunk_input(&sh.opts.chunker, sh.seed, reader, &sh.store, None, |c| c)? {
         Ok(r) => r,
         Err(e) => return Ok(Err(format!("{}: reading stdin: {e}", spec.name))),
     };
