@@ -57,8 +57,33 @@ fn ours_then_borg(server: Borg, mode: &str) {
         j["archive"]["stats"]["deduplicated_size"].as_u64().unwrap() < 20_000,
         "{j}"
     );
+    // we read over ssh what borg wrote, and small chunks of ours (many per file: fetched
+    // in windows of requests in flight)
+    ok(remote_cmd(env.ours(), &rsh, server)
+        .current_dir(env.path())
+        .args([
+            "create",
+            "--files-cache",
+            "disabled",
+            "--chunker-params",
+            "10,16,12,4095",
+        ])
+        .args([&format!("{repo}::small"), "src"]));
+    for name in ["by-borg", "small"] {
+        let dest = env.path().join(format!("ours-{name}"));
+        std::fs::create_dir_all(&dest).unwrap();
+        ok(remote_cmd(env.ours(), &rsh, server)
+            .current_dir(&dest)
+            .args(["extract", &format!("{repo}::{name}")]));
+        let d = diff(&scan(&src), &scan(&dest.join("src")));
+        assert!(
+            d.is_empty(),
+            "our extract of {name} differs:\n{}",
+            d.join("\n")
+        );
+    }
     let list = ok(remote_cmd(env.ours(), &rsh, server).args(["list", "--short", &repo]));
-    assert_eq!(list.lines().count(), 3, "{list}");
+    assert_eq!(list.lines().count(), 4, "{list}");
     let (rc, out, err) = run(env.borg(Borg::V12).args(["check", &local]));
     assert_eq!(rc, 0, "{out}{err}");
 }

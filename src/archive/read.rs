@@ -58,6 +58,9 @@ pub fn open_archive(session: &Session, name: &str) -> Result<ArchiveRef, ReadErr
     })
 }
 
+/// Item-stream chunks fetched at once (borg's item chunks average 128 KiB).
+const ITEM_WINDOW: usize = 16;
+
 /// Streams the items of an archive, in stream order, to `f`.
 pub fn for_each_item<E: From<ReadError>>(
     session: &Session,
@@ -65,11 +68,12 @@ pub fn for_each_item<E: From<ReadError>>(
     f: &mut dyn FnMut(Item) -> Result<(), E>,
 ) -> Result<(), E> {
     let mut dec = ItemStreamDecoder::new();
-    for id in &meta.items {
-        let plain = session.get_object(id).map_err(ReadError::from)?;
-        dec.feed(&plain);
-        while let Some(item) = dec.next_item().map_err(ReadError::from)? {
-            f(item)?;
+    for ids in meta.items.chunks(ITEM_WINDOW) {
+        for plain in session.get_objects(ids).map_err(ReadError::from)? {
+            dec.feed(&plain);
+            while let Some(item) = dec.next_item().map_err(ReadError::from)? {
+                f(item)?;
+            }
         }
     }
     dec.finish().map_err(ReadError::from)?;
@@ -108,13 +112,13 @@ pub fn for_each_chunk<E: From<ReadError> + Send>(
         return Ok(());
     }
     let fetch_window = |w: &[ChunkRef]| -> Result<Vec<Vec<u8>>, ReadError> {
-        let envelopes = {
-            let mut repo = session.repo.lock().expect("repository lock");
-            w.iter()
-                .map(|c| repo.get(&c.id))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(SessionError::from)?
-        };
+        let ids: Vec<ObjectId> = w.iter().map(|c| c.id).collect();
+        let envelopes = session
+            .repo
+            .lock()
+            .expect("repository lock")
+            .get_many(&ids)
+            .map_err(SessionError::from)?;
         Ok(envelopes
             .par_iter()
             .zip(w.par_iter())

@@ -70,6 +70,11 @@ pub trait Repository: Send {
     fn location(&self) -> String;
     /// Reads an object (an envelope as stored).
     fn get(&mut self, id: &ObjectId) -> Result<Vec<u8>>;
+    /// Reads many objects, in the order of `ids`. A remote repository sends the requests
+    /// together instead of waiting a round trip for each.
+    fn get_many(&mut self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>> {
+        ids.iter().map(|id| self.get(id)).collect()
+    }
     /// Whether the committed state (or this transaction) holds `id`.
     fn contains(&mut self, id: &ObjectId) -> Result<bool>;
     /// Stores an object; replaces an existing one (borg writes a DELETE first).

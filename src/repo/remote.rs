@@ -401,52 +401,6 @@ impl RemoteRepository {
         self.call("break_lock", &[], None).map(|_| ())
     }
 
-    /// Reads many objects with up to [`MAX_INFLIGHT`] requests in flight; results in
-    /// the order of `ids`.
-    pub fn get_many(&mut self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>> {
-        self.pending_error()?;
-        let mut out = Vec::with_capacity(ids.len());
-        let mut inflight: VecDeque<(u64, usize)> = VecDeque::new();
-        let mut next = 0;
-        let result = 'calls: loop {
-            while next < ids.len() && inflight.len() < MAX_INFLIGHT {
-                let mid = self.next_msgid();
-                let req = wire::encode_request(mid, "get", &[("id", Arg::Bytes(&ids[next]))]);
-                if let Err(e) = self.conn.send(req) {
-                    break 'calls Err(e);
-                }
-                inflight.push_back((mid, next));
-                next += 1;
-            }
-            let Some(&(want, idx)) = inflight.front() else {
-                break Ok(());
-            };
-            let r = match self.conn.recv() {
-                Ok(r) => r,
-                Err(e) => break Err(e),
-            };
-            if r.msgid != want {
-                if let Err(e) = self.absorb(r) {
-                    break Err(e);
-                }
-                continue;
-            }
-            inflight.pop_front();
-            match r.outcome {
-                Ok(v) => match value_bytes(v) {
-                    Some(b) => out.push(b),
-                    None => break Err(self.protocol_error("get returned a non-bytes value")),
-                },
-                Err(e) => break Err(map_remote_error(&e, &self.location, Some(&ids[idx]))),
-            }
-        };
-        if let Err(e) = result {
-            self.ignored.extend(inflight.iter().map(|&(m, _)| m));
-            return Err(e);
-        }
-        Ok(out)
-    }
-
     fn next_msgid(&mut self) -> u64 {
         self.msgid += 1;
         self.msgid
@@ -614,6 +568,52 @@ impl Repository for RemoteRepository {
         self.pending_error()?;
         let v = self.call("get", &[("id", Arg::Bytes(id))], Some(id))?;
         value_bytes(v).ok_or_else(|| self.protocol_error("get returned a non-bytes value"))
+    }
+
+    /// Reads many objects with up to [`MAX_INFLIGHT`] requests in flight; results in
+    /// the order of `ids`.
+    fn get_many(&mut self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>> {
+        self.pending_error()?;
+        let mut out = Vec::with_capacity(ids.len());
+        let mut inflight: VecDeque<(u64, usize)> = VecDeque::new();
+        let mut next = 0;
+        let result = 'calls: loop {
+            while next < ids.len() && inflight.len() < MAX_INFLIGHT {
+                let mid = self.next_msgid();
+                let req = wire::encode_request(mid, "get", &[("id", Arg::Bytes(&ids[next]))]);
+                if let Err(e) = self.conn.send(req) {
+                    break 'calls Err(e);
+                }
+                inflight.push_back((mid, next));
+                next += 1;
+            }
+            let Some(&(want, idx)) = inflight.front() else {
+                break Ok(());
+            };
+            let r = match self.conn.recv() {
+                Ok(r) => r,
+                Err(e) => break Err(e),
+            };
+            if r.msgid != want {
+                if let Err(e) = self.absorb(r) {
+                    break Err(e);
+                }
+                continue;
+            }
+            inflight.pop_front();
+            match r.outcome {
+                Ok(v) => match value_bytes(v) {
+                    Some(b) => out.push(b),
+                    None => break Err(self.protocol_error("get returned a non-bytes value")),
+                },
+                Err(e) => break Err(map_remote_error(&e, &self.location, Some(&ids[idx]))),
+            }
+        };
+        if let Err(e) = result {
+            self.ignored.extend(inflight.iter().map(|&(m, _)| m));
+            return Err(e);
+        }
+        Ok(out)
     }
 
     /// Answered from the full id list, fetched with `list` on first use (about 35 bytes

@@ -408,6 +408,15 @@ impl Session {
         self.open_object(id, &envelope)
     }
 
+    /// The plaintexts of many objects, in the order of `ids`, fetched together.
+    pub fn get_objects(&self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>> {
+        let envelopes = self.repo.lock().expect("repository lock").get_many(ids)?;
+        ids.iter()
+            .zip(&envelopes)
+            .map(|(id, e)| self.open_object(id, e))
+            .collect()
+    }
+
     /// Decodes an envelope fetched for `id`.
     pub fn open_object(&self, id: &ObjectId, envelope: &[u8]) -> Result<Vec<u8>> {
         let err = |reason: String| SessionError::Object {
