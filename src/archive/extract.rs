@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 
 use crate::archive::fsmeta::{self, IdNames};
 use crate::archive::read::{
-    for_each_chunk, for_each_item, ArchiveRef, HardlinkMaster, ReadError, Selector,
+    for_each_chunk, for_each_item_batch, prefetch_small_files, ArchiveRef, HardlinkMaster,
+    ReadError, Selector,
 };
 use crate::format::objects::Item;
 use crate::session::Session;
@@ -189,42 +190,52 @@ impl<'s> Extractor<'s> {
     ) -> Result<ExtractSummary, ReadError> {
         let mut dirs: Vec<Item> = Vec::new();
         let write_fs = !self.opts.dry_run && !self.opts.stdout;
-        let res = for_each_item(
-            self.session,
-            &archive.meta,
-            &mut |mut item: Item| -> Result<(), ReadError> {
-                if !selector.select(&item) {
-                    return Ok(());
-                }
-                let orig_path = std::mem::take(&mut item.path);
-                item.path = crate::archive::read::strip_components(&orig_path, selector.strip());
-                if !self.opts.dry_run {
-                    while let Some(d) = dirs.last() {
-                        if item.path.starts_with(&d.path) {
-                            break;
-                        }
-                        let d = dirs.pop().expect("non-empty");
-                        if write_fs {
-                            let r = self.extract_dir(&d, true);
-                            self.report(r, &d.path, events)?;
-                        }
+        let session = self.session;
+        let mut extract_one = |mut item: Item, selector: &mut Selector| -> Result<(), ReadError> {
+            let orig_path = std::mem::take(&mut item.path);
+            item.path = crate::archive::read::strip_components(&orig_path, selector.strip());
+            if !self.opts.dry_run {
+                while let Some(d) = dirs.last() {
+                    if item.path.starts_with(&d.path) {
+                        break;
+                    }
+                    let d = dirs.pop().expect("non-empty");
+                    if write_fs {
+                        let r = self.extract_dir(&d, true);
+                        self.report(r, &d.path, events)?;
                     }
                 }
-                events(Event::Item(&item.path));
-                self.summary.items += 1;
-                let r = if self.opts.dry_run || self.opts.stdout {
-                    self.stream_item(&item)
-                } else if item.is_dir() {
-                    let r = self.extract_dir(&item, false);
-                    dirs.push(item.clone());
-                    r
-                } else {
-                    self.extract_item(&mut item, &orig_path, selector)
-                };
-                self.report(r, &orig_path, events)
+            }
+            events(Event::Item(&item.path));
+            self.summary.items += 1;
+            let r = if self.opts.dry_run || self.opts.stdout {
+                self.stream_item(&item)
+            } else if item.is_dir() {
+                let r = self.extract_dir(&item, false);
+                dirs.push(item.clone());
+                r
+            } else {
+                self.extract_item(&mut item, &orig_path, selector)
+            };
+            self.report(r, &orig_path, events)
+        };
+        for_each_item_batch(
+            session,
+            &archive.meta,
+            &mut |items: Vec<Item>| -> Result<(), ReadError> {
+                // Selection first (it only looks back), then the small files' chunks are
+                // read ahead together.
+                let mut items: Vec<Item> =
+                    items.into_iter().filter(|i| selector.select(i)).collect();
+                while !items.is_empty() {
+                    let n = prefetch_small_files(session, &items);
+                    for item in items.drain(..n) {
+                        extract_one(item, selector)?;
+                    }
+                }
+                Ok(())
             },
-        );
-        res?;
+        )?;
         if write_fs {
             while let Some(d) = dirs.pop() {
                 let r = self.extract_dir(&d, true);
