@@ -20,8 +20,7 @@ use std::path::{Path, PathBuf};
 
 use crate::archive::fsmeta::{self, IdNames};
 use crate::archive::read::{
-    for_each_chunk, for_each_item_batch, prefetch_small_files, ArchiveRef, HardlinkMaster,
-    ReadError, Selector,
+    for_each_chunk, for_each_selected, ArchiveRef, HardlinkMaster, ReadError, Selector,
 };
 use crate::format::objects::Item;
 use crate::session::Session;
@@ -219,23 +218,7 @@ impl<'s> Extractor<'s> {
             };
             self.report(r, &orig_path, events)
         };
-        for_each_item_batch(
-            session,
-            &archive.meta,
-            &mut |items: Vec<Item>| -> Result<(), ReadError> {
-                // Selection first (it only looks back), then the small files' chunks are
-                // read ahead together.
-                let mut items: Vec<Item> =
-                    items.into_iter().filter(|i| selector.select(i)).collect();
-                while !items.is_empty() {
-                    let n = prefetch_small_files(session, &items);
-                    for item in items.drain(..n) {
-                        extract_one(item, selector)?;
-                    }
-                }
-                Ok(())
-            },
-        )?;
+        for_each_selected(session, &archive.meta, selector, &mut extract_one)?;
         if write_fs {
             while let Some(d) = dirs.pop() {
                 let r = self.extract_dir(&d, true);

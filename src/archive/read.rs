@@ -72,9 +72,31 @@ pub fn for_each_item<E: From<ReadError>>(
     })
 }
 
+/// Streams the items `selector` takes, in stream order, to `f` (with the selector, for its
+/// hardlink bookkeeping). The chunks of small files are read ahead in batches
+/// ([`prefetch_small_files`]), which saves a round trip per file over ssh.
+pub fn for_each_selected<E: From<ReadError>>(
+    session: &Session,
+    meta: &ArchiveMeta,
+    selector: &mut Selector,
+    f: &mut dyn FnMut(Item, &mut Selector) -> Result<(), E>,
+) -> Result<(), E> {
+    for_each_item_batch(session, meta, &mut |items: Vec<Item>| -> Result<(), E> {
+        // Selecting only looks back at earlier items, so a batch can be selected first.
+        let mut items: Vec<Item> = items.into_iter().filter(|i| selector.select(i)).collect();
+        while !items.is_empty() {
+            let n = prefetch_small_files(session, &items);
+            for item in items.drain(..n) {
+                f(item, selector)?;
+            }
+        }
+        Ok(())
+    })
+}
+
 /// Streams the items of an archive in stream order, in batches (those of a few item-stream
-/// chunks), so `f` can look ahead: see [`prefetch_small_files`].
-pub fn for_each_item_batch<E: From<ReadError>>(
+/// chunks), so the caller can look ahead.
+fn for_each_item_batch<E: From<ReadError>>(
     session: &Session,
     meta: &ArchiveMeta,
     f: &mut dyn FnMut(Vec<Item>) -> Result<(), E>,
@@ -99,9 +121,8 @@ const PREFETCH_BYTES: u64 = 8 << 20;
 
 /// Reads ahead the chunks of the small files (one or two chunks, which
 /// [`for_each_chunk`] fetches one by one) among `items`, from the first, as far as
-/// [`PREFETCH_BYTES`] go; returns how many items that covers (at least one). Over ssh this
-/// saves a round trip per file.
-pub fn prefetch_small_files(session: &Session, items: &[Item]) -> usize {
+/// [`PREFETCH_BYTES`] go; returns how many items that covers (at least one).
+fn prefetch_small_files(session: &Session, items: &[Item]) -> usize {
     let (mut ids, mut bytes, mut n) = (Vec::new(), 0u64, 0);
     for item in items {
         let small = item.chunks.as_ref().filter(|c| (1..=2).contains(&c.len()));

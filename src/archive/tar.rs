@@ -20,7 +20,7 @@ use std::io::Write;
 use base64::Engine;
 
 use crate::archive::read::{
-    for_each_chunk, for_each_item, strip_components, ArchiveRef, HardlinkMaster, ReadError,
+    for_each_chunk, for_each_selected, strip_components, ArchiveRef, HardlinkMaster, ReadError,
     Selector,
 };
 use crate::format::objects::Item;
@@ -461,13 +461,11 @@ pub fn export_tar<W: Write>(
 ) -> Result<TarSummary, TarError> {
     let mut tar = TarWriter::new(out, opts.format);
     let mut summary = TarSummary::default();
-    for_each_item(
+    for_each_selected(
         session,
         &archive.meta,
-        &mut |mut item: Item| -> Result<(), TarError> {
-            if !selector.select(&item) {
-                return Ok(());
-            }
+        selector,
+        &mut |mut item: Item, selector: &mut Selector| -> Result<(), TarError> {
             let orig_path = std::mem::take(&mut item.path);
             item.path = strip_components(&orig_path, selector.strip());
             let ft = item.mode & 0o170000;

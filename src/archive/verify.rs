@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use crate::archive::extract::item_uid_gid;
 use crate::archive::fsmeta::{self, MetaOptions};
 use crate::archive::read::{
-    for_each_chunk, for_each_item, strip_components, ArchiveRef, ReadError, Selector,
+    for_each_chunk, for_each_selected, strip_components, ArchiveRef, ReadError, Selector,
 };
 use crate::format::objects::{ChunkId, Item};
 use crate::session::Session;
@@ -122,13 +122,11 @@ pub fn verify_archive(
         noxattrs: opts.noxattrs,
         noflags: opts.noflags,
     };
-    for_each_item(
+    for_each_selected(
         session,
         &archive.meta,
-        &mut |item: Item| -> Result<(), ReadError> {
-            if !selector.select(&item) {
-                return Ok(());
-            }
+        selector,
+        &mut |item: Item, selector: &mut Selector| -> Result<(), ReadError> {
             sum.items += 1;
             let path = strip_components(&item.path, selector.strip());
             let Some(root) = against else {
