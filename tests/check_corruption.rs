@@ -2,7 +2,8 @@
 //! copies: flipped bytes in a segment, a truncated segment, a lost index, an object whose
 //! data no longer matches its MAC/id (found only by --verify-data), a missing file chunk
 //! and an orphan. Our findings must be borg's findings (same lines, same exit status),
-//! and nothing may panic.
+//! and nothing may panic. `list` of an archive missing an item-stream chunk still shows
+//! the items before it.
 
 mod common;
 
@@ -285,5 +286,48 @@ fn findings_match_borg() {
     assert!(
         lines.iter().any(|l| l == "1 orphaned objects found!"),
         "{lines:?}"
+    );
+}
+
+/// An archive whose last item-stream chunk is gone: `list` still shows the items of the
+/// chunks before it (they are fetched together, but not lost together) and then fails.
+#[test]
+fn list_shows_items_before_a_missing_item_chunk() {
+    let env = TestEnv::new();
+    let src = env.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let long = "x".repeat(150);
+    for i in 0..6000 {
+        std::fs::write(src.join(format!("file-{i:05}-{long}")), b"").unwrap();
+    }
+    let repo = env.path().join("repo").display().to_string();
+    ok(env.ours().args(["init", "-e", "repokey", &repo]));
+    ok(env
+        .ours()
+        .current_dir(env.path())
+        .args(["create", &format!("{repo}::a"), "src"]));
+    // borg names the item-stream chunks in order: 000000_<id>.items, ...
+    let dump = env.path().join("dump");
+    std::fs::create_dir_all(&dump).unwrap();
+    ok(env.borg(Borg::V14).current_dir(&dump).args([
+        "debug",
+        "dump-archive-items",
+        &format!("{repo}::a"),
+    ]));
+    let mut objs: Vec<String> = std::fs::read_dir(&dump)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    objs.sort();
+    assert!(objs.len() >= 3, "want several item chunks: {objs:?}");
+    let last = objs.last().unwrap();
+    let id = last.split(['_', '.']).nth(1).unwrap();
+    ok(env.borg(Borg::V14).args(["debug", "delete-obj", &repo, id]));
+    let (rc, out, err) = run(env.ours().args(["list", "--short", &format!("{repo}::a")]));
+    assert_eq!(rc, 2, "{err}");
+    let shown = out.lines().filter(|l| l.starts_with("src/file-")).count();
+    assert!(
+        shown > 1000 && shown < 6000,
+        "{shown} items shown before the missing chunk; {err}"
     );
 }

@@ -103,14 +103,24 @@ fn for_each_item_batch<E: From<ReadError>>(
 ) -> Result<(), E> {
     let mut dec = ItemStreamDecoder::new();
     for ids in meta.items.chunks(ITEM_WINDOW) {
+        let plains: Vec<Result<Vec<u8>, SessionError>> = match session.get_objects(ids) {
+            Ok(v) => v.into_iter().map(Ok).collect(),
+            // A damaged chunk: fetched one by one, so the items before it still go out.
+            Err(_) => ids.iter().map(|id| session.get_object(id)).collect(),
+        };
         let mut batch = Vec::new();
-        for plain in session.get_objects(ids).map_err(ReadError::from)? {
-            dec.feed(&plain);
-            while let Some(item) = dec.next_item().map_err(ReadError::from)? {
+        let mut decode = |plain: Result<Vec<u8>, SessionError>| -> Result<(), ReadError> {
+            dec.feed(&plain?);
+            while let Some(item) = dec.next_item()? {
                 batch.push(item);
             }
-        }
+            Ok(())
+        };
+        let failed = plains.into_iter().map(&mut decode).find_map(Result::err);
         f(batch)?;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
     }
     dec.finish().map_err(ReadError::from)?;
     Ok(())
