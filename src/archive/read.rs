@@ -10,8 +10,6 @@
 use std::collections::HashMap;
 use std::sync::mpsc;
 
-use rayon::prelude::*;
-
 use crate::archive::patterns::{Pattern, PatternMatcher, PatternStyle};
 use crate::format::objects::{ArchiveMeta, ChunkRef, Item, ItemStreamDecoder, ObjectError};
 use crate::repo::ObjectId;
@@ -185,17 +183,7 @@ pub fn for_each_chunk<E: From<ReadError> + Send>(
     }
     let fetch_window = |w: &[ChunkRef]| -> Result<Vec<Vec<u8>>, ReadError> {
         let ids: Vec<ObjectId> = w.iter().map(|c| c.id).collect();
-        let envelopes = session
-            .repo
-            .lock()
-            .expect("repository lock")
-            .get_many(&ids)
-            .map_err(SessionError::from)?;
-        Ok(envelopes
-            .par_iter()
-            .zip(w.par_iter())
-            .map(|(e, c)| session.open_object(&c.id, e))
-            .collect::<Result<Vec<_>, _>>()?)
+        Ok(session.get_objects(&ids)?)
     };
     std::thread::scope(|s| {
         let (tx, rx) = mpsc::sync_channel::<Result<Vec<Vec<u8>>, ReadError>>(1);

@@ -96,12 +96,9 @@ impl Cutter {
         self.min + self.window + 1
     }
 
-    /// Start of scanning a chunk whose first `need()` bytes are `data[..]`.
-    fn first(&self, data: &[u8]) -> (usize, u32) {
-        (
-            self.min,
-            self.tables.hash(&data[self.min..self.min + self.window]),
-        )
+    /// About how long a chunk is: the minimum plus the mean distance to a hash hit.
+    fn typical_len(&self) -> usize {
+        self.min + self.mask as usize + 1
     }
 
     /// Where the chunk starting at `s` ends, if `data` decides it: `data` is all of the
@@ -207,12 +204,6 @@ struct BuzState {
 }
 
 impl BuzState {
-    /// The bytes the current chunk may span: at most `max` from its start.
-    fn window(&self) -> &[u8] {
-        let end = self.buf.len().min(self.start + self.cutter.max);
-        &self.buf[self.start..end]
-    }
-
     /// Reads one more block, compacting first when the spare room is too small.
     fn fill<R: Read>(&mut self, reader: &mut R) -> io::Result<()> {
         let block = read_block(self.cutter.max);
@@ -228,7 +219,7 @@ impl BuzState {
         Ok(())
     }
 
-    /// Cuts the first `n` bytes of the window off as a chunk.
+    /// Cuts the first `n` bytes after `start` off as a chunk.
     fn take(&mut self, n: usize) -> Chunk {
         let bytes = &self.buf[self.start..self.start + n];
         let chunk = if is_zero(bytes) {
@@ -335,34 +326,23 @@ impl<R: Read> Chunker<R> {
     }
 
     fn next_buzhash(reader: &mut R, st: &mut BuzState) -> io::Result<Option<Chunk>> {
-        let need = st.cutter.need();
-        while st.window().len() < need && !st.eof {
-            st.fill(reader)?;
-        }
-        let w = st.window();
-        if w.is_empty() {
-            return Ok(None);
-        }
-        let cut = if w.len() < need {
-            w.len()
-        } else {
-            let (mut p, mut h) = st.cutter.first(w);
-            let (mask, max) = (st.cutter.mask, st.cutter.max);
-            loop {
-                let w = st.window();
-                match st.cutter.tables.scan(w, p, h, mask) {
-                    Ok(cut) => break cut,
-                    Err((q, hq)) => {
-                        if w.len() == max || st.eof {
-                            break w.len();
-                        }
-                        (p, h) = (q, hq);
-                        st.fill(reader)?;
-                    }
+        // How far past the chunk's start the search got before the data ran out (relative,
+        // as a fill may move the chunk to the front of the buffer).
+        let mut scanned = 0;
+        loop {
+            match st
+                .cutter
+                .end_of(&st.buf, st.start, st.start + scanned, st.eof)
+            {
+                End::At(end) => return Ok(Some(st.take(end - st.start))),
+                // At the end of input a chunk is always decided; nothing is left.
+                End::Open { .. } if st.eof => return Ok(None),
+                End::Open { scanned: at } => {
+                    scanned = at - st.start;
+                    st.fill(reader)?;
                 }
             }
-        };
-        Ok(Some(st.take(cut)))
+        }
     }
 
     fn next_fixed(

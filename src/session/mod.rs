@@ -432,10 +432,12 @@ impl Session {
         Ok(())
     }
 
-    /// The plaintexts of many objects, in the order of `ids`, fetched together.
+    /// The plaintexts of many objects, in the order of `ids`: fetched together, then
+    /// decoded on the pool.
     pub fn get_objects(&self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>> {
+        use rayon::prelude::*;
         let envelopes = self.repo.lock().expect("repository lock").get_many(ids)?;
-        ids.iter()
+        ids.par_iter()
             .zip(&envelopes)
             .map(|(id, e)| self.open_object(id, e))
             .collect()

@@ -282,7 +282,7 @@ impl<R: Read> ParallelChunker<R> {
     fn try_cut(&mut self) -> Option<usize> {
         let s = self.start;
         if self.ends.is_empty() {
-            let overlap = self.cutter.min + self.cutter.mask as usize + 1;
+            let overlap = self.cutter.typical_len();
             if self.threads > 1 && self.buf.len() - s >= self.threads * (self.par_min + overlap) {
                 let c = speculate::cuts(
                     &self.cutter,

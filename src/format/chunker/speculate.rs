@@ -57,7 +57,7 @@ pub(super) fn cuts(
     eof: bool,
     parts: usize,
 ) -> Cuts {
-    let overlap = cutter.min + cutter.mask as usize + 1;
+    let overlap = cutter.typical_len();
     let len = data.len() - start;
     let parts = parts.max(1);
     let step = len.saturating_sub(overlap) / parts;
