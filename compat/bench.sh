@@ -13,6 +13,10 @@
 #   chunker borg's C buzhash chunker (its Python module, as `create` drives it) against
 #           ours on one thread and on all threads: the largest random file of the tree,
 #           default parameters (`benchmark chunk`, hidden, prints the same line)
+#   ceiling ours only: the per-chunk work of `create` (chunk, id, dedup, compress, encrypt,
+#           MAC, CRC) on the tree held in memory, on all cores, without any I/O
+#           (`benchmark pipeline`, hidden): what the primitives allow; "first" is set
+#           against it
 #
 # Not part of the test suite (a full run takes 10-20 minutes). Usage:
 #
@@ -22,7 +26,7 @@
 #
 # Environment: BENCH_DIR (data set; default /var/tmp/proxborg-bench, reused while its
 # parameters match), REPO_DIR (repositories; default /dev/shm), SCALE_MIB, ROUNDS, SEED,
-# SCENARIOS (subset of "chunker first rerun stdin image remote"), COMPRESSIONS (for "first"; the
+# SCENARIOS (subset of "chunker ceiling first rerun stdin image remote"), COMPRESSIONS (for "first"; the
 # other scenarios use the first one), ENCRYPTION (default repokey-blake2), OURS (a prebuilt
 # proxborg-native; default: cargo build --release), BORG (default .compat-env/borg-1.4.5/bin/borg).
 # The page cache is warmed right before every timed run (borg drops what it read).
@@ -42,7 +46,7 @@ else
     ROUNDS=${ROUNDS:-3}
 fi
 SEED=${SEED:-1}
-SCENARIOS=${SCENARIOS:-"chunker first rerun stdin image remote"}
+SCENARIOS=${SCENARIOS:-"chunker ceiling first rerun stdin image remote"}
 COMPRESSIONS=${COMPRESSIONS:-"lz4 none zstd,3"}
 ENCRYPTION=${ENCRYPTION:-repokey-blake2}
 BENCH_DIR=${BENCH_DIR:-/var/tmp/proxborg-bench}
@@ -265,6 +269,12 @@ one_round() {
                 chunk_line "ours-$(nproc)" "$OURS" benchmark chunk "$f"
             fi
             ;;
+        ceiling)
+            if [ "$prog" = ours ]; then
+                line=$("$OURS" benchmark pipeline -e "$ENCRYPTION" -C "$first_comp" "$data/tree")
+                echo "$(field wall "$line") $(field cpu "$line") $(field bytes "$line")" >>"$work/ceiling"
+            fi
+            ;;
         remote)
             fresh_home "$prog"
             r=$(repo_url "$prog" remote)
@@ -346,6 +356,18 @@ for scen in first rerun stdin image remote; do
     done
 done
 echo "(speedup = borg wall time / ours; cpu = user + sys; stored o/b = repository size ours / borg)"
+if [ -s "$work/ceiling" ]; then
+    # The first backup against what the primitives allow on this data and these cores.
+    cw=$(awk '{print $1}' "$work/ceiling" | median)
+    cc=$(awk '{print $2}' "$work/ceiling" | median)
+    fo=$(awk -v c="$first_comp" '$1 == "first" && $2 == c && $3 == "ours" {print $5}' "$results" | median)
+    fb=$(awk -v c="$first_comp" '$1 == "first" && $2 == c && $3 == "borg" {print $5}' "$results" | median)
+    awk -v cw="$cw" -v cc="$cc" -v n="$tree_bytes" -v fo="$fo" -v fb="$fb" -v c="$first_comp" -v p="$(nproc)" 'BEGIN {
+        printf "pipeline ceiling (%s, tree in memory, no I/O): %.0f MB/s on %d cpus, %.0f MB/s per CPU second\n", c, n / cw / 1e6, p, n / cc / 1e6
+        if (fo > 0) printf "  first backup (%s): %.0f%% of the ceiling\n", c, 100 * cw / fo
+        if (fb > 0) printf "  3.5x borg would need %.0f MB/s: %.0f%% of the ceiling\n", 3.5 * n / fb / 1e6, 100 * 3.5 * cw / fb
+    }'
+fi
 if [ -s "$work/server" ]; then
     # Both programs and the server share the cores: their CPU seconds together, over the
     # cores, bound the remote wall time from below.

@@ -29,6 +29,9 @@ pub enum BenchmarkCommand {
     /// Chunk one file with the parallel chunker and print chunks, bytes, seconds, CPU seconds
     #[command(hide = true)]
     Chunk(ChunkArgs),
+    /// CPU cost of create's per-chunk work on the given files (the pipeline's ceiling)
+    #[command(hide = true)]
+    Pipeline(super::bench_pipeline::PipelineArgs),
 }
 
 #[derive(Args, Debug)]
@@ -80,6 +83,7 @@ pub fn run(common: &Common, args: BenchmarkArgs) -> Result<Outcome> {
         BenchmarkCommand::Cpu(a) => run_cpu(a),
         BenchmarkCommand::Create(a) => run_create(common, a),
         BenchmarkCommand::Chunk(a) => run_chunk(a),
+        BenchmarkCommand::Pipeline(a) => super::bench_pipeline::run(a),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The command line: borg-compatible commands, options, environment and exit codes
 //! (0 success, 1 warning, 2 error).
 
+mod bench_pipeline;
 mod cmd_backup;
 mod cmd_benchmark;
 mod cmd_check;

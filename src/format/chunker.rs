@@ -50,7 +50,7 @@ pub struct Chunk {
 }
 
 /// True when every byte is zero (borg: `zeros.startswith(data)`).
-fn is_zero(data: &[u8]) -> bool {
+pub fn is_zero(data: &[u8]) -> bool {
     // OR-folding fixed blocks vectorises; stop at the first non-zero block.
     let mut blocks = data.chunks_exact(256);
     for b in blocks.by_ref() {

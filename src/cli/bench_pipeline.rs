@@ -1,0 +1,184 @@
+//! `benchmark pipeline` (hidden): the CPU cost of the per-chunk work of `create` on the
+//! files given — chunk, zero check, id hash, dedup, compress, encrypt and MAC, segment
+//! CRC — with reading, walking and writing left out: the files are read into memory first.
+//! Its throughput on all cores is the ceiling of the write pipeline on that data (what the
+//! primitives allow); `compat/bench.sh` sets the first backup's throughput against it.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use rayon::prelude::*;
+
+use super::Outcome;
+use proxborg::format::chunker::{chunk_sizes, is_zero, ChunkerParams};
+use proxborg::format::compress::Compression;
+use proxborg::format::crypto::{Key, KeyMaterial, KeyMode};
+
+#[derive(Args, Debug)]
+pub struct PipelineArgs {
+    /// Files and directories (walked, symlinks not followed)
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Encryption mode whose id hash and envelope are measured
+    #[arg(short = 'e', long = "encryption", default_value = "repokey-blake2")]
+    pub encryption: KeyMode,
+    /// Compression
+    #[arg(short = 'C', long, default_value = "lz4")]
+    pub compression: Compression,
+    /// Chunker parameters
+    #[arg(long, default_value = "default")]
+    pub chunker_params: ChunkerParams,
+}
+
+/// What every worker shares: the key, the ids seen, and the counters.
+struct Run {
+    key: Key,
+    compression: Compression,
+    params: ChunkerParams,
+    seen: Mutex<HashSet<[u8; 32]>>,
+    zero_ids: Mutex<HashMap<usize, [u8; 32]>>,
+    /// Next free AES counter value: every envelope gets its own range, as in `create`.
+    next_iv: AtomicU64,
+    cpu_ns: AtomicU64,
+    bytes: AtomicU64,
+    chunks: AtomicU64,
+}
+
+/// Nanoseconds of CPU time the calling thread has used.
+fn thread_cpu_ns() -> u64 {
+    // SAFETY: clock_gettime only writes the struct it is given.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn walk(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let md = std::fs::symlink_metadata(p).with_context(|| format!("{}", p.display()))?;
+    if md.is_file() {
+        out.push(p.to_path_buf());
+    } else if md.is_dir() {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(p)
+            .with_context(|| format!("reading directory {}", p.display()))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()
+            .with_context(|| format!("reading directory {}", p.display()))?;
+        names.sort();
+        for n in names {
+            walk(&n, out)?;
+        }
+    }
+    Ok(())
+}
+
+impl Run {
+    /// The per-chunk work on one file's bytes, timed on this thread's CPU clock.
+    fn process(&self, data: &[u8], envelope: &mut Vec<u8>) {
+        let t = thread_cpu_ns();
+        let mut chunks = 0u64;
+        let mut off = 0;
+        for size in chunk_sizes(&self.params, self.key.chunk_seed(), data) {
+            let c = &data[off..off + size];
+            off += size;
+            chunks += 1;
+            let id = if is_zero(c) {
+                let mut z = self.zero_ids.lock().expect("zero ids");
+                *z.entry(size).or_insert_with(|| self.key.id_hash(c))
+            } else {
+                self.key.id_hash(c)
+            };
+            if !self.seen.lock().expect("seen ids").insert(id) {
+                continue;
+            }
+            envelope.clear();
+            envelope.resize(self.key.envelope_header_len(), 0);
+            self.compression.compress_into(c, envelope);
+            let blocks = self
+                .key
+                .cipher_blocks(envelope.len() - self.key.envelope_header_len());
+            let iv = self.next_iv.fetch_add(blocks, Ordering::Relaxed);
+            self.key.seal_in_place(envelope, iv);
+            std::hint::black_box(crc32fast::hash(envelope));
+        }
+        self.cpu_ns
+            .fetch_add(thread_cpu_ns() - t, Ordering::Relaxed);
+        self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.chunks.fetch_add(chunks, Ordering::Relaxed);
+    }
+}
+
+/// Bytes free for the data set: half of what the kernel calls available.
+fn memory_budget() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024 / 2)
+}
+
+pub fn run(args: PipelineArgs) -> Result<Outcome> {
+    let mut files = Vec::new();
+    for p in &args.paths {
+        walk(p, &mut files)?;
+    }
+    // Everything is read first, so the timed part has no I/O in it at all.
+    let mut total = 0u64;
+    for f in &files {
+        total += std::fs::metadata(f)
+            .with_context(|| format!("{}", f.display()))?
+            .len();
+    }
+    if let Some(budget) = memory_budget() {
+        if total > budget {
+            bail!(
+                "the files hold {} MB, more than half of the available memory ({} MB): pass fewer",
+                total / 1_000_000,
+                budget * 2 / 1_000_000
+            );
+        }
+    }
+    let data: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(f).with_context(|| format!("reading {}", f.display())))
+        .collect::<Result<_>>()?;
+    let mut material = KeyMaterial::empty([0x5a; 32]);
+    material.enc_key = [0x11; 32];
+    material.enc_hmac_key = vec![0x22; 128];
+    material.id_key = vec![0x33; 128];
+    material.chunk_seed = 0x1234_5678;
+    let run = Run {
+        key: Key::from_material(args.encryption, material),
+        compression: args.compression.clone(),
+        params: args.chunker_params,
+        seen: Mutex::new(HashSet::new()),
+        zero_ids: Mutex::new(HashMap::new()),
+        next_iv: AtomicU64::new(0),
+        cpu_ns: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        chunks: AtomicU64::new(0),
+    };
+    let t = Instant::now();
+    data.par_iter()
+        .for_each_init(Vec::new, |envelope, d| run.process(d, envelope));
+    let wall = t.elapsed().as_secs_f64();
+    let cpu = run.cpu_ns.load(Ordering::Relaxed) as f64 / 1e9;
+    let bytes = run.bytes.load(Ordering::Relaxed);
+    println!(
+        "files={} chunks={} bytes={bytes} cpu={cpu:.3} wall={wall:.3} threads={} per_core_MB/s={:.1} MB/s={:.1}",
+        files.len(),
+        run.chunks.load(Ordering::Relaxed),
+        rayon::current_num_threads(),
+        bytes as f64 / cpu.max(1e-9) / 1e6,
+        bytes as f64 / wall.max(1e-9) / 1e6,
+    );
+    Ok(Outcome::Success)
+}
