@@ -378,6 +378,17 @@ if [ -s "$work/server" ]; then
             printf "remote %s: server side (sshd + borg serve) %.1f CPU s; with the client %.1f CPU s, so >= %.2f s on %d cpus\n",
                 p, sc, sc + cc, (sc + cc) / n, n }'
     done
+    # Even a client as cheap as our local run leaves the server's share on the same cores.
+    sc=$(awk '$1 == "ours" {print $2}' "$work/server" | median)
+    lw=$(awk -v c="$first_comp" '$1 == "first" && $2 == c && $3 == "ours" {print $5}' "$results" | median)
+    lc=$(awk -v c="$first_comp" '$1 == "first" && $2 == c && $3 == "ours" {print $6 + $7}' "$results" | median)
+    rw=$(awk -v c="$first_comp" '$1 == "remote" && $2 == c && $3 == "ours" {print $5}' "$results" | median)
+    if [ -n "$lw" ] && [ -n "$rw" ]; then
+        awk -v sc="$sc" -v lw="$lw" -v lc="$lc" -v rw="$rw" -v n="$(nproc)" 'BEGIN {
+            b = (sc + lc) / n; if (b < lw) b = lw
+            printf "remote ours: %.0f%% of local throughput; at most %.0f%% with the client at its local CPU cost and the server at its measured one (>= %.2f s)\n",
+                100 * lw / rw, 100 * lw / b, b }'
+    fi
 fi
 if ((SMOKE)); then
     echo "smoke run: OK"
