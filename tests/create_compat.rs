@@ -174,3 +174,62 @@ fn unchanged_rerun_uses_files_cache() {
     );
     borg_check_clean(&env, Borg::V14, &repo);
 }
+
+/// `create`'s pattern options select what borg 1.4's do: applied in command-line order, a
+/// `P` line of a patterns file setting the style of the lines after it, `R` lines adding
+/// paths to back up.
+#[test]
+fn pattern_options_select_like_borg() {
+    let env = TestEnv::new();
+    make_tree(&env.path().join("src"));
+    let repo = env.path().join("repo").display().to_string();
+    ok(env.ours().args(["init", "-e", "none", &repo]));
+    let pf = env.path().join("patterns");
+    std::fs::write(&pf, "R src/sub\nP fm\n+ src/sub/hl2\n- src/sub/*\n").unwrap();
+    let pf = pf.display().to_string();
+    // (options, paths)
+    let cases: [(&[&str], &[&str]); 3] = [
+        (
+            &["--patterns-from", &pf, "-e", "src/sub/hl2"],
+            &["src/hello.txt"],
+        ),
+        (
+            &["-e", "src/sub/hl2", "--patterns-from", &pf],
+            &["src/hello.txt"],
+        ),
+        (
+            &[
+                "--pattern=-src/sub/deeper",
+                "--pattern=Rsrc/sub",
+                "-e",
+                "*/link",
+            ],
+            &[],
+        ),
+    ];
+    for (i, (args, paths)) in cases.iter().enumerate() {
+        let list = |who: &str| {
+            let (_, out, err) =
+                run(env
+                    .borg(Borg::V14)
+                    .args(["list", "--short", &format!("{repo}::{who}{i}")]));
+            assert!(!out.is_empty(), "{who}{i}: {err}");
+            out
+        };
+        ok(env
+            .borg(Borg::V14)
+            .current_dir(env.path())
+            .arg("create")
+            .args(*args)
+            .arg(format!("{repo}::borg{i}"))
+            .args(*paths));
+        ok(env
+            .ours()
+            .current_dir(env.path())
+            .arg("create")
+            .args(*args)
+            .arg(format!("{repo}::ours{i}"))
+            .args(*paths));
+        assert_eq!(list("borg"), list("ours"), "create {args:?} {paths:?}");
+    }
+}

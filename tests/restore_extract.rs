@@ -190,3 +190,51 @@ fn numeric_ids_and_unmatched_path() {
         "{err}"
     );
 }
+
+/// borg applies `--exclude`, `--exclude-from`, `--pattern` and `--patterns-from` as one
+/// list in command-line order (the first match decides), and `R` lines add paths: the same
+/// options in other orders select what borg 1.4 selects.
+#[test]
+fn pattern_options_apply_in_command_line_order() {
+    let (env, arch) = setup(Writer::Ours);
+    let ef = env.path().join("excludes");
+    let pf = env.path().join("patterns");
+    std::fs::write(&ef, "# comment\nsrc/sub/*\n").unwrap();
+    std::fs::write(&pf, "P fm\n+ src/sub/hl2\n").unwrap();
+    let (ef, pf) = (ef.display().to_string(), pf.display().to_string());
+    let cases: [&[&str]; 6] = [
+        &["-e", "src/sub/*", "--pattern", "+src/sub/text.txt"],
+        &["--pattern", "+src/sub/text.txt", "-e", "src/sub/*"],
+        &["--exclude-from", &ef, "--patterns-from", &pf],
+        &["--patterns-from", &pf, "--exclude-from", &ef],
+        &["--pattern=Rsrc/sub", "--pattern=-src/sub/deeper"],
+        &[
+            "--pattern=-src/sub/link",
+            "-e",
+            "src/sub/l*",
+            "--pattern=+src/sub/*",
+        ],
+    ];
+    let listed = |out: &str| {
+        let mut v: Vec<&str> = out.lines().collect();
+        v.sort_unstable();
+        v.join("\n")
+    };
+    let mut selected = Vec::new();
+    for args in cases {
+        let run_one = |cmd: &mut std::process::Command| {
+            run(cmd
+                .args(["extract", "--dry-run", "--list"])
+                .args(args)
+                .arg(&arch))
+        };
+        let (rb, _, eb) = run_one(&mut env.borg(Borg::V14));
+        let (ro, _, eo) = run_one(&mut env.ours());
+        assert_eq!((rb, ro), (0, 0), "{args:?}:\nborg: {eb}\nours: {eo}");
+        assert_eq!(listed(&eb), listed(&eo), "{args:?}: selection differs");
+        selected.push(listed(&eb));
+    }
+    // the first cases differ only in order, and that changes borg's selection
+    assert_ne!(selected[0], selected[1], "order of -e and --pattern");
+    assert_ne!(selected[2], selected[3], "order of the pattern files");
+}

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirEntryExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -800,15 +800,19 @@ impl Walker<'_> {
                 self.emit_dir(fs_path, arch.clone(), emit);
             }
             if recurse {
-                let mut names: Vec<std::ffi::OsString> = match std::fs::read_dir(fs_path) {
-                    Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
+                // borg's scandir_inorder: by inode number (readdir's d_ino, no stat), which
+                // reads a directory's files in on-disk order; hardlinks keep readdir order.
+                let mut entries: Vec<(u64, std::ffi::OsString)> = match std::fs::read_dir(fs_path) {
+                    Ok(rd) => rd
+                        .filter_map(|e| e.ok().map(|e| (e.ino(), e.file_name())))
+                        .collect(),
                     Err(e) => {
                         self.warn(fs_path, format!("scandir: {e}"));
                         return;
                     }
                 };
-                names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-                for n in names {
+                entries.sort_by_key(|(ino, _)| *ino);
+                for (_, n) in entries {
                     let child_arch = join(&arch, n.as_bytes());
                     if root.skip.contains(&child_arch) {
                         continue;

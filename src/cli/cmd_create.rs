@@ -11,6 +11,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::output;
+use super::selection::{in_order, merged, InOrder, PatternArgs};
 use super::{Common, Outcome};
 use proxborg::archive::cache::FilesCacheMode;
 use proxborg::archive::create::{self, CreateOptions, FilesChanged, Source, StdinSpec};
@@ -49,18 +50,8 @@ pub struct ArchiveOpts {
     /// Chunker parameters (buzhash,MIN_EXP,MAX_EXP,MASK_BITS,WINDOW | fixed,BLOCK[,HEADER] | default)
     #[arg(long, default_value = "default", value_name = "PARAMS")]
     pub chunker_params: ChunkerParams,
-    /// Exclude paths matching PATTERN
-    #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
-    pub exclude: Vec<String>,
-    /// Read exclude patterns from EXCLUDEFILE, one per line
-    #[arg(long, value_name = "EXCLUDEFILE")]
-    pub exclude_from: Vec<PathBuf>,
-    /// Include/exclude paths matching PATTERN (+, -, ! prefixes; R for roots)
-    #[arg(long, value_name = "PATTERN")]
-    pub pattern: Vec<String>,
-    /// Read include/exclude patterns from PATTERNFILE, one per line
-    #[arg(long, value_name = "PATTERNFILE")]
-    pub patterns_from: Vec<PathBuf>,
+    #[command(flatten)]
+    pub patterns: PatternArgs,
     /// Exclude directories that contain a CACHEDIR.TAG file
     #[arg(long)]
     pub exclude_caches: bool,
@@ -139,7 +130,8 @@ pub struct CreateArgs {
     /// REPOSITORY::ARCHIVE (or ::ARCHIVE with $BORG_REPO)
     pub archive: String,
     /// Paths to back up; `-` reads stdin
-    pub paths: Vec<PathBuf>,
+    #[arg(value_parser = in_order::<PathBuf>)]
+    pub paths: Vec<InOrder<PathBuf>>,
 }
 
 fn parse_octal(s: &str) -> std::result::Result<u32, String> {
@@ -157,7 +149,7 @@ impl CreateArgs {
             a: CreateArgs,
         }
         let mut w = W::parse_from(["demo", "--stats", &archive]);
-        w.a.paths = vec![path];
+        w.a.paths = vec![InOrder::next(path)];
         w.a
     }
 }
@@ -189,39 +181,9 @@ fn parse_timestamp(s: &str) -> Result<DateTime<Utc>> {
     Ok(DateTime::<Utc>::from(m.modified()?))
 }
 
-pub fn build_matcher(args: &ArchiveOpts) -> Result<(PatternMatcher, Vec<PathBuf>)> {
+pub fn build_matcher(args: &ArchiveOpts) -> Result<(PatternMatcher, Vec<InOrder<PathBuf>>)> {
     let mut m = PatternMatcher::new(true);
-    let mut roots = Vec::new();
-    for p in &args.pattern {
-        if let Some(r) = m
-            .add_pattern_line(p)
-            .with_context(|| format!("--pattern {p:?}"))?
-        {
-            roots.push(r);
-        }
-    }
-    for f in &args.patterns_from {
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("--patterns-from {}", f.display()))?;
-        for line in text.lines() {
-            if let Some(r) = m
-                .add_pattern_line(line)
-                .with_context(|| format!("{}: {line:?}", f.display()))?
-            {
-                roots.push(r);
-            }
-        }
-    }
-    for e in &args.exclude {
-        m.add_exclude(e)
-            .with_context(|| format!("--exclude {e:?}"))?;
-    }
-    for f in &args.exclude_from {
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("--exclude-from {}", f.display()))?;
-        m.add_exclude_from(&text)
-            .with_context(|| format!("--exclude-from {}", f.display()))?;
-    }
+    let roots = args.patterns.apply(&mut m)?;
     Ok((m, roots))
 }
 
@@ -236,8 +198,8 @@ pub fn run(common: &Common, args: CreateArgs) -> Result<Outcome> {
     };
     create::check_archive_name(&name)?;
     let (matcher, pattern_roots) = build_matcher(&args.a)?;
-    let mut paths: Vec<PathBuf> = args.paths.clone();
-    paths.extend(pattern_roots);
+    // in command-line order, as borg's `paths` (action "extend") collects them
+    let paths = merged(&[&args.paths, &pattern_roots]);
     if paths.is_empty() {
         bail!("no paths given to back up");
     }

@@ -2,11 +2,11 @@
 //! `export-tar`.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use super::selection::PatternArgs;
 use super::{Common, Outcome};
 use proxborg::archive::extract::{Event, ExtractOptions, Extractor};
 use proxborg::archive::patterns::PatternMatcher;
@@ -16,18 +16,8 @@ use proxborg::session::Session;
 /// Which items of an archive to take (borg's PATH arguments and exclusion options).
 #[derive(Args, Debug, Clone)]
 pub struct SelectArgs {
-    /// Exclude paths matching PATTERN
-    #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
-    pub exclude: Vec<String>,
-    /// Read exclude patterns from EXCLUDEFILE, one per line
-    #[arg(long, value_name = "EXCLUDEFILE")]
-    pub exclude_from: Vec<PathBuf>,
-    /// Include/exclude paths matching PATTERN (+, -, ! prefixes)
-    #[arg(long, value_name = "PATTERN")]
-    pub pattern: Vec<String>,
-    /// Read include/exclude patterns from PATTERNFILE, one per line
-    #[arg(long, value_name = "PATTERNFILE")]
-    pub patterns_from: Vec<PathBuf>,
+    #[command(flatten)]
+    pub patterns: PatternArgs,
     /// Remove the specified number of leading path elements; paths with fewer elements
     /// are silently skipped
     #[arg(long, value_name = "NUMBER", default_value_t = 0)]
@@ -35,30 +25,14 @@ pub struct SelectArgs {
 }
 
 impl SelectArgs {
-    /// borg's `build_matcher(args.patterns, args.paths)` + the strip count.
+    /// borg's `build_matcher(args.patterns, args.paths)` + the strip count; `R` lines of
+    /// the patterns add to the paths, as in borg.
     pub fn selector(&self, paths: &[String]) -> Result<Selector> {
         let mut m = PatternMatcher::new(true);
-        for p in &self.pattern {
-            m.add_pattern_line(p)
-                .with_context(|| format!("--pattern {p:?}"))?;
-        }
-        for f in &self.patterns_from {
-            let text = std::fs::read_to_string(f)
-                .with_context(|| format!("--patterns-from {}", f.display()))?;
-            m.add_patterns_from(&text)
-                .with_context(|| format!("--patterns-from {}", f.display()))?;
-        }
-        for e in &self.exclude {
-            m.add_exclude(e)
-                .with_context(|| format!("--exclude {e:?}"))?;
-        }
-        for f in &self.exclude_from {
-            let text = std::fs::read_to_string(f)
-                .with_context(|| format!("--exclude-from {}", f.display()))?;
-            m.add_exclude_from(&text)
-                .with_context(|| format!("--exclude-from {}", f.display()))?;
-        }
-        Ok(Selector::new(m, paths, self.strip_components)?)
+        let roots = self.patterns.apply(&mut m)?;
+        let mut paths = paths.to_vec();
+        paths.extend(roots.iter().map(|r| r.value.to_string_lossy().into_owned()));
+        Ok(Selector::new(m, &paths, self.strip_components)?)
     }
 }
 

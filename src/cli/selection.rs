@@ -1,9 +1,128 @@
 //! Archive selection options several commands share, with borg's names and rules.
 
-use anyhow::Result;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::{Context, Result};
 use clap::Args;
 
+use proxborg::archive::patterns::PatternMatcher;
 use proxborg::placeholders::Placeholders;
+
+/// A command-line value with its place among the pattern options: borg applies
+/// `--exclude`, `--exclude-from`, `--pattern` and `--patterns-from` as one list in
+/// command-line order, and the first pattern that matches decides.
+#[derive(Clone, Debug)]
+pub struct InOrder<T> {
+    seq: usize,
+    pub value: T,
+}
+
+/// Places handed out so far (clap parses values in command-line order).
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+impl<T> InOrder<T> {
+    /// `value` placed after everything parsed so far.
+    pub fn next(value: T) -> Self {
+        InOrder {
+            seq: SEQ.fetch_add(1, Ordering::Relaxed),
+            value,
+        }
+    }
+}
+
+/// clap's value parser for options whose order matters.
+pub fn in_order<T: From<String>>(s: &str) -> Result<InOrder<T>, std::convert::Infallible> {
+    Ok(InOrder::next(T::from(s.to_string())))
+}
+
+/// The values of `lists` in command-line order.
+pub fn merged<T: Clone>(lists: &[&[InOrder<T>]]) -> Vec<T> {
+    let mut all: Vec<&InOrder<T>> = lists.iter().flat_map(|l| l.iter()).collect();
+    all.sort_by_key(|o| o.seq);
+    all.into_iter().map(|o| o.value.clone()).collect()
+}
+
+/// borg's pattern options, shared by `create`, `backup`, `extract`, `export-tar`, ...
+#[derive(Args, Debug, Clone, Default)]
+pub struct PatternArgs {
+    /// Exclude paths matching PATTERN
+    #[arg(short = 'e', long = "exclude", value_name = "PATTERN", value_parser = in_order::<String>)]
+    pub exclude: Vec<InOrder<String>>,
+    /// Read exclude patterns from EXCLUDEFILE, one per line
+    #[arg(long, value_name = "EXCLUDEFILE", value_parser = in_order::<PathBuf>)]
+    pub exclude_from: Vec<InOrder<PathBuf>>,
+    /// Include/exclude paths matching PATTERN (+, -, ! prefixes; R adds a path to back up)
+    #[arg(long, value_name = "PATTERN", value_parser = in_order::<String>)]
+    pub pattern: Vec<InOrder<String>>,
+    /// Read include/exclude patterns from PATTERNFILE, one per line
+    #[arg(long, value_name = "PATTERNFILE", value_parser = in_order::<PathBuf>)]
+    pub patterns_from: Vec<InOrder<PathBuf>>,
+}
+
+/// One pattern option as given.
+enum PatternOpt<'a> {
+    Exclude(&'a str),
+    ExcludeFrom(&'a PathBuf),
+    Pattern(&'a str),
+    PatternsFrom(&'a PathBuf),
+}
+
+impl PatternArgs {
+    /// Adds every pattern option to `m` in command-line order; returns the paths of `R`
+    /// lines, placed where their option stood (borg adds them to the paths given).
+    pub fn apply(&self, m: &mut PatternMatcher) -> Result<Vec<InOrder<PathBuf>>> {
+        let mut opts: Vec<(usize, PatternOpt)> = Vec::new();
+        opts.extend(
+            self.exclude
+                .iter()
+                .map(|o| (o.seq, PatternOpt::Exclude(&o.value))),
+        );
+        opts.extend(
+            self.exclude_from
+                .iter()
+                .map(|o| (o.seq, PatternOpt::ExcludeFrom(&o.value))),
+        );
+        opts.extend(
+            self.pattern
+                .iter()
+                .map(|o| (o.seq, PatternOpt::Pattern(&o.value))),
+        );
+        opts.extend(
+            self.patterns_from
+                .iter()
+                .map(|o| (o.seq, PatternOpt::PatternsFrom(&o.value))),
+        );
+        opts.sort_by_key(|(seq, _)| *seq);
+        let read = |f: &PathBuf, opt: &str| {
+            std::fs::read_to_string(f).with_context(|| format!("{opt} {}", f.display()))
+        };
+        let mut roots = Vec::new();
+        for (seq, o) in opts {
+            let at = |p: PathBuf| InOrder { seq, value: p };
+            match o {
+                PatternOpt::Exclude(e) => m
+                    .add_exclude(e)
+                    .with_context(|| format!("--exclude {e:?}"))?,
+                PatternOpt::ExcludeFrom(f) => m
+                    .add_exclude_from(&read(f, "--exclude-from")?)
+                    .with_context(|| format!("--exclude-from {}", f.display()))?,
+                PatternOpt::Pattern(p) => roots.extend(
+                    m.add_pattern_line(p)
+                        .with_context(|| format!("--pattern {p:?}"))?
+                        .map(at),
+                ),
+                PatternOpt::PatternsFrom(f) => roots.extend(
+                    m.add_patterns_from(&read(f, "--patterns-from")?)
+                        .with_context(|| format!("--patterns-from {}", f.display()))?
+                        .into_iter()
+                        .map(at),
+                ),
+            }
+        }
+        Ok(roots)
+    }
+}
 
 /// borg's `-P PREFIX` / `-a GLOB`.
 #[derive(Args, Debug, Default)]
