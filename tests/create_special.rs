@@ -251,3 +251,136 @@ fn sparse_fixed_chunks_match_borg() {
         "sparse file differs"
     );
 }
+
+/// `--content-from-command` stores the command's output as one file, as borg's does; when
+/// the command fails, or cannot start, there is no archive and the repository stays clean.
+#[test]
+fn content_from_command_stores_output_and_fails_with_the_command() {
+    let env = TestEnv::new();
+    let repo = env.path().join("repo").display().to_string();
+    ok(env.ours().args(["init", "-e", "repokey-blake2", &repo]));
+    let data = prng_bytes(21, 5 << 20);
+    let file = env.path().join("disk.raw");
+    std::fs::write(&file, &data).unwrap();
+    let cat = format!("cat '{}'", file.display());
+    ok(env.ours().args([
+        "create",
+        "--content-from-command",
+        "--stdin-name",
+        "vm.raw",
+        &format!("{repo}::good"),
+        "--",
+        "sh",
+        "-c",
+        &cat,
+    ]));
+    let out = std::process::Command::output(env.borg(Borg::V14).args([
+        "extract",
+        "--stdout",
+        &format!("{repo}::good"),
+    ]))
+    .unwrap();
+    assert!(out.status.success());
+    assert!(
+        out.stdout == data,
+        "borg extracts other bytes than the command wrote"
+    );
+    let listed = ok(env.borg(Borg::V12).args(["list", &format!("{repo}::good")]));
+    assert!(
+        listed.contains("vm.raw") && listed.contains(&data.len().to_string()),
+        "{listed}"
+    );
+
+    let fail = format!("{cat}; exit 3");
+    let (rc, _, err) = run(env.ours().args([
+        "create",
+        "--content-from-command",
+        &format!("{repo}::bad"),
+        "--",
+        "sh",
+        "-c",
+        &fail,
+    ]));
+    assert_eq!(rc, 2, "{err}");
+    assert!(err.contains("exited with status 3"), "{err}");
+    let (rc, _, err) = run(env.ours().args([
+        "create",
+        "--content-from-command",
+        &format!("{repo}::missing"),
+        "--",
+        "/nonexistent/command",
+    ]));
+    assert_eq!(rc, 2, "{err}");
+    assert!(err.contains("/nonexistent/command"), "{err}");
+    let archives = ok(env.borg(Borg::V14).args(["list", "--short", &repo]));
+    assert_eq!(archives.trim(), "good");
+    ok(env.borg(Borg::V14).args(["check", "--verify-data", &repo]));
+}
+
+/// `--paths-from-stdin` and `--paths-from-command` (with `--paths-delimiter`) store
+/// exactly the paths given, directories without their contents, as borg 1.4 does.
+#[test]
+fn paths_from_stdin_and_command_store_the_paths_given() {
+    let env = TestEnv::new();
+    common::tree::make_tree(&env.path().join("src"));
+    let repo = env.path().join("repo").display().to_string();
+    ok(env.ours().args(["init", "-e", "none", &repo]));
+    let list = |archive: &str| {
+        ok(env
+            .borg(Borg::V14)
+            .args(["list", "--short", &format!("{repo}::{archive}")]))
+    };
+    let from_stdin = |cmd: &mut std::process::Command, archive: &str| {
+        let mut child = cmd
+            .current_dir(env.path())
+            .args([
+                "create",
+                "--paths-from-stdin",
+                &format!("{repo}::{archive}"),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"src/hello.txt\nsrc/sub\n\nsrc/sub/link\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    from_stdin(&mut env.borg(Borg::V14), "borg-stdin");
+    from_stdin(&mut env.ours(), "ours-stdin");
+    // the empty line stands for `.`, as in borg
+    assert_eq!(list("borg-stdin"), list("ours-stdin"));
+    assert_eq!(list("ours-stdin").lines().count(), 4);
+
+    let printf = r"printf 'src/sub/hl2\0src\0src/empty\0'";
+    for (who, archive) in [("borg", "borg-cmd"), ("ours", "ours-cmd")] {
+        let mut c = if who == "borg" {
+            env.borg(Borg::V14)
+        } else {
+            env.ours()
+        };
+        ok(c.current_dir(env.path()).args([
+            "create",
+            "--paths-from-command",
+            "--paths-delimiter",
+            "\\0",
+            &format!("{repo}::{archive}"),
+            "--",
+            "sh",
+            "-c",
+            printf,
+        ]));
+    }
+    assert_eq!(list("borg-cmd"), list("ours-cmd"));
+    assert_eq!(list("ours-cmd").lines().count(), 3);
+}

@@ -87,6 +87,9 @@ pub struct Root {
     /// Archive paths inside this tree that another root provides (mount points): neither
     /// stored nor descended here.
     pub skip: Vec<Vec<u8>>,
+    /// Walk the tree (false: store just this path, unmatched by patterns, as borg's
+    /// `--paths-from-stdin` does).
+    pub recurse: bool,
 }
 
 /// A source of one archive: a tree, or a stream stored as one file.
@@ -740,7 +743,7 @@ impl Walker<'_> {
         let mpath = Self::match_path(root, fs_path, &arch);
         let mut recurse_excluded_dir = false;
         let decision = opts.matcher.decide(&mpath);
-        if !decision.included {
+        if !decision.included && root.recurse {
             (self.status)('x', &lossy(&arch));
             if !decision.recurse_dir {
                 return;
@@ -760,7 +763,7 @@ impl Walker<'_> {
         if self.skip_inodes.contains(&(st.dev(), st.ino())) {
             return;
         }
-        let recurse = restrict_dev.is_none_or(|d| d == st.dev());
+        let recurse = root.recurse && restrict_dev.is_none_or(|d| d == st.dev());
         let ft = st.file_type();
         if opts.exclude_nodump && !ft.is_symlink() {
             if let Ok(m) = fsmeta::read_meta(fs_path, &opts.meta) {
@@ -1370,6 +1373,7 @@ pub fn root_for_path(path: &str) -> Root {
         match_archive_path: false,
         emit_root: true,
         skip: Vec::new(),
+        recurse: true,
     }
 }
 

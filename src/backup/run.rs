@@ -655,6 +655,7 @@ fn backup_lxc_dir(ctx: &Context, session: &mut Session, g: &Resolved) -> Outcome
             match_archive_path: true,
             emit_root: true,
             skip,
+            recurse: true,
         }));
     }
     let (owner, fw) = if conf.unprivileged {
@@ -764,6 +765,7 @@ fn backup_dataset(ctx: &Context, session: &mut Session, label: &str, path: &Path
         match_archive_path: true,
         emit_root: true,
         skip: Vec::new(),
+        recurse: true,
     })];
     let res = create::create(ctx.env, session, &name, sources, opts, ctx.status);
     finish(o, res, &mut cleanup, t0)

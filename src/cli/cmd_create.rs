@@ -1,8 +1,10 @@
 //! `create` (borg's `create`).
 
+use std::ffi::OsStr;
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -74,11 +76,14 @@ pub struct ArchiveOpts {
     #[arg(long)]
     pub noxattrs: bool,
     /// Do not read and store flags (e.g. NODUMP, IMMUTABLE)
-    #[arg(long)]
+    #[arg(long, visible_alias = "nobsdflags")]
     pub noflags: bool,
     /// Store atime
     #[arg(long)]
     pub atime: bool,
+    /// Do not store atime (borg's deprecated option; that is the default)
+    #[arg(long, hide = true, conflicts_with = "atime")]
+    pub noatime: bool,
     /// Do not store ctime
     #[arg(long)]
     pub noctime: bool,
@@ -124,6 +129,21 @@ pub struct CreateArgs {
     /// Group name for data read from stdin
     #[arg(long, default_value = "root")]
     pub stdin_group: String,
+    /// Run PATH... as a command and store its output as one file (named by --stdin-name);
+    /// no archive is saved when the command fails
+    #[arg(long, conflicts_with_all = ["paths_from_stdin", "paths_from_command"])]
+    pub content_from_command: bool,
+    /// Read DELIM-separated paths from stdin and store exactly those (no recursion, no
+    /// patterns)
+    #[arg(long, conflicts_with = "paths_from_command")]
+    pub paths_from_stdin: bool,
+    /// Run PATH... as a command and treat its output as --paths-from-stdin does
+    #[arg(long)]
+    pub paths_from_command: bool,
+    /// Path delimiter for --paths-from-stdin and --paths-from-command (backslash escapes
+    /// such as \0 work; default: newline)
+    #[arg(long, value_name = "DELIM")]
+    pub paths_delimiter: Option<String>,
     /// Archive start time (yyyy-mm-ddThh:mm:ss[+hh:mm], UTC if no zone) or a reference file
     #[arg(long, value_name = "TIMESTAMP")]
     pub timestamp: Option<String>,
@@ -200,7 +220,13 @@ pub fn run(common: &Common, args: CreateArgs) -> Result<Outcome> {
     let (matcher, pattern_roots) = build_matcher(&args.a)?;
     // in command-line order, as borg's `paths` (action "extend") collects them
     let paths = merged(&[&args.paths, &pattern_roots]);
-    if paths.is_empty() {
+    if args.paths_from_stdin && !paths.is_empty() {
+        bail!("must not pass PATH with --paths-from-stdin");
+    }
+    if (args.content_from_command || args.paths_from_command) && paths.is_empty() {
+        bail!("no command given");
+    }
+    if paths.is_empty() && !args.paths_from_stdin {
         bail!("no paths given to back up");
     }
     let timestamp = args.timestamp.as_deref().map(parse_timestamp).transpose()?;
@@ -209,21 +235,59 @@ pub fn run(common: &Common, args: CreateArgs) -> Result<Outcome> {
     let repo = super::open_repository(&loc.repo, true, common.lock_wait)?;
     let mut session = Session::open(&env, repo, loc.repo.clone())?;
 
+    let stdin_spec = || StdinSpec {
+        name: args.stdin_name.clone(),
+        mode: args.stdin_mode,
+        user: args.stdin_user.clone(),
+        group: args.stdin_group.clone(),
+    };
     let mut sources = Vec::new();
+    let mut command = None;
+    if args.content_from_command && args.a.dry_run {
+        // as borg: a dry run does not start the command
+        if args.a.list {
+            eprintln!("- {}", args.stdin_name);
+        }
+    } else if args.content_from_command {
+        let mut child = spawn_command(&paths)?;
+        let out = child.stdout.take().expect("piped stdout");
+        sources.push(Source::Stream {
+            spec: stdin_spec(),
+            reader: Box::new(out),
+        });
+        command = Some(child);
+    } else if args.paths_from_stdin || args.paths_from_command {
+        let delim = eval_escapes(args.paths_delimiter.as_deref().unwrap_or("\n"))?;
+        let mut list = Vec::new();
+        if args.paths_from_command {
+            let mut child = spawn_command(&paths)?;
+            let mut out = child.stdout.take().expect("piped stdout");
+            out.read_to_end(&mut list)
+                .with_context(|| format!("reading the output of {:?}", paths[0]))?;
+            wait_command(&mut child, &paths)?;
+        } else {
+            std::io::stdin()
+                .read_to_end(&mut list)
+                .context("reading paths from stdin")?;
+        }
+        for p in split_paths(&list, &delim) {
+            let p = if p.is_empty() { &b"."[..] } else { p };
+            let mut root = create::root_for_path(&String::from_utf8_lossy(p));
+            root.fs_path = PathBuf::from(OsStr::from_bytes(p));
+            root.recurse = false;
+            sources.push(Source::Tree(root));
+        }
+    }
+    let plain = !(args.content_from_command || args.paths_from_stdin || args.paths_from_command);
     let mut stdin_used = false;
-    for p in &paths {
+    for p in paths.iter().filter(|_| plain) {
         if p.as_os_str() == "-" {
             if stdin_used {
                 bail!("stdin (-) given more than once");
             }
             stdin_used = true;
             sources.push(Source::Stream {
-                spec: StdinSpec {
-                    name: args.stdin_name.clone(),
-                    mode: args.stdin_mode,
-                    user: args.stdin_user.clone(),
-                    group: args.stdin_group.clone(),
-                },
+                spec: stdin_spec(),
                 reader: Box::new(std::io::stdin()),
             });
         } else {
@@ -235,6 +299,15 @@ pub fn run(common: &Common, args: CreateArgs) -> Result<Outcome> {
     opts.sparse = args.sparse;
     opts.one_file_system = args.one_file_system;
     opts.timestamp = timestamp;
+    let command = command.map(|c| Arc::new(Mutex::new(Some(c))));
+    if let Some(c) = &command {
+        // the archive is only saved once the command has exited with 0
+        let (c, paths) = (c.clone(), paths.clone());
+        opts.pre_commit = Mutex::new(Some(Box::new(move || {
+            let mut child = c.lock().expect("command").take().ok_or("command reaped")?;
+            wait_command(&mut child, &paths).map_err(|e| format!("{e:#}"))
+        })));
+    }
     let a = &args.a;
     let filter = a.filter.clone();
     let list = a.list;
@@ -254,7 +327,13 @@ pub fn run(common: &Common, args: CreateArgs) -> Result<Outcome> {
             }
         }
     };
-    let res = create::create(&env, &mut session, &name, sources, opts, &status)?;
+    let res = create::create(&env, &mut session, &name, sources, opts, &status);
+    if let Some(mut c) = command.and_then(|c| c.lock().expect("command").take()) {
+        // create failed before it waited: do not leave the command running
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let res = res?;
     if a.progress {
         eprint!("\r\x1b[K");
     }
@@ -327,6 +406,102 @@ pub fn run(common: &Common, args: CreateArgs) -> Result<Outcome> {
     })
 }
 
+/// Starts `argv` with its output piped to us (borg's `--content-from-command` and
+/// `--paths-from-command`).
+fn spawn_command(argv: &[PathBuf]) -> Result<std::process::Child> {
+    std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("failed to execute command {:?}", argv[0]))
+}
+
+/// Waits for a command started by [`spawn_command`]; an error unless it exited with 0.
+fn wait_command(child: &mut std::process::Child, argv: &[PathBuf]) -> Result<()> {
+    let st = child
+        .wait()
+        .with_context(|| format!("waiting for command {:?}", argv[0]))?;
+    if !st.success() {
+        let why = match st.code() {
+            Some(c) => format!("exited with status {c}"),
+            None => format!("was killed ({st})"),
+        };
+        bail!("command {:?} {why}", argv[0]);
+    }
+    Ok(())
+}
+
+/// Python's `codecs.escape_decode`, which borg applies to `--paths-delimiter`: `\n`, `\t`,
+/// `\r`, `\0`, `\\`, `\xHH` and octal `\NNN`; other characters stay as they are.
+fn eval_escapes(s: &str) -> Result<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' || i + 1 == b.len() {
+            out.push(b[i]);
+            i += 1;
+            continue;
+        }
+        let c = b[i + 1];
+        i += 2;
+        match c {
+            b'n' => out.push(b'\n'),
+            b't' => out.push(b'\t'),
+            b'r' => out.push(b'\r'),
+            b'a' => out.push(7),
+            b'b' => out.push(8),
+            b'f' => out.push(12),
+            b'v' => out.push(11),
+            b'\\' | b'\'' | b'"' => out.push(c),
+            b'x' => {
+                let hex = s
+                    .get(i..i + 2)
+                    .filter(|h| h.bytes().all(|d| d.is_ascii_hexdigit()));
+                let Some(hex) = hex else {
+                    bail!("--paths-delimiter {s:?}: \\x needs two hex digits");
+                };
+                out.push(u8::from_str_radix(hex, 16).expect("hex digits"));
+                i += 2;
+            }
+            b'0'..=b'7' => {
+                let mut v = u32::from(c - b'0');
+                let mut n = 1;
+                while n < 3 && i < b.len() && (b'0'..=b'7').contains(&b[i]) {
+                    v = v * 8 + u32::from(b[i] - b'0');
+                    i += 1;
+                    n += 1;
+                }
+                out.push((v & 0xff) as u8);
+            }
+            _ => out.extend_from_slice(&[b'\\', c]),
+        }
+    }
+    if out.is_empty() {
+        bail!("--paths-delimiter must not be empty");
+    }
+    Ok(out)
+}
+
+/// The paths in `list`, separated by `delim`, as borg's `iter_separated` yields them: an
+/// empty path between two delimiters stays (borg then stores `.`), an empty end does not.
+fn split_paths<'a>(list: &'a [u8], delim: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let mut rest = Some(list);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match r.windows(delim.len()).position(|w| w == delim) {
+            Some(at) => {
+                rest = Some(&r[at + delim.len()..]);
+                Some(&r[..at])
+            }
+            None => {
+                rest = None;
+                Some(r).filter(|p| !p.is_empty())
+            }
+        }
+    })
+}
+
 /// CreateOptions from the shared options (sources-specific fields left at defaults).
 pub fn build_options(
     a: &ArchiveOpts,
@@ -385,4 +560,30 @@ pub fn build_options(
                 .unwrap_or(2)
         }),
     })
+}
+
+#[cfg(test)]
+mod path_list_tests {
+    use super::{eval_escapes, split_paths};
+
+    #[test]
+    fn escapes_decode_as_python_does() {
+        assert_eq!(eval_escapes("\\n").unwrap(), b"\n");
+        assert_eq!(eval_escapes("\\0").unwrap(), b"\0");
+        assert_eq!(eval_escapes("\\x1e").unwrap(), b"\x1e");
+        assert_eq!(eval_escapes("\\101;").unwrap(), b"A;");
+        assert_eq!(eval_escapes("a\\\\b\\q").unwrap(), b"a\\b\\q");
+        assert!(eval_escapes("\\xg1").is_err());
+        assert!(eval_escapes("").is_err());
+    }
+
+    #[test]
+    fn paths_split_as_borgs_iter_separated() {
+        let v: Vec<&[u8]> = split_paths(b"a\n\nb\n", b"\n").collect();
+        assert_eq!(v, [&b"a"[..], b"", b"b"]);
+        let v: Vec<&[u8]> = split_paths(b"a::b::c", b"::").collect();
+        assert_eq!(v, [&b"a"[..], b"b", b"c"]);
+        assert_eq!(split_paths(b"", b"\n").count(), 0);
+        assert_eq!(split_paths(b"\n", b"\n").collect::<Vec<_>>(), [&b""[..]]);
+    }
 }
