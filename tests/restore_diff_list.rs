@@ -99,3 +99,106 @@ fn diff_and_list_match_borg() {
         assert_eq!(b.lines().count(), o.lines().count());
     }
 }
+
+/// `list`'s archive options (`-a`, `-P`, `--sort-by`, `--first`, `--last`,
+/// `--consider-checkpoints`) and content options (paths, `--pattern`, `-e`) select what
+/// borg 1.4's do; part files that borg's checkpoints leave in an archive stay hidden;
+/// `info` on selected archives prints what borg's prints.
+#[test]
+fn list_filters_match_borg() {
+    let env = TestEnv::new();
+    make_tree(&env.path().join("src"));
+    let repo = env.path().join("repo").display().to_string();
+    ok(env.borg(Borg::V14).args(["init", "-e", "none", &repo]));
+    for name in ["web-2", "db-1", "web-1", "web-3.checkpoint", "db-2"] {
+        ok(env.borg(Borg::V14).current_dir(env.path()).args([
+            "create",
+            &format!("{repo}::{name}"),
+            "src/hello.txt",
+        ]));
+    }
+    // a stream slower than the checkpoint interval: borg writes part items into "parts"
+    let script = "for i in 1 2 3; do head -c 70000 /dev/urandom; sleep 1.2; done";
+    let mut c = env.borg(Borg::V14);
+    c.args([
+        "create",
+        "--checkpoint-interval",
+        "1",
+        "--chunker-params",
+        "fixed,65536",
+        &format!("{repo}::parts"),
+        "-",
+    ]);
+    let feed = std::process::Command::new("sh")
+        .args(["-c", script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin(feed.stdout.unwrap());
+    ok(&mut c);
+    ok(env.borg(Borg::V14).current_dir(env.path()).args([
+        "create",
+        &format!("{repo}::tree"),
+        "src",
+    ]));
+
+    let both = |args: &[&str]| {
+        let (rb, ob, eb) = run(env.borg(Borg::V14).arg("list").args(args));
+        let (ro, oo, eo) = run(env.ours().arg("list").args(args));
+        assert_eq!((rb, ro), (0, 0), "list {args:?}:\nborg: {eb}\nours: {eo}");
+        assert_eq!(ob, oo, "list {args:?}");
+        ob
+    };
+    let all = both(&["--short", &repo]);
+    assert!(!all.contains("checkpoint"), "{all}");
+    assert!(both(&["--short", "--consider-checkpoints", &repo]).contains("web-3.checkpoint"));
+    both(&["--short", "-a", "web-*", &repo]);
+    both(&["--short", "-P", "db", "--last", "1", &repo]);
+    both(&["--short", "--sort-by", "name", "--first", "3", &repo]);
+    both(&["--short", "--sort-by", "id,timestamp", &repo]);
+    let parts = ok(env.borg(Borg::V14).args([
+        "list",
+        "--short",
+        "--consider-part-files",
+        &format!("{repo}::parts"),
+    ]));
+    assert!(
+        parts.contains("stdin.borg_part_1"),
+        "borg wrote no part file:\n{parts}"
+    );
+    assert_eq!(
+        both(&["--short", &format!("{repo}::parts")]).trim(),
+        "stdin"
+    );
+    let tree = format!("{repo}::tree");
+    both(&["--short", &tree, "src/sub"]);
+    both(&[
+        "--short",
+        "-e",
+        "src/sub/*",
+        "--pattern",
+        "+src/sub/hl2",
+        &tree,
+    ]);
+    both(&[
+        "--short",
+        "--pattern",
+        "+src/sub/hl2",
+        "-e",
+        "src/sub/*",
+        &tree,
+    ]);
+    // info: the same selection (checkpoints included), the same text and sizes
+    let info = |args: &[&str]| {
+        let (rb, ob, eb) = run(env.borg(Borg::V14).arg("info").args(args));
+        let (ro, oo, eo) = run(env.ours().arg("info").args(args));
+        assert_eq!((rb, ro), (0, 0), "info {args:?}:\nborg: {eb}\nours: {eo}");
+        assert_eq!(ob, oo, "info {args:?}");
+    };
+    info(&["-a", "web-*", &repo]);
+    info(&["--sort-by", "name", "--last", "2", &repo]);
+    info(&[&format!("{repo}::parts")]);
+    let (rc, _, err) = run(env.ours().args(["list", "--sort-by", "size", &repo]));
+    assert_eq!(rc, 2);
+    assert!(err.contains("size"), "{err}");
+}

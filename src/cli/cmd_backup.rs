@@ -312,6 +312,7 @@ pub fn run(common: &Common, args: BackupArgs) -> Result<Outcome> {
             common,
             super::cmd_list::InfoArgs {
                 json: false,
+                archives: Default::default(),
                 location: Some(loc.repo.canonical()),
             },
         );

@@ -174,6 +174,8 @@ pub fn run_demo(common: &Common, args: DemoArgs) -> Result<Outcome> {
             json: false,
             json_lines: false,
             format: None,
+            archives: Default::default(),
+            patterns: Default::default(),
             location: Some(repo_path.display().to_string()),
             paths: vec![],
         },

@@ -8,8 +8,10 @@ use clap::Args;
 use serde_json::json;
 
 use super::output;
+use super::selection::{ArchiveListArgs, PatternArgs};
 use super::{Common, Outcome};
 use proxborg::archive::cache::CacheDir;
+use proxborg::archive::patterns::PatternMatcher;
 use proxborg::archive::read;
 use proxborg::format::crypto::KeyMode;
 use proxborg::format::objects::{ArchiveMeta, Item};
@@ -30,9 +32,13 @@ pub struct ListArgs {
     /// Output format with borg's placeholders, e.g. "{archive}{NL}" or "{mode} {path}{NL}"
     #[arg(long, visible_alias = "list-format")]
     pub format: Option<String>,
+    #[command(flatten)]
+    pub archives: ArchiveListArgs,
+    #[command(flatten)]
+    pub patterns: PatternArgs,
     /// REPOSITORY or REPOSITORY::ARCHIVE
     pub location: Option<String>,
-    /// Only list these paths (prefix match) inside the archive
+    /// Only list these paths inside the archive; patterns are supported
     pub paths: Vec<String>,
 }
 
@@ -41,6 +47,8 @@ pub struct InfoArgs {
     /// Output as JSON
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub archives: ArchiveListArgs,
     /// REPOSITORY or REPOSITORY::ARCHIVE
     pub location: Option<String>,
 }
@@ -225,14 +233,15 @@ fn item_type(mode: u32) -> &'static str {
 
 pub fn run_list(common: &Common, args: ListArgs) -> Result<Outcome> {
     let (session, archive) = open_session(common, args.location.as_deref())?;
+    if archive.is_some() && args.archives.is_set() {
+        bail!("archive filters (-a, -P, --first, --last) cannot be used with an archive name");
+    }
     let Some(name) = archive else {
-        let mut archives: Vec<_> = session.manifest.archives.iter().collect();
-        archives.sort_by(|a, b| a.1.time.cmp(&b.1.time));
+        let archives = args.archives.select(&session.manifest.archives)?;
         if args.json {
             let list: Vec<_> = archives
                 .iter()
                 .map(|(n, a)| {
-                    let n = String::from_utf8_lossy(n);
                     let t = output::iso(parse_time(&a.time));
                     json!({"archive": n, "barchive": n, "name": n, "id": hex::encode(a.id), "start": t, "time": t})
                 })
@@ -256,7 +265,6 @@ pub fn run_list(common: &Common, args: ListArgs) -> Result<Outcome> {
         };
         let mut out = String::new();
         for (n, a) in archives {
-            let n = String::from_utf8_lossy(n).into_owned();
             let t = parse_time(&a.time);
             let get = |k: &str| -> Option<String> {
                 Some(match k {
@@ -282,23 +290,20 @@ pub fn run_list(common: &Common, args: ListArgs) -> Result<Outcome> {
         (None, true) => "{path}{NL}".into(),
         (None, false) => "{mode} {user:6} {group:6} {size:8} {mtime} {path}{extra}{NL}".into(),
     };
-    let prefixes: Vec<String> = args
-        .paths
-        .iter()
-        .map(|p| p.trim_end_matches('/').to_string())
-        .collect();
+    // borg's build_matcher(args.patterns, args.paths); part files stay hidden
+    let mut matcher = PatternMatcher::new(true);
+    let roots = args.patterns.apply(&mut matcher)?;
+    let mut paths = args.paths.clone();
+    paths.extend(roots.iter().map(|r| r.value.to_string_lossy().into_owned()));
+    let mut selector = read::Selector::new(matcher, &paths, 0)?;
     let stdout = std::io::stdout();
     let mut lock = std::io::BufWriter::new(stdout.lock());
     use std::io::Write;
     for_each_item(&session, &meta, &mut |item: Item| {
-        let path = read::display_path(&item.path);
-        if !prefixes.is_empty()
-            && !prefixes
-                .iter()
-                .any(|p| path == *p || path.starts_with(&format!("{p}/")))
-        {
+        if !selector.select(&item) {
             return Ok(());
         }
+        let path = read::display_path(&item.path);
         let mtime = super::cmd_diff::ts(item.mtime);
         let user = item
             .user
@@ -407,12 +412,18 @@ pub fn run_info(common: &Common, args: InfoArgs) -> Result<Outcome> {
     let repo_id = session.repo.lock().expect("repository lock").id();
     let cache = CacheDir::open(&env, &repo_id)?;
     let chunks = cache.load_chunks(&session)?;
-    let (mut tu, mut tc, mut uc, mut total) = (0u64, 0u64, 0u64, 0u64);
+    let (mut uc, mut total) = (0u64, 0u64);
     for e in chunks.values() {
-        tu += e.size as u64 * e.refcount as u64;
-        tc += e.csize as u64 * e.refcount as u64;
         uc += e.csize as u64;
         total += e.refcount as u64;
+    }
+    // borg 1.2+: "All archives" original and compressed sizes add up the archives' own
+    // totals (so part files do not count twice); the unique sizes are the whole index's
+    let (mut tu, mut tc) = (0u64, 0u64);
+    for name in session.manifest.archives.keys() {
+        let (_, meta) = load_archive(&session, &String::from_utf8_lossy(name))?;
+        tu += meta.size;
+        tc += meta.csize;
     }
     let repo_json = json!({
         "id": hex::encode(repo_id),
@@ -424,37 +435,70 @@ pub fn run_info(common: &Common, args: InfoArgs) -> Result<Outcome> {
         "total_unique_chunks": chunks.len(), "unique_csize": uc,
         "unique_size": chunks.values().map(|e| e.size as u64).sum::<u64>(),
     }});
-    if let Some(name) = archive {
-        let (id, meta) = load_archive(&session, &name)?;
-        let share = cache.archive_chunks(&session, name.as_bytes(), &id)?;
-        let per: HashMap<_, _> = share.iter().map(|(k, e)| (*k, e.refcount)).collect();
-        let dsize: u64 = chunks
-            .iter()
-            .filter(|(k, e)| per.get(*k) == Some(&e.refcount))
-            .map(|(_, e)| e.csize as u64)
-            .sum();
-        let start = parse_time(&meta.time);
-        let end = parse_time(&meta.time_end);
-        let duration = (end - start).num_microseconds().unwrap_or(0) as f64 / 1e6;
-        let cmdline: Vec<String> = meta
-            .cmdline
-            .iter()
-            .map(|c| String::from_utf8_lossy(c).into_owned())
-            .collect();
-        if args.json {
-            let j = json!({
-                "archives": [{
+    let names: Vec<String> = match archive {
+        Some(name) => {
+            if args.archives.is_set() {
+                bail!(
+                    "archive filters (-a, -P, --first, --last) cannot be used with an archive name"
+                );
+            }
+            vec![name]
+        }
+        None if args.archives.is_set() => {
+            // borg's info always considers checkpoint archives
+            let mut select = args.archives.clone();
+            select.consider_checkpoints = true;
+            select
+                .select(&session.manifest.archives)?
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    if !names.is_empty() {
+        let mut infos = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let (id, meta) = load_archive(&session, name)?;
+            let share = cache.archive_chunks(&session, name.as_bytes(), &id)?;
+            let per: HashMap<_, _> = share.iter().map(|(k, e)| (*k, e.refcount)).collect();
+            // borg counts the file contents only: not the archive object, not item chunks
+            let metadata: std::collections::HashSet<_> =
+                meta.items.iter().chain(std::iter::once(&id)).collect();
+            let dsize: u64 = chunks
+                .iter()
+                .filter(|(k, _)| !metadata.contains(k))
+                .filter(|(k, e)| per.get(*k) == Some(&e.refcount))
+                .map(|(_, e)| e.csize as u64)
+                .sum();
+            let start = parse_time(&meta.time);
+            let end = parse_time(&meta.time_end);
+            let duration = (end - start).num_microseconds().unwrap_or(0) as f64 / 1e6;
+            let cmdline: Vec<String> = meta
+                .cmdline
+                .iter()
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .collect();
+            let cwd = meta
+                .cwd
+                .as_ref()
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .unwrap_or_default();
+            let limit = meta.items.len() as f64 / 500_000.0;
+            if args.json {
+                infos.push(json!({
                     "name": name, "id": hex::encode(id), "start": output::iso(start), "end": output::iso(end),
                     "duration": duration, "hostname": String::from_utf8_lossy(&meta.hostname),
                     "username": String::from_utf8_lossy(&meta.username), "comment": String::from_utf8_lossy(&meta.comment),
                     "command_line": cmdline, "chunker_params": format!("{:?}", meta.chunker_params),
-                    "limits": {"max_archive_size": meta.items.len() as f64 / 500_000.0},
+                    "limits": {"max_archive_size": limit},
                     "stats": {"original_size": meta.size, "compressed_size": meta.csize, "deduplicated_size": dsize, "nfiles": meta.nfiles},
-                }],
-                "repository": repo_json, "cache": cache_json, "encryption": {"mode": session.key.mode().name()},
-            });
-            println!("{}", serde_json::to_string_pretty(&j)?);
-        } else {
+                }));
+                continue;
+            }
+            if i > 0 {
+                println!();
+            }
             println!("Archive name: {name}");
             println!("Archive fingerprint: {}", hex::encode(id));
             println!("Comment: {}", String::from_utf8_lossy(&meta.comment));
@@ -464,10 +508,11 @@ pub fn run_info(common: &Common, args: InfoArgs) -> Result<Outcome> {
             println!("Time (end): {}", output::time(end));
             println!("Duration: {}", output::duration(duration));
             println!("Number of files: {}", meta.nfiles);
+            println!("Working Directory: {cwd}");
             println!("Command line: {}", cmdline.join(" "));
             println!(
                 "Utilization of maximum supported archive size: {:.0}%",
-                meta.items.len() as f64 / 500_000.0 * 100.0
+                limit * 100.0
             );
             println!("{}", output::RULE);
             println!("{}", output::stats_header());
@@ -479,6 +524,13 @@ pub fn run_info(common: &Common, args: InfoArgs) -> Result<Outcome> {
             println!();
             println!("                       Unique chunks         Total chunks");
             println!("Chunk index: {:>23}{:>21}", chunks.len(), total);
+        }
+        if args.json {
+            let j = json!({
+                "archives": infos,
+                "repository": repo_json, "cache": cache_json, "encryption": {"mode": session.key.mode().name()},
+            });
+            println!("{}", serde_json::to_string_pretty(&j)?);
         }
         return Ok(Outcome::Success);
     }

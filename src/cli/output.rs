@@ -62,8 +62,9 @@ pub const RULE: &str =
 
 /// The "Original size / Compressed size / Deduplicated size" table row.
 pub fn stats_row(label: &str, osize: u64, csize: u64, dsize: u64) -> String {
+    // borg's Statistics.summary: "{label:15} {osize:>20s} {csize:>20s} {dsize:>20s}"
     format!(
-        "{:<13}{:>20}{:>21}{:>21}",
+        "{:<15} {:>20} {:>20} {:>20}",
         label,
         size(osize),
         size(csize),

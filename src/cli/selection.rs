@@ -7,6 +7,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use proxborg::archive::patterns::PatternMatcher;
+use proxborg::archive::prune;
+use proxborg::format::objects::ManifestArchive;
+use proxborg::format::timefmt;
 use proxborg::placeholders::Placeholders;
 
 /// A command-line value with its place among the pattern options: borg applies
@@ -125,7 +128,7 @@ impl PatternArgs {
 }
 
 /// borg's `-P PREFIX` / `-a GLOB`.
-#[derive(Args, Debug, Default)]
+#[derive(Args, Debug, Default, Clone)]
 pub struct GlobArgs {
     /// Only consider archive names starting with this prefix (deprecated; use -a 'PREFIX*')
     #[arg(short = 'P', long, conflicts_with = "glob_archives")]
@@ -152,7 +155,7 @@ impl GlobArgs {
 }
 
 /// borg's `--first N` / `--last N` (by archive time, after the glob).
-#[derive(Args, Debug, Default)]
+#[derive(Args, Debug, Default, Clone)]
 pub struct FirstLastArgs {
     /// Consider the first N archives (by time) after the glob
     #[arg(long, value_name = "N")]
@@ -165,5 +168,57 @@ pub struct FirstLastArgs {
 impl FirstLastArgs {
     pub fn is_set(&self) -> bool {
         self.first.is_some() || self.last.is_some()
+    }
+}
+
+/// borg's archive list options for `list` and `info`: glob, sort keys, first/last, and
+/// checkpoint archives (hidden unless asked for).
+#[derive(Args, Debug, Default, Clone)]
+pub struct ArchiveListArgs {
+    #[command(flatten)]
+    pub glob: GlobArgs,
+    #[command(flatten)]
+    pub range: FirstLastArgs,
+    /// Comma-separated sort keys: timestamp (the default), archive (or name), id
+    #[arg(long, value_name = "KEYS")]
+    pub sort_by: Option<String>,
+    /// Include checkpoint archives
+    #[arg(long)]
+    pub consider_checkpoints: bool,
+}
+
+impl ArchiveListArgs {
+    /// Whether any option narrows or reorders the list.
+    pub fn is_set(&self) -> bool {
+        self.glob.is_set() || self.range.is_set()
+    }
+
+    /// borg's `Archives.list`: names matching the glob, checkpoints dropped unless
+    /// considered, a stable sort by each key from the last to the first, then first/last.
+    pub fn select<'a>(
+        &self,
+        archives: &'a std::collections::BTreeMap<Vec<u8>, ManifestArchive>,
+    ) -> Result<Vec<(String, &'a ManifestArchive)>> {
+        let glob = self.glob.glob()?.unwrap_or_else(|| "*".into());
+        let re = prune::glob_regex(&glob, r"\z")?;
+        let mut v: Vec<(String, &ManifestArchive)> = archives
+            .iter()
+            .map(|(n, a)| (String::from_utf8_lossy(n).into_owned(), a))
+            .filter(|(n, _)| re.is_match(n))
+            .filter(|(n, _)| self.consider_checkpoints || !n.contains(".checkpoint"))
+            .collect();
+        let keys = self.sort_by.as_deref().unwrap_or("timestamp");
+        for key in keys.split(',').rev() {
+            match key.trim() {
+                "timestamp" => v.sort_by_key(|(_, a)| timefmt::parse(&a.time).unwrap_or_default()),
+                "archive" | "name" => v.sort_by(|x, y| x.0.cmp(&y.0)),
+                "id" => v.sort_by_key(|(_, a)| a.id),
+                k => anyhow::bail!(
+                    "--sort-by {keys:?}: invalid key {k:?} (valid: timestamp, archive, name, id)"
+                ),
+            }
+        }
+        prune::keep_first_last(&mut v, self.range.first, self.range.last);
+        Ok(v)
     }
 }
