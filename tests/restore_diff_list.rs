@@ -129,13 +129,14 @@ fn list_filters_match_borg() {
         &format!("{repo}::parts"),
         "-",
     ]);
-    let feed = std::process::Command::new("sh")
+    let mut feed = std::process::Command::new("sh")
         .args(["-c", script])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    c.stdin(feed.stdout.unwrap());
+    c.stdin(feed.stdout.take().unwrap());
     ok(&mut c);
+    assert!(feed.wait().unwrap().success());
     ok(env.borg(Borg::V14).current_dir(env.path()).args([
         "create",
         &format!("{repo}::tree"),
