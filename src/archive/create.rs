@@ -1257,7 +1257,7 @@ fn create_inner(
     let raw = meta
         .encode_with_tam(session.key.as_ref())
         .map_err(|e| CreateError::Meta(e.to_string()))?;
-    let archive_ref = store.store(&raw)?;
+    let archive_ref = store.store_meta(&raw)?;
     store.finish_writes()?;
     let pre_commit = sh.opts.pre_commit.lock().expect("pre-commit lock").take();
     if let Some(check) = pre_commit {

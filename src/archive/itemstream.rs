@@ -51,7 +51,7 @@ impl ItemStream {
         };
         let mut off = 0;
         for s in &sizes[..sizes.len() - usize::from(!last && !sizes.is_empty())] {
-            let r = store.store(&self.buf[off..off + s])?;
+            let r = store.store_meta(&self.buf[off..off + s])?;
             self.ids.push(r.id);
             off += s;
         }

@@ -56,6 +56,35 @@ pub fn open_archive(session: &Session, name: &str) -> Result<ArchiveRef, ReadErr
     })
 }
 
+/// Archive objects fetched at once by [`archives_totals`].
+const ARCHIVE_WINDOW: usize = 64;
+
+/// borg 1.2+'s "All archives" original and compressed sizes: the sums of every archive's
+/// own `size` and `csize` (archives of borg < 1.2, which have none, count 0).
+pub fn archives_totals(session: &Session) -> Result<(u64, u64), ReadError> {
+    let all: Vec<(&Vec<u8>, ObjectId)> = session
+        .manifest
+        .archives
+        .iter()
+        .map(|(n, a)| (n, a.id))
+        .collect();
+    let (mut size, mut csize) = (0u64, 0u64);
+    for window in all.chunks(ARCHIVE_WINDOW) {
+        let ids: Vec<ObjectId> = window.iter().map(|(_, id)| *id).collect();
+        for ((name, _), raw) in window.iter().zip(session.get_objects(&ids)?) {
+            let (meta, _) = ArchiveMeta::decode(&raw, session.key.as_ref()).map_err(|source| {
+                ReadError::ArchiveMeta {
+                    name: String::from_utf8_lossy(name).into_owned(),
+                    source,
+                }
+            })?;
+            size += meta.size;
+            csize += meta.csize;
+        }
+    }
+    Ok((size, csize))
+}
+
 /// Item-stream chunks fetched at once (borg's item chunks average 128 KiB).
 const ITEM_WINDOW: usize = 16;
 

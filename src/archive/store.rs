@@ -231,8 +231,27 @@ impl ChunkStore {
         self.store_with_id(id, &zeros)
     }
 
+    /// Stores archive metadata (item-stream chunks, the archive object) like [`store`],
+    /// but outside the archive's statistics, as borg keeps it (its `meta_stats`).
+    ///
+    /// [`store`]: ChunkStore::store
+    pub fn store_meta(&self, data: &[u8]) -> Result<ChunkRef, StoreError> {
+        let id = self.key.id_hash(data);
+        self.store_counted(id, data, false)
+    }
+
     /// Stores `data` whose id is already computed.
     pub fn store_with_id(&self, id: ObjectId, data: &[u8]) -> Result<ChunkRef, StoreError> {
+        self.store_counted(id, data, true)
+    }
+
+    /// Stores `data`; `counted` adds it to the archive's statistics.
+    fn store_counted(
+        &self,
+        id: ObjectId,
+        data: &[u8],
+        counted: bool,
+    ) -> Result<ChunkRef, StoreError> {
         if data.len() > crate::format::MAX_DATA_SIZE {
             return Err(StoreError::TooLarge(data.len()));
         }
@@ -248,7 +267,9 @@ impl ChunkStore {
             } else {
                 drop(map);
                 if let Some(e) = self.wait_ready(&id, true) {
-                    self.stats.add_ref(e.size as u64, e.csize as u64);
+                    if counted {
+                        self.stats.add_ref(e.size as u64, e.csize as u64);
+                    }
                     return Ok(ChunkRef {
                         id,
                         size: e.size,
@@ -256,7 +277,7 @@ impl ChunkStore {
                     });
                 }
                 // the claimant failed and removed the entry: claim it ourselves
-                return self.store_with_id(id, data);
+                return self.store_counted(id, data, counted);
             }
         }
         match self.encode(&id, data) {
@@ -269,8 +290,10 @@ impl ChunkStore {
                     }
                     sh.cv.notify_all();
                 }
-                self.stats.add_ref(data.len() as u64, csize as u64);
-                self.stats.add_new(data.len() as u64, csize as u64);
+                if counted {
+                    self.stats.add_ref(data.len() as u64, csize as u64);
+                    self.stats.add_new(data.len() as u64, csize as u64);
+                }
                 self.send(id, envelope)?;
                 Ok(ChunkRef {
                     id,

@@ -343,14 +343,18 @@ pub fn run(common: &Common, args: CreateArgs) -> Result<Outcome> {
     let stats: &Stats = &res.stats.stats;
     let dsize_archive = Stats::get(&stats.csize_new);
     let all = res.stats.entries();
-    let (mut tu, mut tc, mut uu, mut uc, mut tchunks) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut uu, mut uc, mut tchunks) = (0u64, 0u64, 0u64);
     for (_, e) in &all {
-        tu += e.size as u64 * e.refcount as u64;
-        tc += e.csize as u64 * e.refcount as u64;
         uu += e.size as u64;
         uc += e.csize as u64;
         tchunks += e.refcount as u64;
     }
+    // as borg 1.2+: the archives' own totals (read only when shown)
+    let (tu, tc) = if a.json || a.stats {
+        proxborg::archive::read::archives_totals(&session)?
+    } else {
+        (0, 0)
+    };
     let duration = (res.end - res.start).num_microseconds().unwrap_or(0) as f64 / 1e6;
     if a.json {
         let j = json!({

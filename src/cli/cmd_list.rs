@@ -419,12 +419,7 @@ pub fn run_info(common: &Common, args: InfoArgs) -> Result<Outcome> {
     }
     // borg 1.2+: "All archives" original and compressed sizes add up the archives' own
     // totals (so part files do not count twice); the unique sizes are the whole index's
-    let (mut tu, mut tc) = (0u64, 0u64);
-    for name in session.manifest.archives.keys() {
-        let (_, meta) = load_archive(&session, &String::from_utf8_lossy(name))?;
-        tu += meta.size;
-        tc += meta.csize;
-    }
+    let (tu, tc) = read::archives_totals(&session)?;
     let repo_json = json!({
         "id": hex::encode(repo_id),
         "last_modified": output::iso(parse_time(&session.manifest.timestamp)),
