@@ -322,6 +322,21 @@ fn prune_compact_match_borg() {
     ok(tz(env.ours()).args(["delete", "--first", "1", &repo]));
     let list = listed();
     assert!(!has(&list, oldest), "{list}");
+    // --sort-by name: the last name in borg's own order goes
+    let by_name = ok(tz(env.borg(Borg::V14)).args([
+        "list",
+        "--short",
+        "--sort-by",
+        "name",
+        "--last",
+        "1",
+        &repo,
+    ]));
+    let by_name = by_name.trim();
+    assert!(has(&list, by_name), "{by_name}");
+    ok(tz(env.ours()).args(["delete", "--sort-by", "name", "--last", "1", &repo]));
+    let list = listed();
+    assert!(!has(&list, by_name), "{list}");
     borg_check_clean(&env, Borg::V14, &repo);
 }
 

@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 use clap::Args;
 
-use super::selection::{FirstLastArgs, GlobArgs};
+use super::selection::ArchiveListArgs;
 use super::{Common, Outcome};
 use proxborg::archive::delete::{ChunkTotals, Deleter, PruneOutcome};
 use proxborg::archive::prune::{self, Candidate};
@@ -25,9 +25,7 @@ pub struct DeleteArgs {
     #[arg(long)]
     pub save_space: bool,
     #[command(flatten)]
-    pub select: GlobArgs,
-    #[command(flatten)]
-    pub range: FirstLastArgs,
+    pub select: ArchiveListArgs,
     /// REPOSITORY or REPOSITORY::ARCHIVE
     pub location: Option<String>,
     /// More archives to delete
@@ -36,7 +34,7 @@ pub struct DeleteArgs {
 
 pub fn run(common: &Common, args: DeleteArgs) -> Result<Outcome> {
     let loc = super::parse_location(args.location.as_deref())?;
-    let filter = args.select.is_set() || args.range.is_set();
+    let filter = args.select.is_set();
     let mut named: Vec<String> = args.archives.clone();
     if let Some(a) = &loc.archive {
         named.insert(0, a.clone());
@@ -51,22 +49,12 @@ pub fn run(common: &Common, args: DeleteArgs) -> Result<Outcome> {
     let repo = super::open_repository(&loc.repo, true, common.lock_wait)?;
     let mut session = Session::open(&env, repo, loc.repo.clone())?;
     let names: Vec<String> = if filter {
-        let glob = args.select.glob()?.unwrap_or_else(|| "*".into());
-        let re = prune::glob_regex(&glob, r"\z")?;
-        let mut v: Vec<Candidate> = session
-            .manifest
-            .archives
-            .iter()
-            .map(|(n, a)| Candidate {
-                name: String::from_utf8_lossy(n).into_owned(),
-                id: a.id,
-                ts: timefmt::parse(&a.time).unwrap_or_default(),
-            })
-            .filter(|c| re.is_match(&c.name))
-            .collect();
-        v.sort_by_key(|c| c.ts);
-        prune::keep_first_last(&mut v, args.range.first, args.range.last);
-        v.into_iter().map(|c| c.name).collect()
+        // borg's delete considers checkpoint archives too
+        args.select
+            .select(&session.manifest.archives, true)?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect()
     } else {
         named
     };

@@ -175,6 +175,7 @@ pub fn run_demo(common: &Common, args: DemoArgs) -> Result<Outcome> {
             json_lines: false,
             format: None,
             archives: Default::default(),
+            consider_checkpoints: false,
             patterns: Default::default(),
             location: Some(repo_path.display().to_string()),
             paths: vec![],

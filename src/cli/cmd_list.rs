@@ -34,6 +34,9 @@ pub struct ListArgs {
     pub format: Option<String>,
     #[command(flatten)]
     pub archives: ArchiveListArgs,
+    /// Include checkpoint archives
+    #[arg(long)]
+    pub consider_checkpoints: bool,
     #[command(flatten)]
     pub patterns: PatternArgs,
     /// REPOSITORY or REPOSITORY::ARCHIVE
@@ -237,7 +240,9 @@ pub fn run_list(common: &Common, args: ListArgs) -> Result<Outcome> {
         bail!("archive filters (-a, -P, --first, --last) cannot be used with an archive name");
     }
     let Some(name) = archive else {
-        let archives = args.archives.select(&session.manifest.archives)?;
+        let archives = args
+            .archives
+            .select(&session.manifest.archives, args.consider_checkpoints)?;
         if args.json {
             let list: Vec<_> = archives
                 .iter()
@@ -441,10 +446,8 @@ pub fn run_info(common: &Common, args: InfoArgs) -> Result<Outcome> {
         }
         None if args.archives.is_set() => {
             // borg's info always considers checkpoint archives
-            let mut select = args.archives.clone();
-            select.consider_checkpoints = true;
-            select
-                .select(&session.manifest.archives)?
+            args.archives
+                .select(&session.manifest.archives, true)?
                 .into_iter()
                 .map(|(n, _)| n)
                 .collect()

@@ -171,8 +171,7 @@ impl FirstLastArgs {
     }
 }
 
-/// borg's archive list options for `list` and `info`: glob, sort keys, first/last, and
-/// checkpoint archives (hidden unless asked for).
+/// borg's archive filters for `list`, `info` and `delete`: glob, sort keys, first/last.
 #[derive(Args, Debug, Default, Clone)]
 pub struct ArchiveListArgs {
     #[command(flatten)]
@@ -182,9 +181,6 @@ pub struct ArchiveListArgs {
     /// Comma-separated sort keys: timestamp (the default), archive (or name), id
     #[arg(long, value_name = "KEYS")]
     pub sort_by: Option<String>,
-    /// Include checkpoint archives
-    #[arg(long)]
-    pub consider_checkpoints: bool,
 }
 
 impl ArchiveListArgs {
@@ -198,6 +194,7 @@ impl ArchiveListArgs {
     pub fn select<'a>(
         &self,
         archives: &'a std::collections::BTreeMap<Vec<u8>, ManifestArchive>,
+        consider_checkpoints: bool,
     ) -> Result<Vec<(String, &'a ManifestArchive)>> {
         let glob = self.glob.glob()?.unwrap_or_else(|| "*".into());
         let re = prune::glob_regex(&glob, r"\z")?;
@@ -205,7 +202,7 @@ impl ArchiveListArgs {
             .iter()
             .map(|(n, a)| (String::from_utf8_lossy(n).into_owned(), a))
             .filter(|(n, _)| re.is_match(n))
-            .filter(|(n, _)| self.consider_checkpoints || !n.contains(".checkpoint"))
+            .filter(|(n, _)| consider_checkpoints || !n.contains(".checkpoint"))
             .collect();
         let keys = self.sort_by.as_deref().unwrap_or("timestamp");
         for key in keys.split(',').rev() {
