@@ -192,3 +192,39 @@ fn killed_connection_leaves_a_clean_repo() {
     let list = ok(env.borg(Borg::V14).args(["list", "--short", &local]));
     assert_eq!(list.trim(), "after");
 }
+
+/// `--upload-ratelimit` (KiB/s, borg's `SleepingBandwidthLimiter`) paces what goes to the
+/// server: 2 MiB of incompressible data at 512 KiB/s cannot arrive in under about 3.8 s
+/// (a lower bound only, which a slow machine cannot break), and the archive is intact.
+#[test]
+fn upload_ratelimit_paces_remote_writes() {
+    let env = TestEnv::new();
+    let sshd = Sshd::start();
+    let key = sshd.client_key(None);
+    let rsh = sshd.rsh_without_port(&key);
+    let src = env.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("random.bin"), common::prng_bytes(5, 2 << 20)).unwrap();
+    let repo = url(&sshd, &env.path().join("repo"));
+    ok(remote_cmd(env.ours(), &rsh, Borg::V14).args(["init", "-e", "none", &repo]));
+    let t = std::time::Instant::now();
+    ok(remote_cmd(env.ours(), &rsh, Borg::V14)
+        .current_dir(env.path())
+        .args([
+            "create",
+            "--upload-ratelimit",
+            "512",
+            "-C",
+            "none",
+            &format!("{repo}::paced"),
+            "src",
+        ]));
+    let secs = t.elapsed().as_secs_f64();
+    assert!(secs >= 3.5, "2 MiB went out in {secs:.2} s at 512 KiB/s");
+    let (rc, out, err) = run(remote_cmd(env.borg(Borg::V14), &rsh, Borg::V14).args([
+        "check",
+        "--verify-data",
+        &repo,
+    ]));
+    assert_eq!(rc, 0, "{out}{err}");
+}

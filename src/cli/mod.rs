@@ -75,6 +75,15 @@ pub struct Common {
     /// Path of borg on the remote host (default: $BORG_REMOTE_PATH or "borg")
     #[arg(long, global = true, value_name = "PATH")]
     pub remote_path: Option<String>,
+    /// Upload rate limit for remote repositories in KiB/s (0: unlimited)
+    #[arg(
+        long,
+        global = true,
+        value_name = "RATE",
+        visible_alias = "remote-ratelimit",
+        default_value_t = 0
+    )]
+    pub upload_ratelimit: u64,
     /// umask for files we create (octal; borg's default 0077)
     #[arg(long, global = true, value_name = "M", default_value = "0077", value_parser = parse_umask)]
     pub umask: u32,
@@ -162,30 +171,36 @@ pub(crate) fn open_repository(
     }
 }
 
-/// `--rsh` / `--remote-path` as given on the command line (borg's env vars otherwise).
-static REMOTE: std::sync::OnceLock<(Option<String>, Option<String>, bool)> =
-    std::sync::OnceLock::new();
+/// The common options that shape `borg serve` connections.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RemoteCommon {
+    rsh: Option<String>,
+    remote_path: Option<String>,
+    verbose: bool,
+    /// Bytes per second; 0 is unlimited.
+    upload_ratelimit: u64,
+}
 
-pub(crate) fn common_remote() -> (Option<String>, Option<String>, bool) {
-    REMOTE.get().cloned().unwrap_or((None, None, false))
+/// `--rsh`, `--remote-path`, ... as given on the command line (borg's env vars otherwise).
+static REMOTE: std::sync::OnceLock<RemoteCommon> = std::sync::OnceLock::new();
+
+pub(crate) fn common_remote() -> RemoteCommon {
+    REMOTE.get().cloned().unwrap_or_default()
 }
 
 /// Options for `borg serve` connections.
-pub fn remote_options(
-    r: (Option<String>, Option<String>, bool),
-    exclusive: bool,
-    lock_wait: f64,
-) -> RemoteOptions {
+pub(crate) fn remote_options(r: RemoteCommon, exclusive: bool, lock_wait: f64) -> RemoteOptions {
     RemoteOptions {
         exclusive,
         lock_wait,
-        rsh: r.0,
-        remote_path: r.1,
-        log_level: if r.2 {
+        rsh: r.rsh,
+        remote_path: r.remote_path,
+        log_level: if r.verbose {
             LogLevel::Info
         } else {
             LogLevel::Warning
         },
+        upload_ratelimit: (r.upload_ratelimit > 0).then_some(r.upload_ratelimit),
         ..Default::default()
     }
 }
@@ -201,11 +216,12 @@ pub fn run(cli: Cli) -> i32 {
     unsafe {
         libc::umask(cli.common.umask as libc::mode_t);
     }
-    let _ = REMOTE.set((
-        cli.common.rsh.clone(),
-        cli.common.remote_path.clone(),
-        cli.common.verbose || cli.common.debug,
-    ));
+    let _ = REMOTE.set(RemoteCommon {
+        rsh: cli.common.rsh.clone(),
+        remote_path: cli.common.remote_path.clone(),
+        verbose: cli.common.verbose || cli.common.debug,
+        upload_ratelimit: cli.common.upload_ratelimit.saturating_mul(1024),
+    });
     let res = match cli.cmd {
         Command::Init(a) => cmd_init::run(&cli.common, a),
         Command::Create(a) => cmd_create::run(&cli.common, *a),

@@ -11,6 +11,7 @@
 
 mod errors;
 mod maintenance;
+mod ratelimit;
 mod stderr;
 mod transport;
 mod wire;
@@ -72,6 +73,8 @@ pub struct RemoteOptions {
     /// Our log level: mirrored to the server, and the threshold for showing its lines.
     /// (`--umask` is not forwarded: borg 1.2/1.4 do not either; the server applies its own.)
     pub log_level: LogLevel,
+    /// `--upload-ratelimit` in bytes per second (`None`: unlimited).
+    pub upload_ratelimit: Option<u64>,
 }
 
 impl Default for RemoteOptions {
@@ -86,6 +89,7 @@ impl Default for RemoteOptions {
             rsh: None,
             remote_path: None,
             log_level: LogLevel::Warning,
+            upload_ratelimit: None,
         }
     }
 }
@@ -94,6 +98,29 @@ enum Incoming {
     Reply(Reply),
     /// The reply stream ended or broke; why.
     Closed(String),
+}
+
+/// Writes `msg`, at most as fast as `limit` allows.
+fn write_paced(
+    out: &mut impl Write,
+    msg: &[u8],
+    limit: Option<&mut ratelimit::Limiter>,
+) -> std::io::Result<()> {
+    let Some(limit) = limit else {
+        return out.write_all(msg);
+    };
+    let mut off = 0;
+    while off < msg.len() {
+        match limit.grant(msg.len() - off, Instant::now()) {
+            ratelimit::Grant::Write(n) => {
+                out.write_all(&msg[off..off + n])?;
+                limit.sent(n);
+                off += n;
+            }
+            ratelimit::Grant::Wait(d) => std::thread::sleep(d),
+        }
+    }
+    Ok(())
 }
 
 /// The byte-level connection and its threads.
@@ -108,7 +135,12 @@ struct Conn {
 }
 
 impl Conn {
-    fn start(mut transport: Box<dyn Transport>, location: &str, show: LogLevel) -> Result<Conn> {
+    fn start(
+        mut transport: Box<dyn Transport>,
+        location: &str,
+        show: LogLevel,
+        ratelimit: Option<u64>,
+    ) -> Result<Conn> {
         let io = transport
             .take_io()
             .map_err(|e| RepoError::io(format!("connecting to {location}"), e))?;
@@ -121,8 +153,12 @@ impl Conn {
         std::thread::Builder::new()
             .name("borg-serve-writer".into())
             .spawn(move || {
+                let mut limit = ratelimit.map(|r| ratelimit::Limiter::new(r, Instant::now()));
                 for msg in wrx {
-                    if input.write_all(&msg).and_then(|_| input.flush()).is_err() {
+                    if write_paced(&mut input, &msg, limit.as_mut())
+                        .and_then(|_| input.flush())
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -365,7 +401,7 @@ impl RemoteRepository {
         location: &str,
         opts: &RemoteOptions,
     ) -> Result<Self> {
-        let conn = Conn::start(transport, location, opts.log_level)?;
+        let conn = Conn::start(transport, location, opts.log_level, opts.upload_ratelimit)?;
         let mut repo = RemoteRepository {
             conn,
             location: location.to_string(),
