@@ -43,17 +43,22 @@ pub fn open_archive(session: &Session, name: &str) -> Result<ArchiveRef, ReadErr
         .get(name.as_bytes())
         .ok_or_else(|| ReadError::NoArchive(name.to_string()))?;
     let raw = session.get_object(&a.id)?;
-    let (meta, _) = ArchiveMeta::decode(&raw, session.key.as_ref()).map_err(|source| {
+    Ok(ArchiveRef {
+        name: name.to_string(),
+        id: a.id,
+        meta: decode_archive(session, name, &raw)?,
+    })
+}
+
+/// The archive object `raw` of archive `name`, authenticated.
+fn decode_archive(session: &Session, name: &str, raw: &[u8]) -> Result<ArchiveMeta, ReadError> {
+    let (meta, _) = ArchiveMeta::decode(raw, session.key.as_ref()).map_err(|source| {
         ReadError::ArchiveMeta {
             name: name.to_string(),
             source,
         }
     })?;
-    Ok(ArchiveRef {
-        name: name.to_string(),
-        id: a.id,
-        meta,
-    })
+    Ok(meta)
 }
 
 /// Archive objects fetched at once by [`archives_totals`].
@@ -72,12 +77,7 @@ pub fn archives_totals(session: &Session) -> Result<(u64, u64), ReadError> {
     for window in all.chunks(ARCHIVE_WINDOW) {
         let ids: Vec<ObjectId> = window.iter().map(|(_, id)| *id).collect();
         for ((name, _), raw) in window.iter().zip(session.get_objects(&ids)?) {
-            let (meta, _) = ArchiveMeta::decode(&raw, session.key.as_ref()).map_err(|source| {
-                ReadError::ArchiveMeta {
-                    name: String::from_utf8_lossy(name).into_owned(),
-                    source,
-                }
-            })?;
+            let meta = decode_archive(session, &String::from_utf8_lossy(name), &raw)?;
             size += meta.size;
             csize += meta.csize;
         }

@@ -5,6 +5,7 @@
 //! primitives allow); `compat/bench.sh` sets the first backup's throughput against it.
 
 use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -18,6 +19,7 @@ use super::Outcome;
 use proxborg::format::chunker::{chunk_sizes, is_zero, ChunkerParams};
 use proxborg::format::compress::Compression;
 use proxborg::format::crypto::{Key, KeyMaterial, KeyMode};
+use proxborg::session::seal_with;
 
 #[derive(Args, Debug)]
 pub struct PipelineArgs {
@@ -94,14 +96,9 @@ impl Run {
             if !self.seen.lock().expect("seen ids").insert(id) {
                 continue;
             }
-            envelope.clear();
-            envelope.resize(self.key.envelope_header_len(), 0);
-            self.compression.compress_into(c, envelope);
-            let blocks = self
-                .key
-                .cipher_blocks(envelope.len() - self.key.envelope_header_len());
-            let iv = self.next_iv.fetch_add(blocks, Ordering::Relaxed);
-            self.key.seal_in_place(envelope, iv);
+            let fresh =
+                |blocks| Ok::<_, Infallible>(self.next_iv.fetch_add(blocks, Ordering::Relaxed));
+            let Ok(()) = seal_with(&self.key, &self.compression, c, envelope, fresh);
             std::hint::black_box(crc32fast::hash(envelope));
         }
         self.cpu_ns

@@ -50,11 +50,7 @@ pub fn run(common: &Common, args: DeleteArgs) -> Result<Outcome> {
     let mut session = Session::open(&env, repo, loc.repo.clone())?;
     let names: Vec<String> = if filter {
         // borg's delete considers checkpoint archives too
-        args.select
-            .select(&session.manifest.archives, true)?
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect()
+        args.select.names(&session.manifest.archives, true)?
     } else {
         named
     };

@@ -9,7 +9,6 @@ use clap::Args;
 use super::selection::PatternArgs;
 use super::{Common, Outcome};
 use proxborg::archive::extract::{Event, ExtractOptions, Extractor};
-use proxborg::archive::patterns::PatternMatcher;
 use proxborg::archive::read::{display_path, open_archive, ArchiveRef, Selector};
 use proxborg::session::Session;
 
@@ -28,11 +27,7 @@ impl SelectArgs {
     /// borg's `build_matcher(args.patterns, args.paths)` + the strip count; `R` lines of
     /// the patterns add to the paths, as in borg.
     pub fn selector(&self, paths: &[String]) -> Result<Selector> {
-        let mut m = PatternMatcher::new(true);
-        let roots = self.patterns.apply(&mut m)?;
-        let mut paths = paths.to_vec();
-        paths.extend(roots.iter().map(|r| r.value.to_string_lossy().into_owned()));
-        Ok(Selector::new(m, &paths, self.strip_components)?)
+        self.patterns.selector(paths, self.strip_components)
     }
 }
 

@@ -11,7 +11,6 @@ use super::output;
 use super::selection::{ArchiveListArgs, PatternArgs};
 use super::{Common, Outcome};
 use proxborg::archive::cache::CacheDir;
-use proxborg::archive::patterns::PatternMatcher;
 use proxborg::archive::read;
 use proxborg::format::crypto::KeyMode;
 use proxborg::format::objects::{ArchiveMeta, Item};
@@ -236,9 +235,7 @@ fn item_type(mode: u32) -> &'static str {
 
 pub fn run_list(common: &Common, args: ListArgs) -> Result<Outcome> {
     let (session, archive) = open_session(common, args.location.as_deref())?;
-    if archive.is_some() && args.archives.is_set() {
-        bail!("archive filters (-a, -P, --first, --last) cannot be used with an archive name");
-    }
+    args.archives.check_unnamed(archive.as_deref())?;
     let Some(name) = archive else {
         let archives = args
             .archives
@@ -295,12 +292,8 @@ pub fn run_list(common: &Common, args: ListArgs) -> Result<Outcome> {
         (None, true) => "{path}{NL}".into(),
         (None, false) => "{mode} {user:6} {group:6} {size:8} {mtime} {path}{extra}{NL}".into(),
     };
-    // borg's build_matcher(args.patterns, args.paths); part files stay hidden
-    let mut matcher = PatternMatcher::new(true);
-    let roots = args.patterns.apply(&mut matcher)?;
-    let mut paths = args.paths.clone();
-    paths.extend(roots.iter().map(|r| r.value.to_string_lossy().into_owned()));
-    let mut selector = read::Selector::new(matcher, &paths, 0)?;
+    // the selector hides part files, as borg's list does
+    let mut selector = args.patterns.selector(&args.paths, 0)?;
     let stdout = std::io::stdout();
     let mut lock = std::io::BufWriter::new(stdout.lock());
     use std::io::Write;
@@ -435,23 +428,11 @@ pub fn run_info(common: &Common, args: InfoArgs) -> Result<Outcome> {
         "total_unique_chunks": chunks.len(), "unique_csize": uc,
         "unique_size": chunks.values().map(|e| e.size as u64).sum::<u64>(),
     }});
+    args.archives.check_unnamed(archive.as_deref())?;
     let names: Vec<String> = match archive {
-        Some(name) => {
-            if args.archives.is_set() {
-                bail!(
-                    "archive filters (-a, -P, --first, --last) cannot be used with an archive name"
-                );
-            }
-            vec![name]
-        }
-        None if args.archives.is_set() => {
-            // borg's info always considers checkpoint archives
-            args.archives
-                .select(&session.manifest.archives, true)?
-                .into_iter()
-                .map(|(n, _)| n)
-                .collect()
-        }
+        Some(name) => vec![name],
+        // borg's info always considers checkpoint archives
+        None if args.archives.is_set() => args.archives.names(&session.manifest.archives, true)?,
         None => Vec::new(),
     };
     if !names.is_empty() {

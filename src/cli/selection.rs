@@ -8,6 +8,7 @@ use clap::Args;
 
 use proxborg::archive::patterns::PatternMatcher;
 use proxborg::archive::prune;
+use proxborg::archive::read::Selector;
 use proxborg::format::objects::ManifestArchive;
 use proxborg::format::timefmt;
 use proxborg::placeholders::Placeholders;
@@ -125,6 +126,16 @@ impl PatternArgs {
         }
         Ok(roots)
     }
+
+    /// borg's `build_matcher(args.patterns, args.paths)` for reading an archive, with the
+    /// strip count: `R` lines add to the include paths, as in borg.
+    pub fn selector(&self, paths: &[String], strip: usize) -> Result<Selector> {
+        let mut m = PatternMatcher::new(true);
+        let roots = self.apply(&mut m)?;
+        let mut paths = paths.to_vec();
+        paths.extend(roots.iter().map(|r| r.value.to_string_lossy().into_owned()));
+        Ok(Selector::new(m, &paths, strip)?)
+    }
 }
 
 /// borg's `-P PREFIX` / `-a GLOB`.
@@ -187,6 +198,29 @@ impl ArchiveListArgs {
     /// Whether any option narrows or reorders the list.
     pub fn is_set(&self) -> bool {
         self.glob.is_set() || self.range.is_set()
+    }
+
+    /// An error when an archive was named as well (borg's `list_considering`).
+    pub fn check_unnamed(&self, archive: Option<&str>) -> Result<()> {
+        if archive.is_some() && self.is_set() {
+            anyhow::bail!(
+                "archive filters (-a, -P, --first, --last) cannot be used with an archive name"
+            );
+        }
+        Ok(())
+    }
+
+    /// The names [`ArchiveListArgs::select`] picks.
+    pub fn names(
+        &self,
+        archives: &std::collections::BTreeMap<Vec<u8>, ManifestArchive>,
+        consider_checkpoints: bool,
+    ) -> Result<Vec<String>> {
+        Ok(self
+            .select(archives, consider_checkpoints)?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect())
     }
 
     /// borg's `Archives.list`: names matching the glob, checkpoints dropped unless

@@ -33,16 +33,29 @@ pub fn seal_into(
     reserve: bool,
     out: &mut Vec<u8>,
 ) -> std::result::Result<(), NonceError> {
+    seal_with(key, compression, plaintext, out, |blocks| {
+        if blocks > 0 && reserve {
+            nonces.allocate(blocks)
+        } else {
+            Ok(0)
+        }
+    })
+}
+
+/// [`seal_into`] with the counter range taken from `iv_for(blocks)` (what a benchmark that
+/// writes nothing uses in place of the repository's reservation).
+pub fn seal_with<E>(
+    key: &Key,
+    compression: &Compression,
+    plaintext: &[u8],
+    out: &mut Vec<u8>,
+    iv_for: impl FnOnce(u64) -> std::result::Result<u64, E>,
+) -> std::result::Result<(), E> {
     out.clear();
     let header = key.envelope_header_len();
     out.resize(header, 0);
     compression.compress_into(plaintext, out);
-    let blocks = key.cipher_blocks(out.len() - header);
-    let iv = if blocks > 0 && reserve {
-        nonces.allocate(blocks)?
-    } else {
-        0
-    };
+    let iv = iv_for(key.cipher_blocks(out.len() - header))?;
     key.seal_in_place(out, iv);
     Ok(())
 }
