@@ -20,8 +20,10 @@ use rayon::prelude::*;
 
 use super::bufpool;
 use super::cache::{file_key, CacheDir, CacheError, FileKey, FilesCache, FilesCacheMode};
+use super::checkpoint::{Checkpointer, Totals};
 use super::dropbehind::DropBehind;
 use super::fsmeta::{self, FsMeta, MetaOptions};
+use super::inflight::{Inflight, Tracker};
 use super::itemstream::ItemStream;
 use super::patterns::PatternMatcher;
 use super::store::{ChunkStore, Entry, StoreError};
@@ -142,6 +144,9 @@ pub struct CreateOptions {
     /// Rewrites ACL texts to match `id_map`.
     pub acl_map: Option<AclMap>,
     pub workers: usize,
+    /// borg's `--checkpoint-interval`: how often the archive so far is committed as
+    /// `NAME.checkpoint` (None: never).
+    pub checkpoint_interval: Option<std::time::Duration>,
     /// Set from a signal handler: stop walking and reading, commit nothing.
     pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// Last check before the commit (e.g. the exit status of a producer feeding stdin).
@@ -189,6 +194,8 @@ struct FileOutcome {
     status: char,
     warning: Option<String>,
     memorize: Option<Memo>,
+    /// The input as tracked for checkpoints, when its contents were read.
+    input: Option<u64>,
 }
 
 enum Slot {
@@ -198,6 +205,8 @@ enum Slot {
 
 struct Shared {
     store: Arc<ChunkStore>,
+    /// Inputs being stored, when checkpoints are written.
+    inflight: Option<Arc<Inflight>>,
     files: Arc<FilesCache>,
     opts: Arc<CreateOptions>,
     seed: u32,
@@ -322,19 +331,32 @@ type Stored = Result<Vec<ChunkRef>, StoreError>;
 
 /// Chunks a reader with the chunker `params` describe into the store; `prepare` may set up
 /// the fixed chunker (a sparse map) before it reads.
+/// `track` records the stored chunks for checkpoints.
 fn chunk_input<R: Read>(
     params: &ChunkerParams,
     seed: u32,
     reader: R,
     store: &Arc<ChunkStore>,
     behind: Option<&DropBehind>,
+    track: Option<&Tracker>,
     prepare: impl FnOnce(Chunker<R>) -> Chunker<R>,
 ) -> Result<Result<Vec<ChunkRef>, std::io::Error>, StoreError> {
     match params {
-        ChunkerParams::Buzhash { .. } => chunk_parallel(params, seed, reader, store, behind),
-        ChunkerParams::Fixed { .. } => {
-            chunk_reader(prepare(Chunker::new(params, seed, reader)), store, behind)
-        }
+        ChunkerParams::Buzhash { .. } => chunk_parallel(params, seed, reader, store, behind, track),
+        ChunkerParams::Fixed { .. } => chunk_reader(
+            prepare(Chunker::new(params, seed, reader)),
+            store,
+            behind,
+            track,
+        ),
+    }
+}
+
+/// Runs `store` as batch `index` of a tracked input (see [`Tracker::store`]).
+fn tracked(track: Option<&Tracker>, index: usize, store: impl FnOnce() -> Stored) -> Stored {
+    match track {
+        Some(t) => t.store(index, store),
+        None => store(),
     }
 }
 
@@ -416,6 +438,7 @@ fn chunk_parallel<R: Read>(
     reader: R,
     store: &Arc<ChunkStore>,
     behind: Option<&DropBehind>,
+    track: Option<&Tracker>,
 ) -> Result<Result<Vec<ChunkRef>, std::io::Error>, StoreError> {
     let Some(chunker) = ParallelChunker::new(params, seed, reader, 1) else {
         let e = std::io::Error::new(
@@ -439,7 +462,7 @@ fn chunk_parallel<R: Read>(
         consumed(store, behind, batch.len());
         let i = results.open();
         if i == 0 && chunker.at_eof() {
-            results.settle(i, store_batch(store, &batch));
+            results.settle(i, tracked(track, i, || store_batch(store, &batch)));
             continue;
         }
         let in_flight = pipelined.get_or_insert_with(Pipelined::start).in_flight();
@@ -448,9 +471,15 @@ fn chunk_parallel<R: Read>(
         }
         results.wait(&rx, in_flight - 1);
         let (store, tx) = (store.clone(), tx.clone());
+        // the gate is passed here, on the reading thread, never on the pool
+        let gate = track.map(|t| t.begin(i));
         results.pending += 1;
         rayon::spawn(move || {
-            let _ = tx.send((i, store_batch(&store, &batch)));
+            let r = store_batch(&store, &batch);
+            if let Some(g) = gate {
+                g.end(&r);
+            }
+            let _ = tx.send((i, r));
         });
         if results.failed.is_some() {
             break Ok(());
@@ -467,24 +496,29 @@ fn chunk_reader<R: Read>(
     mut chunker: Chunker<R>,
     store: &ChunkStore,
     behind: Option<&DropBehind>,
+    track: Option<&Tracker>,
 ) -> Result<Result<Vec<ChunkRef>, std::io::Error>, StoreError> {
     let mut refs = Vec::new();
     let mut batch = Vec::new();
     let mut batch_bytes = 0usize;
-    let flush = |batch: &mut Vec<(Allocation, usize, Vec<u8>)>,
-                 refs: &mut Vec<ChunkRef>|
+    let mut index = 0;
+    let mut flush = |batch: &mut Vec<(Allocation, usize, Vec<u8>)>,
+                     refs: &mut Vec<ChunkRef>|
      -> Result<(), StoreError> {
-        let out: Result<Vec<ChunkRef>, StoreError> = if batch.len() == 1 {
-            batch
-                .iter()
-                .map(|(a, n, d)| store_one(store, *a, *n, d))
-                .collect()
-        } else {
-            batch
-                .par_iter()
-                .map(|(a, n, d)| store_one(store, *a, *n, d))
-                .collect()
-        };
+        let out = tracked(track, index, || {
+            if batch.len() == 1 {
+                batch
+                    .iter()
+                    .map(|(a, n, d)| store_one(store, *a, *n, d))
+                    .collect()
+            } else {
+                batch
+                    .par_iter()
+                    .map(|(a, n, d)| store_one(store, *a, *n, d))
+                    .collect()
+            }
+        });
+        index += 1;
         refs.extend(out?);
         batch.clear();
         Ok(())
@@ -536,6 +570,7 @@ fn process_file(sh: &Shared, job: &FileJob) -> Result<FileOutcome, StoreError> {
         status,
         warning: Some(msg),
         memorize: None,
+        input: None,
     };
     let shown = job.fs_path.display().to_string();
     let mut oo = std::fs::OpenOptions::new();
@@ -602,17 +637,21 @@ fn process_file(sh: &Shared, job: &FileJob) -> Result<FileOutcome, StoreError> {
         }
     }
     let mut warning = None;
+    let mut input = None;
     let chunks = match chunks {
         Some(c) => c,
         None => {
             let behind = DropBehind::new(std::os::fd::AsFd::as_fd(&file));
             let sparse = opts.sparse && !job.special;
+            let track = sh.inflight.as_ref().map(|f| f.register(item.clone()));
+            input = track.as_ref().map(Tracker::id);
             let read = chunk_input(
                 &opts.chunker,
                 sh.seed,
                 &file,
                 &sh.store,
                 Some(&behind),
+                track.as_ref(),
                 |chunker| match sparse.then(|| crate::format::chunker::sparse_map(&file)) {
                     Some(Ok(Some(map))) => chunker.with_sparse_map(map),
                     _ => chunker,
@@ -620,7 +659,12 @@ fn process_file(sh: &Shared, job: &FileJob) -> Result<FileOutcome, StoreError> {
             )?;
             let refs = match read {
                 Ok(r) => r,
-                Err(e) => return Ok(warn('E', format!("{shown}: read: {e}"))),
+                Err(e) => {
+                    return Ok(FileOutcome {
+                        input,
+                        ..warn('E', format!("{shown}: read: {e}"))
+                    })
+                }
             };
             let st2 = file.metadata();
             let changed = match &st2 {
@@ -644,6 +688,7 @@ fn process_file(sh: &Shared, job: &FileJob) -> Result<FileOutcome, StoreError> {
         status,
         warning,
         memorize,
+        input,
     })
 }
 
@@ -655,6 +700,7 @@ fn worker_loop(sh: Arc<Shared>, jobs: Receiver<FileJob>, fatal: Arc<Mutex<Option
                 status: 'E',
                 warning: None,
                 memorize: None,
+                input: None,
             });
             continue;
         }
@@ -669,6 +715,7 @@ fn worker_loop(sh: Arc<Shared>, jobs: Receiver<FileJob>, fatal: Arc<Mutex<Option
                     status: 'E',
                     warning: None,
                     memorize: None,
+                    input: None,
                 });
             }
         }
@@ -691,7 +738,8 @@ fn is_cache_tagged(dir: &Path) -> bool {
 }
 
 impl Walker<'_> {
-    fn ready(&mut self, item: Item, status: char) {
+    /// An item done on the walker's thread; `input` if its contents were tracked.
+    fn ready(&mut self, item: Item, status: char, input: Option<u64>) {
         let p = item.path.clone();
         let _ = self.slots.send(Slot::Ready(
             Box::new(FileOutcome {
@@ -699,6 +747,7 @@ impl Walker<'_> {
                 status,
                 warning: None,
                 memorize: None,
+                input,
             }),
             p,
         ));
@@ -849,7 +898,7 @@ impl Walker<'_> {
                 (Ok(target), Ok(m)) => {
                     let mut item = item_from_meta(arch, &m, &opts);
                     item.source = Some(target.as_os_str().as_bytes().to_vec());
-                    self.ready(item, 's');
+                    self.ready(item, 's', None);
                 }
                 (Err(e), _) => self.warn(fs_path, format!("readlink: {e}")),
                 (_, Err(e)) => self.warn(fs_path, e),
@@ -872,11 +921,11 @@ impl Walker<'_> {
                     match slave_of {
                         Some(src) => {
                             item.source = Some(src);
-                            self.ready(item, 'h');
+                            self.ready(item, 'h', None);
                         }
                         None => {
                             item.hardlink_master = Some(master);
-                            self.ready(item, letter);
+                            self.ready(item, letter, None);
                         }
                     }
                 }
@@ -909,7 +958,7 @@ impl Walker<'_> {
         match fsmeta::read_meta(fs_path, &self.sh.opts.meta) {
             Ok(m) => {
                 let item = item_from_meta(arch, &m, &self.sh.opts);
-                self.ready(item, 'd');
+                self.ready(item, 'd', None);
             }
             Err(e) => self.warn(fs_path, e),
         }
@@ -936,7 +985,7 @@ impl Walker<'_> {
                         item.mode = libc::S_IFREG | (item.mode & 0o7777);
                     }
                     item.source = Some(src);
-                    self.ready(item, 'h');
+                    self.ready(item, 'h', None);
                 }
                 Err(e) => self.warn(fs_path, e),
             }
@@ -958,35 +1007,35 @@ impl Walker<'_> {
 
 struct SinkOut {
     items: Vec<ObjectId>,
-    nfiles: u64,
-    size: u64,
-    csize: u64,
+    totals: Totals,
     warnings: Vec<String>,
     memorize: Vec<Memo>,
 }
 
+/// Receives the slots in traversal order and writes the item stream (and the
+/// checkpoints, when `checkpoints` is set).
 fn sink(
     store: &ChunkStore,
     seed: u32,
     slots: Receiver<Slot>,
     status: StatusFn,
     dry_run: bool,
-) -> Result<SinkOut, StoreError> {
+    mut checkpoints: Option<Checkpointer>,
+) -> Result<SinkOut, CreateError> {
     let mut stream = ItemStream::new(seed);
     let mut out = SinkOut {
         items: Vec::new(),
-        nfiles: 0,
-        size: 0,
-        csize: 0,
+        totals: Totals::default(),
         warnings: Vec::new(),
         memorize: Vec::new(),
     };
-    for slot in slots {
+    let cp = &mut checkpoints;
+    while let Some(slot) = next(&slots, cp, &mut stream, &mut out.totals)? {
         let (res, path) = match slot {
             Slot::Ready(o, p) => (*o, p),
-            Slot::Pending(rx, p) => match rx.recv() {
-                Ok(o) => (o, p),
-                Err(_) => continue,
+            Slot::Pending(rx, p) => match next(&rx, cp, &mut stream, &mut out.totals)? {
+                Some(o) => (o, p),
+                None => continue,
             },
         };
         status(
@@ -1003,12 +1052,11 @@ fn sink(
         if let Some(m) = res.memorize {
             out.memorize.push(m);
         }
+        if let (Some(c), Some(input)) = (cp.as_mut(), res.input) {
+            c.finish_input(input, &mut stream, &mut out.totals)?;
+        }
         if let Some(item) = res.item {
-            if let Some(chunks) = &item.chunks {
-                out.nfiles += 1;
-                out.size += item.size.unwrap_or(0);
-                out.csize += chunks.iter().map(|c| c.csize as u64).sum::<u64>();
-            }
+            out.totals.add(&item);
             if !dry_run {
                 stream.add(&item, store)?;
             }
@@ -1018,6 +1066,20 @@ fn sink(
         out.items = stream.finish(store)?;
     }
     Ok(out)
+}
+
+/// The next message from `rx` (None once it is disconnected), writing the checkpoints due
+/// while waiting.
+fn next<T>(
+    rx: &Receiver<T>,
+    checkpoints: &mut Option<Checkpointer>,
+    stream: &mut ItemStream,
+    totals: &mut Totals,
+) -> Result<Option<T>, CreateError> {
+    match checkpoints {
+        Some(c) => c.recv(rx, stream, totals),
+        None => Ok(rx.recv().ok()),
+    }
 }
 
 /// Validates an archive name as borg does (no `/`, at most 255 bytes, not empty).
@@ -1087,7 +1149,9 @@ fn create_inner(
         dry_run,
     ));
     let workers = opts.workers.max(1);
+    let interval = opts.checkpoint_interval.filter(|_| !dry_run);
     let sh = Arc::new(Shared {
+        inflight: interval.map(|_| Arc::new(Inflight::default())),
         store: store.clone(),
         files: Arc::new(files),
         opts: Arc::new(opts),
@@ -1097,6 +1161,7 @@ fn create_inner(
     let (job_tx, job_rx) = bounded::<FileJob>(workers * 4);
     let fatal = Arc::new(Mutex::new(None::<StoreError>));
 
+    let sink_session = &mut *session;
     let (walk_warnings, sink_out) = std::thread::scope(|s| {
         let mut handles = Vec::new();
         for _ in 0..workers {
@@ -1105,7 +1170,17 @@ fn create_inner(
         }
         drop(job_rx);
         let store_ref = store.clone();
-        let sink_handle = s.spawn(move || sink(&store_ref, seed, slot_rx, status, dry_run));
+        let (inflight, opts) = (sh.inflight.clone(), &sh.opts);
+        let sink_handle = s.spawn(move || {
+            let meta = |n: &str, items, t: &Totals| {
+                archive_meta(opts, n, items, start, start + elapsed(t0), t)
+            };
+            let checkpoints = interval.zip(inflight).map(|(every, inflight)| {
+                let name = checkpoint_name(&sink_session.manifest, name);
+                Checkpointer::new(sink_session, &store_ref, inflight, every, name, &meta)
+            });
+            sink(&store_ref, seed, slot_rx, status, dry_run, checkpoints)
+        });
         let mut walker = Walker {
             sh: sh.clone(),
             slots: slot_tx,
@@ -1141,28 +1216,30 @@ fn create_inner(
                     gid,
                     mtime_ns,
                 } => {
+                    let mut item = Item {
+                        path,
+                        mode: libc::S_IFREG | (mode & 0o7777),
+                        uid,
+                        gid,
+                        mtime: mtime_ns,
+                        ctime: Some(mtime_ns),
+                        hardlink_master: Some(false),
+                        ..Default::default()
+                    };
+                    let track = sh.inflight.as_ref().map(|f| f.register(item.clone()));
                     match chunk_input(
                         &sh.opts.chunker,
                         sh.seed,
                         std::io::Cursor::new(data),
                         &sh.store,
                         None,
+                        track.as_ref(),
                         |c| c,
                     ) {
                         Ok(Ok(refs)) => {
-                            let item = Item {
-                                path,
-                                mode: libc::S_IFREG | (mode & 0o7777),
-                                uid,
-                                gid,
-                                mtime: mtime_ns,
-                                ctime: Some(mtime_ns),
-                                size: Some(refs.iter().map(|c| c.size as u64).sum()),
-                                chunks: Some(refs),
-                                hardlink_master: Some(false),
-                                ..Default::default()
-                            };
-                            walker.ready(item, 'A');
+                            item.size = Some(refs.iter().map(|c| c.size as u64).sum());
+                            item.chunks = Some(refs);
+                            walker.ready(item, 'A', track.as_ref().map(Tracker::id));
                         }
                         Ok(Err(e)) => walker.warnings.push(format!("generated file: {e}")),
                         Err(e) => {
@@ -1172,7 +1249,7 @@ fn create_inner(
                     }
                 }
                 Source::Stream { spec, reader } => match stream_item(&sh, &spec, reader) {
-                    Ok(Ok(item)) => walker.ready(item, 'i'),
+                    Ok(Ok((item, input))) => walker.ready(item, 'i', input),
                     Ok(Err(msg)) => walker.warnings.push(msg),
                     Err(e) => {
                         stream_err = Some(e);
@@ -1193,7 +1270,10 @@ fn create_inner(
             let _ = h.join();
         }
         let sink_res = sink_handle.join().expect("sink thread");
-        (warnings, stream_err.map(Err).unwrap_or(sink_res))
+        (
+            warnings,
+            stream_err.map(|e| Err(e.into())).unwrap_or(sink_res),
+        )
     });
     if let Some(e) = fatal.lock().expect("fatal lock").take() {
         let _ = store.finish_writes();
@@ -1212,33 +1292,14 @@ fn create_inner(
         Ok(o) => o,
         Err(e) => {
             let _ = store.finish_writes();
-            return Err(e.into());
+            return Err(e);
         }
     };
     let mut warnings = walk_warnings;
     warnings.extend(sink_out.warnings);
-    // with --timestamp the archive keeps its real duration after the given start
-    let end = start + chrono::Duration::from_std(t0.elapsed()).unwrap_or_default();
-    let meta = ArchiveMeta {
-        version: 1,
-        name: name.as_bytes().to_vec(),
-        items: sink_out.items,
-        cmdline: sh.opts.cmdline.clone(),
-        hostname: sh.opts.hostname.as_bytes().to_vec(),
-        username: sh.opts.username.as_bytes().to_vec(),
-        time: crate::format::timefmt::format(start),
-        time_end: crate::format::timefmt::format(end),
-        comment: sh.opts.comment.as_bytes().to_vec(),
-        chunker_params: sh.opts.chunker.archive_value(),
-        cwd: Some(sh.opts.cwd.clone()),
-        size: sink_out.size,
-        csize: sink_out.csize,
-        nfiles: sink_out.nfiles,
-        size_parts: 0,
-        csize_parts: 0,
-        nfiles_parts: 0,
-        ..Default::default()
-    };
+    let end = start + elapsed(t0);
+    let totals = sink_out.totals;
+    let meta = archive_meta(&sh.opts, name, sink_out.items, start, end, &totals);
     if dry_run {
         store.finish_writes()?;
         return Ok(CreateResult {
@@ -1247,9 +1308,9 @@ fn create_inner(
             start,
             end,
             stats: store,
-            nfiles: sink_out.nfiles,
-            size: sink_out.size,
-            csize: sink_out.csize,
+            nfiles: totals.nfiles,
+            size: totals.size,
+            csize: totals.csize,
             warnings,
             dry_run,
         });
@@ -1299,19 +1360,69 @@ fn create_inner(
         start,
         end,
         stats: store,
-        nfiles: sink_out.nfiles,
-        size: sink_out.size,
-        csize: sink_out.csize,
+        nfiles: totals.nfiles,
+        size: totals.size,
+        csize: totals.csize,
         warnings,
         dry_run,
     })
+}
+
+/// The item of a stream's contents, and the stream's input as tracked for checkpoints.
+/// The archive object for `name` over the item chunks `items`.
+fn archive_meta(
+    opts: &CreateOptions,
+    name: &str,
+    items: Vec<ObjectId>,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    t: &Totals,
+) -> ArchiveMeta {
+    ArchiveMeta {
+        version: 1,
+        name: name.as_bytes().to_vec(),
+        items,
+        cmdline: opts.cmdline.clone(),
+        hostname: opts.hostname.as_bytes().to_vec(),
+        username: opts.username.as_bytes().to_vec(),
+        time: crate::format::timefmt::format(start),
+        time_end: crate::format::timefmt::format(end),
+        comment: opts.comment.as_bytes().to_vec(),
+        chunker_params: opts.chunker.archive_value(),
+        cwd: Some(opts.cwd.clone()),
+        size: t.size,
+        csize: t.csize,
+        nfiles: t.nfiles,
+        size_parts: t.size_parts,
+        csize_parts: t.csize_parts,
+        nfiles_parts: t.nfiles_parts,
+        ..Default::default()
+    }
+}
+
+/// Time since `t0`; with `--timestamp` an archive keeps its real duration after the
+/// given start.
+fn elapsed(t0: Instant) -> chrono::Duration {
+    chrono::Duration::from_std(t0.elapsed()).unwrap_or_default()
+}
+
+/// borg's checkpoint name: `NAME.checkpoint`, or `NAME.checkpoint.N` for the first N
+/// not taken.
+fn checkpoint_name(manifest: &crate::format::objects::Manifest, name: &str) -> String {
+    (0..)
+        .map(|i| match i {
+            0 => format!("{name}.checkpoint"),
+            i => format!("{name}.checkpoint.{i}"),
+        })
+        .find(|n| !manifest.archives.contains_key(n.as_bytes()))
+        .expect("a free checkpoint name")
 }
 
 fn stream_item(
     sh: &Shared,
     spec: &StdinSpec,
     reader: Box<dyn Read + Send>,
-) -> Result<Result<Item, String>, StoreError> {
+) -> Result<Result<(Item, Option<u64>), String>, StoreError> {
     let uid = nix::unistd::User::from_name(&spec.user)
         .ok()
         .flatten()
@@ -1326,12 +1437,8 @@ fn stream_item(
             spec.name, spec.user, spec.group
         )));
     };
-    let refs = match chunk_input(&sh.opts.chunker, sh.seed, reader, &sh.store, None, |c| c)? {
-        Ok(r) => r,
-        Err(e) => return Ok(Err(format!("{}: reading stdin: {e}", spec.name))),
-    };
     let t = Utc::now().timestamp() * 1_000_000_000;
-    Ok(Ok(Item {
+    let mut item = Item {
         path: make_path_safe(spec.name.as_bytes()),
         mode: (spec.mode & 0o107777) | 0o100000,
         uid,
@@ -1341,11 +1448,26 @@ fn stream_item(
         mtime: t,
         atime: Some(t),
         ctime: Some(t),
-        size: Some(refs.iter().map(|c| c.size as u64).sum()),
-        chunks: Some(refs),
         hardlink_master: Some(false),
         ..Default::default()
-    }))
+    };
+    let track = sh.inflight.as_ref().map(|f| f.register(item.clone()));
+    let chunked = chunk_input(
+        &sh.opts.chunker,
+        sh.seed,
+        reader,
+        &sh.store,
+        None,
+        track.as_ref(),
+        |c| c,
+    )?;
+    let refs = match chunked {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(format!("{}: reading stdin: {e}", spec.name))),
+    };
+    item.size = Some(refs.iter().map(|c| c.size as u64).sum());
+    item.chunks = Some(refs);
+    Ok(Ok((item, track.as_ref().map(Tracker::id))))
 }
 
 /// Archive path of a command-line path, with borg's slashdot hack (`/a/b/./c` → `c`).

@@ -60,6 +60,14 @@ impl ItemStream {
         Ok(())
     }
 
+    /// Stores everything added so far (cutting the last chunk short, as borg's
+    /// `flush(flush=True)` before a checkpoint) and returns the item chunk ids until here;
+    /// later items go on in new chunks.
+    pub fn cut(&mut self, store: &ChunkStore) -> Result<Vec<ObjectId>, StoreError> {
+        self.flush(store, true)?;
+        Ok(self.ids.clone())
+    }
+
     /// Stores the rest and returns the item chunk ids in stream order.
     pub fn finish(mut self, store: &ChunkStore) -> Result<Vec<ObjectId>, StoreError> {
         self.flush(store, true)?;

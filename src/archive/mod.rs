@@ -5,12 +5,14 @@
 mod bufpool;
 pub mod cache;
 pub mod check;
+pub mod checkpoint;
 pub mod create;
 pub mod delete;
 pub mod diff;
 mod dropbehind;
 pub mod extract;
 pub mod fsmeta;
+pub mod inflight;
 pub mod itemstream;
 pub mod patterns;
 pub mod prune;

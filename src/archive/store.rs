@@ -77,9 +77,13 @@ impl Budget {
     }
 }
 
-struct PutOp {
-    id: ObjectId,
-    data: Vec<u8>,
+enum WriterOp {
+    Put {
+        id: ObjectId,
+        data: Vec<u8>,
+    },
+    /// Answered once every put queued before it is in the repository.
+    Flush(Sender<Result<(), String>>),
 }
 
 /// Shared dedup index + encoder + writer queue for one backup.
@@ -88,7 +92,7 @@ pub struct ChunkStore {
     compression: Compression,
     nonces: Arc<NonceAllocator>,
     shards: Vec<Shard>,
-    tx: Mutex<Option<Sender<PutOp>>>,
+    tx: Mutex<Option<Sender<WriterOp>>>,
     budget: Arc<Budget>,
     /// Envelope buffers the writer is done with.
     spare: Receiver<Vec<u8>>,
@@ -126,7 +130,7 @@ impl ChunkStore {
                 .expect("shard lock")
                 .insert(id, e);
         }
-        let (tx, rx) = crossbeam_channel::unbounded::<PutOp>();
+        let (tx, rx) = crossbeam_channel::unbounded::<WriterOp>();
         let budget = Arc::new(Budget {
             used: Mutex::new(0),
             cv: Condvar::new(),
@@ -343,10 +347,44 @@ impl ChunkStore {
         let tx = self.tx.lock().expect("tx lock").clone();
         match tx {
             Some(tx) => tx
-                .send(PutOp { id, data })
+                .send(WriterOp::Put { id, data })
                 .map_err(|_| StoreError::Write("the repository writer has stopped".into())),
             None => Err(StoreError::Write("the chunk store is closed".into())),
         }
+    }
+
+    /// Waits until every envelope queued so far is in the repository (a checkpoint's
+    /// commit must not precede its chunks); the writer goes on afterwards.
+    pub fn flush_writes(&self) -> Result<(), StoreError> {
+        if self.dry_run {
+            return Ok(());
+        }
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        let tx = self.tx.lock().expect("tx lock").clone();
+        let stopped = || StoreError::Write("the repository writer has stopped".into());
+        tx.ok_or_else(stopped)?
+            .send(WriterOp::Flush(done_tx))
+            .map_err(|_| stopped())?;
+        done.recv()
+            .map_err(|_| stopped())?
+            .map_err(StoreError::Write)
+    }
+
+    /// Adds a reference from a part item (a checkpoint's piece of an unfinished file) to
+    /// a stored chunk. It stays out of the archive's statistics: borg counts these refs
+    /// apart (`size_parts`), but a chunk cache must count them as borg's would.
+    pub fn add_part_ref(&self, id: &ObjectId) {
+        self.wait_ready(id, true);
+    }
+
+    /// Drops a stored object from the index (a superseded checkpoint's archive object,
+    /// deleted from the repository in the same transaction).
+    pub fn forget(&self, id: &ObjectId) {
+        self.shards[shard_of(id)]
+            .map
+            .lock()
+            .expect("shard lock")
+            .remove(id);
     }
 
     /// Waits until every queued envelope is in the repository; returns the first write error.
@@ -379,28 +417,35 @@ impl ChunkStore {
 
 fn writer_loop(
     repo: SharedRepo,
-    rx: Receiver<PutOp>,
+    rx: Receiver<WriterOp>,
     budget: Arc<Budget>,
     failed: Arc<AtomicBool>,
     spare: Sender<Vec<u8>>,
 ) -> Result<(), String> {
     let mut first_err: Option<String> = None;
     for op in rx {
-        let n = op.data.capacity();
+        let (id, data) = match op {
+            WriterOp::Put { id, data } => (id, data),
+            WriterOp::Flush(done) => {
+                let _ = done.send(first_err.clone().map_or(Ok(()), Err));
+                continue;
+            }
+        };
+        let n = data.capacity();
         if first_err.is_none() {
             let r = repo
                 .lock()
                 .map_err(|_| "repository lock poisoned".to_string())
-                .and_then(|mut r| r.put(&op.id, &op.data).map_err(|e| e.to_string()));
+                .and_then(|mut r| r.put(&id, &data).map_err(|e| e.to_string()));
             if let Err(e) = r {
                 failed.store(true, Ordering::Relaxed);
                 first_err = Some(e);
             }
         }
         budget.release(n);
-        if (POOLED_MIN..=KEEP_BUF).contains(&op.data.capacity()) {
+        if (POOLED_MIN..=KEEP_BUF).contains(&n) {
             // a full pool drops the buffer
-            let _ = spare.try_send(op.data);
+            let _ = spare.try_send(data);
         }
     }
     match first_err {

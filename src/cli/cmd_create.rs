@@ -49,6 +49,9 @@ pub struct ArchiveOpts {
     /// Compression (none, lz4, zstd[,L], zlib[,L], lzma[,L], auto,C[,L], obfuscate,SPEC,C[,L])
     #[arg(short = 'C', long, default_value = "lz4", value_name = "COMPRESSION")]
     pub compression: Compression,
+    /// Write a checkpoint (the archive so far, as NAME.checkpoint) every SECONDS; 0: never
+    #[arg(short = 'c', long, default_value_t = 1800, value_name = "SECONDS")]
+    pub checkpoint_interval: u64,
     /// Chunker parameters (buzhash,MIN_EXP,MAX_EXP,MASK_BITS,WINDOW | fixed,BLOCK[,HEADER] | default)
     #[arg(long, default_value = "default", value_name = "PARAMS")]
     pub chunker_params: ChunkerParams,
@@ -558,6 +561,8 @@ pub fn build_options(
         acl_map: None,
         cancel: None,
         pre_commit: Mutex::new(None),
+        checkpoint_interval: (a.checkpoint_interval > 0)
+            .then(|| std::time::Duration::from_secs(a.checkpoint_interval)),
         workers: a.workers.unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())
