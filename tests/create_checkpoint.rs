@@ -161,6 +161,72 @@ fn interrupted_run_leaves_a_checkpoint_borg_accepts() {
     check_clean(&env, &repo);
 }
 
+/// Ctrl-C (SIGINT) stops reading and writes a last checkpoint, as borg's first Ctrl-C
+/// does, though no interval has passed; the run fails and the archive is not saved.
+#[test]
+fn sigint_writes_a_last_checkpoint() {
+    let env = TestEnv::new();
+    let repo = env.path().join("repo").display().to_string();
+    ok(env.ours().args(["init", "-e", "repokey", &repo]));
+    let data = prng_bytes(42, 20 * MB);
+    let file = common::write_file(env.path(), "disk.raw", &data);
+    let (mark, pid) = (env.path().join("sent"), env.path().join("pid"));
+    let script = format!(
+        "echo $$ > '{pid}'; cat '{f}'; touch '{mark}'; exec sleep 60",
+        pid = pid.display(),
+        f = file.display(),
+        mark = mark.display(),
+    );
+    let child = env
+        .ours()
+        .args([
+            "create",
+            "--content-from-command",
+            &format!("{repo}::vm"),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&mark, Duration::from_secs(120));
+    std::thread::sleep(Duration::from_millis(1500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let signalled = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    // the silent producer (it sleeps 60 s with its pipe open) is terminated, not awaited
+    assert!(
+        signalled.elapsed() < Duration::from_secs(30),
+        "the interrupted run waited for its producer"
+    );
+    let producer: i32 = std::fs::read_to_string(&pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(producer),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert_eq!(archives(&env, &repo), ["vm.checkpoint"]);
+    let parts = extract_stdout(&env, &format!("{repo}::vm.checkpoint"), &[]);
+    assert!(!parts.is_empty(), "the last checkpoint has no data");
+    assert!(
+        parts[..] == data[..parts.len()],
+        "the parts are not a prefix of the stream"
+    );
+    check_clean(&env, &repo);
+}
+
 /// A completed run with checkpoints: the archive keeps the part items of the file read
 /// across checkpoints (hidden unless asked for, concatenating to the whole file), no
 /// checkpoint archive stays, and refcounts match borg's: deleting the archive with our

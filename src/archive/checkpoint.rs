@@ -7,6 +7,7 @@
 //! archive replaces it atomically, so at most one checkpoint of a run is in the
 //! repository, and none once the run completes.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,6 +62,7 @@ pub struct Checkpointer<'a> {
     next: Instant,
     name: String,
     meta: &'a MetaFn<'a>,
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl<'a> Checkpointer<'a> {
@@ -81,7 +83,32 @@ impl<'a> Checkpointer<'a> {
             next: Instant::now() + interval,
             name,
             meta,
+            cancel: None,
         }
+    }
+
+    /// After `cancel` is set (SIGINT/SIGTERM), [`finish`](Self::finish) writes a last
+    /// checkpoint, as borg does on its first Ctrl-C.
+    pub fn with_cancel(mut self, cancel: Option<Arc<AtomicBool>>) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// At the end of the item stream: a last checkpoint if the run was cancelled (the
+    /// archive itself is then not saved, and this checkpoint stays).
+    pub fn finish(
+        &mut self,
+        stream: &mut ItemStream,
+        totals: &mut Totals,
+    ) -> Result<(), CreateError> {
+        if self
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            self.write(stream, totals)?;
+        }
+        Ok(())
     }
 
     /// Receives from `rx`, writing checkpoints whenever one is due meanwhile; None once

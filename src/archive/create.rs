@@ -10,7 +10,7 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirEntryExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -54,7 +54,7 @@ pub enum CreateError {
     Meta(String),
     #[error("reading {path}: {reason}")]
     Source { path: String, reason: String },
-    #[error("interrupted")]
+    #[error("interrupted by a signal: the archive was not saved")]
     Interrupted,
 }
 
@@ -329,45 +329,63 @@ impl Drop for Pipelined {
 
 type Stored = Result<Vec<ChunkRef>, StoreError>;
 
-/// Chunks a reader with the chunker `params` describe into the store; `prepare` may set up
-/// the fixed chunker (a sparse map) before it reads.
-/// `track` records the stored chunks for checkpoints.
+/// Where an input's chunks go, and what watches its reading.
+struct InputCtx<'a> {
+    store: &'a Arc<ChunkStore>,
+    /// Lets the page cache drop what was read.
+    behind: Option<&'a DropBehind<'a>>,
+    /// Records the stored batches for checkpoints.
+    track: Option<&'a Tracker>,
+    /// Set on SIGINT/SIGTERM: stop reading.
+    cancel: Option<&'a AtomicBool>,
+}
+
+impl InputCtx<'_> {
+    /// Counts `n` bytes the chunker took from its input, and lets the page cache drop them.
+    fn consumed(&self, n: usize) {
+        self.store
+            .stats
+            .bytes_read
+            .fetch_add(n as u64, Ordering::Relaxed);
+        if let Some(b) = self.behind {
+            b.advance(n as u64);
+        }
+    }
+
+    /// Runs `store` as batch `index` of the input (see [`Tracker::store`]).
+    fn tracked(&self, index: usize, store: impl FnOnce() -> Stored) -> Stored {
+        match self.track {
+            Some(t) => t.store(index, store),
+            None => store(),
+        }
+    }
+
+    /// An error once the run is cancelled: the input ends there, as a read error would.
+    fn check_cancel(&self) -> std::io::Result<()> {
+        match self.cancel {
+            Some(c) if c.load(Ordering::Relaxed) => Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "interrupted by a signal",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Chunks a reader with the chunker `params` describe into `ctx`'s store; `prepare` may
+/// set up the fixed chunker (a sparse map) before it reads.
 fn chunk_input<R: Read>(
     params: &ChunkerParams,
     seed: u32,
     reader: R,
-    store: &Arc<ChunkStore>,
-    behind: Option<&DropBehind>,
-    track: Option<&Tracker>,
+    ctx: &InputCtx,
     prepare: impl FnOnce(Chunker<R>) -> Chunker<R>,
 ) -> Result<Result<Vec<ChunkRef>, std::io::Error>, StoreError> {
     match params {
-        ChunkerParams::Buzhash { .. } => chunk_parallel(params, seed, reader, store, behind, track),
-        ChunkerParams::Fixed { .. } => chunk_reader(
-            prepare(Chunker::new(params, seed, reader)),
-            store,
-            behind,
-            track,
-        ),
-    }
-}
-
-/// Runs `store` as batch `index` of a tracked input (see [`Tracker::store`]).
-fn tracked(track: Option<&Tracker>, index: usize, store: impl FnOnce() -> Stored) -> Stored {
-    match track {
-        Some(t) => t.store(index, store),
-        None => store(),
-    }
-}
-
-/// Counts `n` bytes the chunker took from its input, and lets the page cache drop them.
-fn consumed(store: &ChunkStore, behind: Option<&DropBehind>, n: usize) {
-    store
-        .stats
-        .bytes_read
-        .fetch_add(n as u64, Ordering::Relaxed);
-    if let Some(b) = behind {
-        b.advance(n as u64);
+        ChunkerParams::Buzhash { .. } => chunk_parallel(params, seed, reader, ctx),
+        ChunkerParams::Fixed { .. } => {
+            chunk_reader(prepare(Chunker::new(params, seed, reader)), ctx)
+        }
     }
 }
 
@@ -436,10 +454,9 @@ fn chunk_parallel<R: Read>(
     params: &ChunkerParams,
     seed: u32,
     reader: R,
-    store: &Arc<ChunkStore>,
-    behind: Option<&DropBehind>,
-    track: Option<&Tracker>,
+    ctx: &InputCtx,
 ) -> Result<Result<Vec<ChunkRef>, std::io::Error>, StoreError> {
+    let store = ctx.store;
     let Some(chunker) = ParallelChunker::new(params, seed, reader, 1) else {
         let e = std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -454,15 +471,18 @@ fn chunk_parallel<R: Read>(
     let mut results = BatchResults::default();
     let mut pipelined = None;
     let read = loop {
+        if let Err(e) = ctx.check_cancel() {
+            break Err(e);
+        }
         let batch = match chunker.next_owned_batch() {
             Ok(Some(b)) => b,
             Ok(None) => break Ok(()),
             Err(e) => break Err(e),
         };
-        consumed(store, behind, batch.len());
+        ctx.consumed(batch.len());
         let i = results.open();
         if i == 0 && chunker.at_eof() {
-            results.settle(i, tracked(track, i, || store_batch(store, &batch)));
+            results.settle(i, ctx.tracked(i, || store_batch(store, &batch)));
             continue;
         }
         let in_flight = pipelined.get_or_insert_with(Pipelined::start).in_flight();
@@ -472,7 +492,7 @@ fn chunk_parallel<R: Read>(
         results.wait(&rx, in_flight - 1);
         let (store, tx) = (store.clone(), tx.clone());
         // the gate is passed here, on the reading thread, never on the pool
-        let gate = track.map(|t| t.begin(i));
+        let gate = ctx.track.map(|t| t.begin(i));
         results.pending += 1;
         rayon::spawn(move || {
             let r = store_batch(&store, &batch);
@@ -494,10 +514,9 @@ fn chunk_parallel<R: Read>(
 /// Chunks a reader into the store; large inputs are processed in parallel batches.
 fn chunk_reader<R: Read>(
     mut chunker: Chunker<R>,
-    store: &ChunkStore,
-    behind: Option<&DropBehind>,
-    track: Option<&Tracker>,
+    ctx: &InputCtx,
 ) -> Result<Result<Vec<ChunkRef>, std::io::Error>, StoreError> {
+    let store: &ChunkStore = ctx.store;
     let mut refs = Vec::new();
     let mut batch = Vec::new();
     let mut batch_bytes = 0usize;
@@ -505,7 +524,7 @@ fn chunk_reader<R: Read>(
     let mut flush = |batch: &mut Vec<(Allocation, usize, Vec<u8>)>,
                      refs: &mut Vec<ChunkRef>|
      -> Result<(), StoreError> {
-        let out = tracked(track, index, || {
+        let out = ctx.tracked(index, || {
             if batch.len() == 1 {
                 batch
                     .iter()
@@ -524,14 +543,14 @@ fn chunk_reader<R: Read>(
         Ok(())
     };
     for c in chunker.by_ref() {
-        let c = match c {
+        let c = match c.and_then(|c| ctx.check_cancel().map(|()| c)) {
             Ok(c) => c,
             Err(e) => {
                 flush(&mut batch, &mut refs)?;
                 return Ok(Err(e));
             }
         };
-        consumed(store, behind, c.size);
+        ctx.consumed(c.size);
         batch_bytes += c.data.len();
         batch.push((c.allocation, c.size, c.data));
         if batch_bytes >= BATCH_BYTES {
@@ -645,18 +664,18 @@ fn process_file(sh: &Shared, job: &FileJob) -> Result<FileOutcome, StoreError> {
             let sparse = opts.sparse && !job.special;
             let track = sh.inflight.as_ref().map(|f| f.register(item.clone()));
             input = track.as_ref().map(Tracker::id);
-            let read = chunk_input(
-                &opts.chunker,
-                sh.seed,
-                &file,
-                &sh.store,
-                Some(&behind),
-                track.as_ref(),
-                |chunker| match sparse.then(|| crate::format::chunker::sparse_map(&file)) {
-                    Some(Ok(Some(map))) => chunker.with_sparse_map(map),
-                    _ => chunker,
-                },
-            )?;
+            let ctx = InputCtx {
+                store: &sh.store,
+                behind: Some(&behind),
+                track: track.as_ref(),
+                cancel: opts.cancel.as_deref(),
+            };
+            let read = chunk_input(&opts.chunker, sh.seed, &file, &ctx, |chunker| match sparse
+                .then(|| crate::format::chunker::sparse_map(&file))
+            {
+                Some(Ok(Some(map))) => chunker.with_sparse_map(map),
+                _ => chunker,
+            })?;
             let refs = match read {
                 Ok(r) => r,
                 Err(e) => {
@@ -1062,6 +1081,9 @@ fn sink(
             }
         }
     }
+    if let Some(c) = cp {
+        c.finish(&mut stream, &mut out.totals)?;
+    }
     if !dry_run {
         out.items = stream.finish(store)?;
     }
@@ -1178,6 +1200,7 @@ fn create_inner(
             let checkpoints = interval.zip(inflight).map(|(every, inflight)| {
                 let name = checkpoint_name(&sink_session.manifest, name);
                 Checkpointer::new(sink_session, &store_ref, inflight, every, name, &meta)
+                    .with_cancel(opts.cancel.clone())
             });
             sink(&store_ref, seed, slot_rx, status, dry_run, checkpoints)
         });
@@ -1227,15 +1250,14 @@ fn create_inner(
                         ..Default::default()
                     };
                     let track = sh.inflight.as_ref().map(|f| f.register(item.clone()));
-                    match chunk_input(
-                        &sh.opts.chunker,
-                        sh.seed,
-                        std::io::Cursor::new(data),
-                        &sh.store,
-                        None,
-                        track.as_ref(),
-                        |c| c,
-                    ) {
+                    let ctx = InputCtx {
+                        store: &sh.store,
+                        behind: None,
+                        track: track.as_ref(),
+                        cancel: sh.opts.cancel.as_deref(),
+                    };
+                    let data = std::io::Cursor::new(data);
+                    match chunk_input(&sh.opts.chunker, sh.seed, data, &ctx, |c| c) {
                         Ok(Ok(refs)) => {
                             item.size = Some(refs.iter().map(|c| c.size as u64).sum());
                             item.chunks = Some(refs);
@@ -1452,15 +1474,13 @@ fn stream_item(
         ..Default::default()
     };
     let track = sh.inflight.as_ref().map(|f| f.register(item.clone()));
-    let chunked = chunk_input(
-        &sh.opts.chunker,
-        sh.seed,
-        reader,
-        &sh.store,
-        None,
-        track.as_ref(),
-        |c| c,
-    )?;
+    let ctx = InputCtx {
+        store: &sh.store,
+        behind: None,
+        track: track.as_ref(),
+        cancel: sh.opts.cancel.as_deref(),
+    };
+    let chunked = chunk_input(&sh.opts.chunker, sh.seed, reader, &ctx, |c| c)?;
     let refs = match chunked {
         Ok(r) => r,
         Err(e) => return Ok(Err(format!("{}: reading stdin: {e}", spec.name))),

@@ -1,8 +1,7 @@
 //! `backup`: Proxmox guests and ZFS datasets, the proxborg way (proxborg's settings are
 //! accepted from the same environment variables, so an existing cron line keeps working).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::Ordering;
 
 use anyhow::{bail, Context as _, Result};
 use clap::builder::BoolishValueParser;
@@ -81,33 +80,6 @@ pub struct BackupArgs {
     pub targets: Vec<String>,
 }
 
-static CANCEL: OnceLock<Arc<AtomicBool>> = OnceLock::new();
-
-extern "C" fn on_signal(_: libc::c_int) {
-    if let Some(c) = CANCEL.get() {
-        c.store(true, Ordering::SeqCst);
-    }
-}
-
-fn install_signal_handlers() -> Arc<AtomicBool> {
-    let flag = CANCEL
-        .get_or_init(|| Arc::new(AtomicBool::new(false)))
-        .clone();
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let sa = SigAction::new(
-        SigHandler::Handler(on_signal),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic flag (async-signal-safe).
-        unsafe {
-            let _ = sigaction(s, &sa);
-        }
-    }
-    flag
-}
-
 /// Splits an option string like a POSIX shell would (quotes, backslashes).
 fn split_words(s: &str) -> Result<Vec<String>> {
     proxborg::secrets::shlex_split(s).map_err(|e| anyhow::anyhow!("{e}"))
@@ -146,7 +118,7 @@ pub fn run(common: &Common, args: BackupArgs) -> Result<Outcome> {
     } else {
         None
     };
-    let cancel = install_signal_handlers();
+    let cancel = super::signals::install();
     let ph = Placeholders::current();
     let loc = super::parse_location(args.repo.as_deref())?;
     if loc.archive.is_some() {

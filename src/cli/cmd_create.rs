@@ -302,7 +302,13 @@ pub fn run(common: &Common, args: CreateArgs) -> Result<Outcome> {
     opts.sparse = args.sparse;
     opts.one_file_system = args.one_file_system;
     opts.timestamp = timestamp;
+    // Ctrl-C / SIGTERM: stop reading, write a last checkpoint, exit with an error (borg's)
+    let cancel = super::signals::install();
+    opts.cancel = Some(cancel.clone());
     let command = command.map(|c| Arc::new(Mutex::new(Some(c))));
+    let _stop_on_cancel = command
+        .as_ref()
+        .map(|c| terminate_on_cancel(c.clone(), cancel));
     if let Some(c) = &command {
         // the archive is only saved once the command has exited with 0
         let (c, paths) = (c.clone(), paths.clone());
@@ -507,6 +513,40 @@ fn split_paths<'a>(list: &'a [u8], delim: &'a [u8]) -> impl Iterator<Item = &'a 
             }
         }
     })
+}
+
+/// Sends SIGTERM to the command once the run is cancelled: a read from a producer that
+/// keeps its pipe open but silent would otherwise block the interrupted run. Stops with
+/// the returned guard.
+fn terminate_on_cancel(
+    child: Arc<Mutex<Option<std::process::Child>>>,
+    cancel: Arc<std::sync::atomic::AtomicBool>,
+) -> StopOnDrop {
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = done.clone();
+    std::thread::spawn(move || {
+        use std::sync::atomic::Ordering;
+        while !stop.load(Ordering::Relaxed) {
+            if cancel.load(Ordering::Relaxed) {
+                if let Some(c) = child.lock().expect("command").as_ref() {
+                    let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+                }
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
+    StopOnDrop(done)
+}
+
+/// Sets its flag when dropped.
+struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// CreateOptions from the shared options (sources-specific fields left at defaults).

@@ -18,6 +18,7 @@ mod cmd_restore_hint;
 mod cmd_verify;
 pub mod output;
 mod selection;
+mod signals;
 
 use std::path::PathBuf;
 use std::time::Duration;
