@@ -155,8 +155,7 @@ fn proxmox_backup_modes() {
         return;
     };
     let pve = Pve::new(&env, &pool);
-    let repo = env.path().join("repo").display().to_string();
-    ok(env.ours().args(["init", "-e", "repokey-blake2", &repo]));
+    let repo = env.init_repo("repokey-blake2");
     let (rootfs, _data, _scratch) = populate_ct(&pool);
     std::fs::write(pve.fixture.join("etc/pve/lxc/101.conf"), CT101).unwrap();
     std::fs::write(

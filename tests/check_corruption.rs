@@ -300,8 +300,7 @@ fn list_shows_items_before_a_missing_item_chunk() {
     for i in 0..6000 {
         std::fs::write(src.join(format!("file-{i:05}-{long}")), b"").unwrap();
     }
-    let repo = env.path().join("repo").display().to_string();
-    ok(env.ours().args(["init", "-e", "repokey", &repo]));
+    let repo = env.init_repo("repokey");
     ok(env
         .ours()
         .current_dir(env.path())

@@ -75,8 +75,7 @@ fn wait_for(path: &Path, limit: Duration) {
 #[test]
 fn interrupted_run_leaves_a_checkpoint_borg_accepts() {
     let env = TestEnv::new();
-    let repo = env.path().join("repo").display().to_string();
-    ok(env.ours().args(["init", "-e", "repokey-blake2", &repo]));
+    let repo = env.init_repo("repokey-blake2");
     let data = prng_bytes(41, 40 * MB);
     let file = common::write_file(env.path(), "disk.raw", &data);
     let (mark, pid) = (env.path().join("sent"), env.path().join("pid"));
@@ -166,8 +165,7 @@ fn interrupted_run_leaves_a_checkpoint_borg_accepts() {
 #[test]
 fn sigint_writes_a_last_checkpoint() {
     let env = TestEnv::new();
-    let repo = env.path().join("repo").display().to_string();
-    ok(env.ours().args(["init", "-e", "repokey", &repo]));
+    let repo = env.init_repo("repokey");
     let data = prng_bytes(42, 20 * MB);
     let file = common::write_file(env.path(), "disk.raw", &data);
     let (mark, pid) = (env.path().join("sent"), env.path().join("pid"));
@@ -315,8 +313,7 @@ fn completed_run(env: &TestEnv, repo: &str, cmd: impl Fn() -> std::process::Comm
 #[test]
 fn completed_run_keeps_parts_and_no_checkpoint() {
     let env = TestEnv::new();
-    let repo = env.path().join("repo").display().to_string();
-    ok(env.ours().args(["init", "-e", "repokey", &repo]));
+    let repo = env.init_repo("repokey");
     completed_run(&env, &repo, || env.ours());
 }
 
@@ -326,18 +323,8 @@ fn completed_run_through_borg_serve() {
     let env = TestEnv::new();
     let sshd = Sshd::start();
     let key = sshd.client_key(None);
-    let rsh = sshd.rsh_without_port(&key);
-    let repo = format!(
-        "ssh://root@127.0.0.1:{}{}",
-        sshd.port,
-        env.path().join("repo").display()
-    );
-    let remote = || {
-        let mut c = env.ours();
-        c.env("BORG_RSH", &rsh)
-            .env("BORG_REMOTE_PATH", Borg::V12.exe());
-        c
-    };
+    let repo = sshd.url(&env.path().join("repo"));
+    let remote = || sshd.via(env.ours(), &key, &Borg::V12.exe());
     ok(remote().args(["init", "-e", "repokey-blake2", &repo]));
     completed_run(&env, &repo, remote);
 }

@@ -43,8 +43,7 @@ fn our_repo_roundtrip(mode: &str) {
     let env = TestEnv::new();
     let src = env.path().join("src");
     make_tree(&src);
-    let repo = env.path().join("repo").display().to_string();
-    ok(env.ours().args(["init", "-e", mode, &repo]));
+    let repo = env.init_repo(mode);
     ok(env
         .ours()
         .current_dir(env.path())
@@ -141,8 +140,7 @@ fn unchanged_rerun_uses_files_cache() {
     let env = TestEnv::new();
     let src = env.path().join("src");
     make_tree(&src);
-    let repo = env.path().join("repo").display().to_string();
-    ok(env.ours().args(["init", "-e", "repokey-blake2", &repo]));
+    let repo = env.init_repo("repokey-blake2");
     // the files cache does not trust files modified in the same second as the newest one
     std::thread::sleep(std::time::Duration::from_millis(1500));
     ok(env
@@ -182,8 +180,7 @@ fn unchanged_rerun_uses_files_cache() {
 fn pattern_options_select_like_borg() {
     let env = TestEnv::new();
     make_tree(&env.path().join("src"));
-    let repo = env.path().join("repo").display().to_string();
-    ok(env.ours().args(["init", "-e", "none", &repo]));
+    let repo = env.init_repo("none");
     let pf = env.path().join("patterns");
     std::fs::write(&pf, "R src/sub\nP fm\n+ src/sub/hl2\n- src/sub/*\n").unwrap();
     let pf = pf.display().to_string();

@@ -27,8 +27,7 @@ fn setup(mode: &str) -> (TestEnv, String) {
     let env = TestEnv::new();
     std::fs::create_dir_all(env.path().join("src")).unwrap();
     std::fs::write(env.path().join("src/f"), b"data").unwrap();
-    let repo = env.path().join("repo").display().to_string();
-    ok(env.ours().args(["init", "-e", mode, &repo]));
+    let repo = env.init_repo(mode);
     ok(env
         .ours()
         .current_dir(env.path())

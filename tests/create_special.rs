@@ -11,8 +11,7 @@ use common::{ok, prng_bytes, run, Borg, TestEnv};
 #[test]
 fn stdin_backup_extracts_identically() {
     let env = TestEnv::new();
-    let repo = env.path().join("repo").display().to_string();
-    ok(env.ours().args(["init", "-e", "repokey-blake2", &repo]));
+    let repo = env.init_repo("repokey-blake2");
     // 1 GiB: random blocks, repeats and zeros, generated on the fly
     let block = prng_bytes(11, 16 << 20);
     let mut hasher_in = blake2b_digest_new();
@@ -84,8 +83,7 @@ fn blake2b_digest_new() -> blake2b_simd::State {
 #[test]
 fn read_special_reads_device_content() {
     let env = TestEnv::new();
-    let repo = env.path().join("repo").display().to_string();
-    ok(env.ours().args(["init", "-e", "none", &repo]));
+    let repo = env.init_repo("none");
     // a FIFO fed with an image stands in for a block device (no loop devices here)
     let dir = env.path().join("dev");
     std::fs::create_dir_all(&dir).unwrap();
@@ -133,8 +131,7 @@ fn read_special_reads_device_content() {
 #[test]
 fn kill_during_create_leaves_a_clean_repo() {
     let env = TestEnv::new();
-    let repo = env.path().join("repo").display().to_string();
-    ok(env.ours().args(["init", "-e", "repokey", &repo]));
+    let repo = env.init_repo("repokey");
     let src = env.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     for i in 0..48 {
@@ -199,8 +196,7 @@ fn kill_during_create_leaves_a_clean_repo() {
 #[test]
 fn sparse_fixed_chunks_match_borg() {
     let env = TestEnv::new();
-    let repo = env.path().join("repo").display().to_string();
-    ok(env.ours().args(["init", "-e", "repokey-blake2", &repo]));
+    let repo = env.init_repo("repokey-blake2");
     let dir = env.path().join("src");
     std::fs::create_dir_all(&dir).unwrap();
     // data, a 1 MiB hole, data, and a hole at the end; the data ends off the 64 KiB grid, so
@@ -257,8 +253,7 @@ fn sparse_fixed_chunks_match_borg() {
 #[test]
 fn content_from_command_stores_output_and_fails_with_the_command() {
     let env = TestEnv::new();
-    let repo = env.path().join("repo").display().to_string();
-    ok(env.ours().args(["init", "-e", "repokey-blake2", &repo]));
+    let repo = env.init_repo("repokey-blake2");
     let data = prng_bytes(21, 5 << 20);
     let file = env.path().join("disk.raw");
     std::fs::write(&file, &data).unwrap();
@@ -323,8 +318,7 @@ fn content_from_command_stores_output_and_fails_with_the_command() {
 fn paths_from_stdin_and_command_store_the_paths_given() {
     let env = TestEnv::new();
     common::tree::make_tree(&env.path().join("src"));
-    let repo = env.path().join("repo").display().to_string();
-    ok(env.ours().args(["init", "-e", "none", &repo]));
+    let repo = env.init_repo("none");
     let list = |archive: &str| {
         ok(env
             .borg(Borg::V14)

@@ -9,10 +9,6 @@ use common::tree::{diff, make_tree, scan};
 use common::{ok, run, Borg, TestEnv};
 use sshd::Sshd;
 
-fn url(sshd: &Sshd, path: &std::path::Path) -> String {
-    format!("ssh://root@127.0.0.1:{}{}", sshd.port, path.display())
-}
-
 fn remote_cmd(mut c: std::process::Command, rsh: &str, server: Borg) -> std::process::Command {
     c.env("BORG_RSH", rsh).env("BORG_REMOTE_PATH", server.exe());
     c
@@ -26,7 +22,7 @@ fn ours_then_borg(server: Borg, mode: &str) {
     let src = env.path().join("src");
     make_tree(&src);
     let path = env.path().join("repo");
-    let repo = url(&sshd, &path);
+    let repo = sshd.url(&path);
     ok(remote_cmd(env.ours(), &rsh, server).args(["init", "-e", mode, &repo]));
     ok(remote_cmd(env.ours(), &rsh, server)
         .current_dir(env.path())
@@ -113,12 +109,12 @@ fn restricted_and_append_only_servers() {
     let rsh = sshd.rsh_without_port(&key);
     std::fs::create_dir_all(env.path().join("src")).unwrap();
     std::fs::write(env.path().join("src/f"), b"x").unwrap();
-    let outside = url(&sshd, &env.path().join("elsewhere"));
+    let outside = sshd.url(&env.path().join("elsewhere"));
     let (rc, _, err) =
         run(remote_cmd(env.ours(), &rsh, Borg::V14).args(["init", "-e", "none", &outside]));
     assert_eq!(rc, 2);
     assert!(err.contains("not allowed"), "{err}");
-    let inside = url(&sshd, &allowed.join("repo"));
+    let inside = sshd.url(&allowed.join("repo"));
     ok(remote_cmd(env.ours(), &rsh, Borg::V14).args(["init", "-e", "repokey", &inside]));
     ok(remote_cmd(env.ours(), &rsh, Borg::V14)
         .current_dir(env.path())
@@ -147,7 +143,7 @@ fn killed_connection_leaves_a_clean_repo() {
         .unwrap();
     }
     let path = env.path().join("repo");
-    let repo = url(&sshd, &path);
+    let repo = sshd.url(&path);
     ok(remote_cmd(env.ours(), &rsh, Borg::V14).args(["init", "-e", "repokey-blake2", &repo]));
     let child = remote_cmd(env.ours(), &rsh, Borg::V14)
         .current_dir(env.path())
@@ -205,7 +201,7 @@ fn upload_ratelimit_paces_remote_writes() {
     let src = env.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("random.bin"), common::prng_bytes(5, 2 << 20)).unwrap();
-    let repo = url(&sshd, &env.path().join("repo"));
+    let repo = sshd.url(&env.path().join("repo"));
     ok(remote_cmd(env.ours(), &rsh, Borg::V14).args(["init", "-e", "none", &repo]));
     let t = std::time::Instant::now();
     ok(remote_cmd(env.ours(), &rsh, Borg::V14)

@@ -28,8 +28,7 @@ fn setup() -> (TestEnv, String) {
         b"long",
     )
     .unwrap();
-    let repo = env.path().join("repo").display().to_string();
-    ok(env.ours().args(["init", "-e", "repokey", &repo]));
+    let repo = env.init_repo("repokey");
     ok(env
         .ours()
         .current_dir(env.path())

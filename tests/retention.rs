@@ -343,8 +343,7 @@ fn prune_compact_match_borg() {
 #[test]
 fn prune_options_are_checked_like_borg() {
     let env = TestEnv::new();
-    let repo = env.path().join("repo").display().to_string();
-    ok(env.ours().args(["init", "-e", "none", &repo]));
+    let repo = env.init_repo("none");
     let (rc, _, err) = run(env.ours().args(["prune", &repo]));
     assert_eq!(rc, 2);
     assert!(err.contains("At least one of the"), "{err}");
@@ -363,17 +362,11 @@ fn remote_prune_compact_check() {
     let env = TestEnv::new();
     let sshd = sshd::Sshd::start();
     let key = sshd.client_key(None);
-    let rsh = sshd.rsh_without_port(&key);
     let path = env.path().join("repo");
-    let repo = format!("ssh://root@127.0.0.1:{}{}", sshd.port, path.display());
+    let repo = sshd.url(&path);
     let src = env.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
-    let remote = |c: Command, server: Borg| {
-        let mut c = tz(c);
-        c.env("BORG_RSH", &rsh)
-            .env("BORG_REMOTE_PATH", server.exe());
-        c
-    };
+    let remote = |c: Command, server: Borg| sshd.via(tz(c), &key, &server.exe());
     ok(remote(env.ours(), Borg::V14).args(["init", "-e", "repokey", &repo]));
     for (i, day) in ["01", "02", "03", "10", "11"].iter().enumerate() {
         std::fs::write(src.join("f"), prng_bytes(i as u64, 200_000)).unwrap();

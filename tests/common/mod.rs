@@ -153,6 +153,15 @@ impl TestEnv {
             .stdin(Stdio::null());
     }
 
+    /// Initialises `repo` in this environment's directory with our `init -e mode`;
+    /// returns its path.
+    #[track_caller]
+    pub fn init_repo(&self, mode: &str) -> String {
+        let repo = self.dir.path().join("repo").display().to_string();
+        ok(self.ours().args(["init", "-e", mode, &repo]));
+        repo
+    }
+
     /// Our binary with this environment.
     pub fn ours(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_proxborg-native"));

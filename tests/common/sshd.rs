@@ -141,6 +141,18 @@ impl Sshd {
         format!("ssh -p {} {}", self.port, &self.rsh_without_port(key)[4..])
     }
 
+    /// The `ssh://` location of `path` on this server.
+    pub fn url(&self, path: &Path) -> String {
+        format!("ssh://root@127.0.0.1:{}{}", self.port, path.display())
+    }
+
+    /// `c` reaching this server with `key` and running the borg at `server` there.
+    pub fn via(&self, mut c: Command, key: &Path, server: &Path) -> Command {
+        c.env("BORG_RSH", self.rsh_without_port(key))
+            .env("BORG_REMOTE_PATH", server);
+        c
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
