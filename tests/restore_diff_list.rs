@@ -45,6 +45,7 @@ fn diff_and_list_match_borg() {
         &["--sort-by=path"][..],
         &["--sort-by=path", "--content-only"],
         &["--sort-by=path", "--json-lines"],
+        &["--sort-by=path", "--iec"],
         &["--sort-by=>size_diff,path"],
         &["--sort"],
     ] {
@@ -198,6 +199,7 @@ fn list_filters_match_borg() {
     };
     info(&["-a", "web-*", &repo]);
     info(&["--sort-by", "name", "--last", "2", &repo]);
+    info(&["--iec", "-a", "web-*", &repo]);
     info(&[&format!("{repo}::parts")]);
     let (rc, _, err) = run(env.ours().args(["list", "--sort-by", "size", &repo]));
     assert_eq!(rc, 2);

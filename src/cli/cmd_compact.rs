@@ -47,15 +47,15 @@ pub fn compact_repo(repo: &Repo, common: &Common, threshold_percent: f64) -> Res
             if common.verbose {
                 eprintln!(
                     "compaction freed about {} repository space.",
-                    output::size(st.freed)
+                    output::file_size(st.freed as i64, 2, false)
                 );
                 eprintln!(
                     "compacted {} segments: {} segment files ({}) before, {} ({}) after",
                     st.segments_compacted,
                     st.segments_before,
-                    output::size(st.bytes_before),
+                    output::file_size(st.bytes_before as i64, 2, false),
                     st.segments_after,
-                    output::size(st.bytes_after)
+                    output::file_size(st.bytes_after as i64, 2, false)
                 );
             }
         }

@@ -7,7 +7,7 @@ use rmpv::Value;
 use serde_json::json;
 
 use super::cmd_extract::{open_archive_session, SelectArgs};
-use super::output;
+use super::output::{self, file_size};
 use super::{Common, Outcome};
 use proxborg::archive::diff::{compare_archives, Change, DiffOptions, ItemDiff};
 use proxborg::archive::read::{load_items, open_archive};
@@ -42,28 +42,6 @@ pub struct DiffArgs {
     pub archive2: String,
     /// Paths of items inside the archives to compare; patterns are supported
     pub paths: Vec<String>,
-}
-
-/// borg's `format_file_size(v, precision, sign)` (decimal units).
-pub fn file_size(v: i64, precision: usize, sign: bool) -> String {
-    let units = ["", "k", "M", "G", "T", "P", "E", "Z", "Y"];
-    let mut num = v as f64;
-    let mut prec = 0;
-    let mut unit = units[units.len() - 1];
-    for u in &units[..units.len() - 1] {
-        let p = 10f64.powi(precision as i32);
-        if ((num * p).round() / p).abs() < 1000.0 {
-            unit = u;
-            break;
-        }
-        num /= 1000.0;
-        prec = precision;
-    }
-    if sign && v > 0 {
-        format!("{num:+.prec$} {unit}B")
-    } else {
-        format!("{num:.prec$} {unit}B")
-    }
 }
 
 /// borg's `safe_timestamp`: `datetime.fromtimestamp(ns / 1e9)`, i.e. the float seconds

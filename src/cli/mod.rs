@@ -85,6 +85,9 @@ pub struct Common {
         default_value_t = 0
     )]
     pub upload_ratelimit: u64,
+    /// Sizes in powers of 1024 (KiB, MiB) instead of 1000 (kB, MB)
+    #[arg(long, global = true)]
+    pub iec: bool,
     /// umask for files we create (octal; borg's default 0077)
     #[arg(long, global = true, value_name = "M", default_value = "0077", value_parser = parse_umask)]
     pub umask: u32,
@@ -213,6 +216,7 @@ pub fn env(name: &str) -> Option<String> {
 /// Runs the parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     let show_rc = cli.common.show_rc;
+    output::set_iec(cli.common.iec);
     // SAFETY: umask only changes the process's file creation mask.
     unsafe {
         libc::umask(cli.common.umask as libc::mode_t);

@@ -1,27 +1,56 @@
 //! Human output in borg's formats (sizes, times, stats tables) and JSON helpers.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use chrono::{DateTime, Local, Utc};
 
-/// borg's `format_file_size`: decimal units, two decimals (`287 B`, `1.04 kB`).
+/// `--iec`: sizes in powers of 1024 (`KiB`, `MiB`) instead of 1000 (`kB`, `MB`).
+static IEC: AtomicBool = AtomicBool::new(false);
+
+/// Sets the units of every size shown from now on (borg's common `--iec`).
+pub fn set_iec(on: bool) {
+    IEC.store(on, Ordering::Relaxed);
+}
+
+const DECIMAL: [&str; 9] = ["", "k", "M", "G", "T", "P", "E", "Z", "Y"];
+const BINARY: [&str; 9] = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi"];
+
+/// A size in statistics (`create --stats`, `info`, `delete`/`prune --stats`): borg's
+/// `format_file_size` with two decimals (`287 B`, `1.04 kB`), in IEC units with `--iec`.
 pub fn size(v: u64) -> String {
-    let units = ["", "k", "M", "G", "T", "P", "E", "Z", "Y"];
+    let v = i64::try_from(v).unwrap_or(i64::MAX);
+    if IEC.load(Ordering::Relaxed) {
+        sized(v, 2, false, &BINARY, 1024.0)
+    } else {
+        sized(v, 2, false, &DECIMAL, 1000.0)
+    }
+}
+
+/// borg's `format_file_size(v, precision, sign)` in decimal units, as `diff` prints sizes
+/// (borg's `--iec` leaves them alone).
+pub fn file_size(v: i64, precision: usize, sign: bool) -> String {
+    sized(v, precision, sign, &DECIMAL, 1000.0)
+}
+
+/// borg's `sizeof_fmt`.
+fn sized(v: i64, precision: usize, sign: bool, units: &[&str; 9], power: f64) -> String {
     let mut num = v as f64;
     let mut prec = 0;
     let mut unit = units[units.len() - 1];
-    let mut found = false;
+    let p = 10f64.powi(precision as i32);
     for u in &units[..units.len() - 1] {
-        if (num * 100.0).round() / 100.0 < 1000.0 {
+        if ((num * p).round() / p).abs() < power {
             unit = u;
-            found = true;
             break;
         }
-        num /= 1000.0;
-        prec = 2;
+        num /= power;
+        prec = precision;
     }
-    if !found {
-        unit = units[units.len() - 1];
+    if sign && v > 0 {
+        format!("{num:+.prec$} {unit}B")
+    } else {
+        format!("{num:.prec$} {unit}B")
     }
-    format!("{num:.prec$} {unit}B")
 }
 
 /// borg's `format_time`: local time with weekday.
@@ -126,6 +155,10 @@ mod tests {
         assert_eq!(size(1036), "1.04 kB");
         assert_eq!(size(999_999), "1.00 MB");
         assert_eq!(size(0), "0 B");
+        assert_eq!(sized(1023, 2, false, &BINARY, 1024.0), "1023 B");
+        assert_eq!(sized(1536, 2, false, &BINARY, 1024.0), "1.50 KiB");
+        assert_eq!(sized(5 << 30, 2, false, &BINARY, 1024.0), "5.00 GiB");
+        assert_eq!(sized(-1536, 1, true, &BINARY, 1024.0), "-1.5 KiB");
     }
 
     #[test]
