@@ -330,3 +330,89 @@ fn list_shows_items_before_a_missing_item_chunk() {
         "{shown} items shown before the missing chunk; {err}"
     );
 }
+
+/// `delete --force` removes an archive whose item chunk is gone (from the manifest only,
+/// as borg's); `--force --force` removes one without reading it. borg's `check --repair`
+/// then cleans up, and our next `create` rebuilds the chunks index instead of trusting
+/// chunks the repair deleted.
+#[test]
+fn delete_force_removes_unreadable_archives() {
+    let env = TestEnv::new();
+    let repo = env.init_repo("repokey");
+    for (dir, seed) in [("src", 1), ("other", 2)] {
+        let d = env.path().join(dir);
+        std::fs::create_dir_all(&d).unwrap();
+        for i in 0..20u64 {
+            common::write_file(
+                &d,
+                &format!("f{i}"),
+                &common::prng_bytes(seed * 100 + i, 5000),
+            );
+        }
+    }
+    for (name, dir) in [("a", "src"), ("b", "other")] {
+        ok(env
+            .ours()
+            .current_dir(env.path())
+            .args(["create", &format!("{repo}::{name}"), dir]));
+    }
+    let dump = env.path().join("dump");
+    std::fs::create_dir_all(&dump).unwrap();
+    ok(env.borg(Borg::V14).current_dir(&dump).args([
+        "debug",
+        "dump-archive-items",
+        &format!("{repo}::a"),
+    ]));
+    let first = std::fs::read_dir(&dump)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .min()
+        .unwrap();
+    let id = first.split(['_', '.']).nth(1).unwrap().to_string();
+    ok(env
+        .borg(Borg::V14)
+        .args(["debug", "delete-obj", &repo, &id]));
+
+    let (rc, _, err) = run(env.ours().args(["delete", &format!("{repo}::a")]));
+    assert_eq!(rc, 2, "{err}");
+    let (rc, _, err) = run(env
+        .ours()
+        .args(["delete", "--force", &format!("{repo}::a")]));
+    assert_eq!(rc, 0, "{err}");
+    assert!(err.contains("forced deletion succeeded"), "{err}");
+    let (rc, _, err) =
+        run(env
+            .ours()
+            .args(["delete", "--force", "--force", &format!("{repo}::b")]));
+    assert_eq!(rc, 0, "{err}");
+    assert!(err.contains("borg check --repair"), "{err}");
+    let listed = ok(env.borg(Borg::V14).args(["list", "--short", &repo]));
+    assert_eq!(listed.trim(), "");
+    ok(env.borg(Borg::V14).args(["check", "--repair", &repo]));
+    ok(env.borg(Borg::V14).args(["check", &repo]));
+
+    // the repair deleted a's and b's chunks: a new archive of the same files must store
+    // them again, and borg must read it back whole
+    ok(env
+        .ours()
+        .current_dir(env.path())
+        .args(["create", &format!("{repo}::c"), "src"]));
+    let (rc, out, err) = run(env
+        .borg(Borg::V14)
+        .args(["check", "-v", "--verify-data", &repo]));
+    assert_eq!(rc, 0, "{out}{err}");
+    let dest = env.path().join("x");
+    std::fs::create_dir_all(&dest).unwrap();
+    ok(env
+        .borg(Borg::V14)
+        .current_dir(&dest)
+        .args(["extract", &format!("{repo}::c")]));
+    for i in 0..20u64 {
+        let f = format!("src/f{i}");
+        assert_eq!(
+            std::fs::read(dest.join(&f)).unwrap(),
+            std::fs::read(env.path().join(&f)).unwrap(),
+            "{f}"
+        );
+    }
+}

@@ -51,6 +51,10 @@ pub struct Deleter<'a> {
     stats: DeleteStats,
     dry_run: bool,
     deleted_ids: Vec<ObjectId>,
+    /// Archives deleted with `--force` whose references were unreadable or whose
+    /// objects were missing: the chunks index no longer matches the repository, so it is
+    /// not saved and the next run rebuilds it.
+    forgotten: usize,
 }
 
 impl<'a> Deleter<'a> {
@@ -70,6 +74,7 @@ impl<'a> Deleter<'a> {
             stats: DeleteStats::default(),
             dry_run,
             deleted_ids: Vec::new(),
+            forgotten: 0,
         })
     }
 
@@ -85,8 +90,53 @@ impl<'a> Deleter<'a> {
             return Ok(false);
         };
         let share = self.cache.archive_chunks(self.session, name, &a.id)?;
+        self.drop_share(name, &a.id, &share, false)?;
+        Ok(true)
+    }
+
+    /// borg's `delete --force`: as [`delete`](Self::delete), but an archive whose items
+    /// cannot be read is only removed from the manifest; its chunks stay until
+    /// `borg check --repair`. Returns why it could not be read, then.
+    pub fn delete_forced(&mut self, name: &[u8]) -> Result<Option<String>, DeleteError> {
+        let Some(a) = self.session.manifest.archives.get(name).cloned() else {
+            return Ok(None);
+        };
+        match self.cache.archive_chunks(self.session, name, &a.id) {
+            Ok(share) => match self.drop_share(name, &a.id, &share, true)? {
+                0 => Ok(None),
+                n => Ok(Some(format!("{n} of its objects were missing"))),
+            },
+            Err(e) => {
+                self.forget(name);
+                Ok(Some(e.to_string()))
+            }
+        }
+    }
+
+    /// borg's `delete --force --force`: removes the archive from the manifest without
+    /// reading it; its chunks stay until `borg check --repair`.
+    pub fn forget(&mut self, name: &[u8]) -> bool {
+        let Some(a) = self.session.manifest.archives.remove(name) else {
+            return false;
+        };
+        self.deleted_ids.push(a.id);
+        self.stats.archives += 1;
+        self.forgotten += 1;
+        true
+    }
+
+    /// Drops an archive's references (`share`) and the archive; returns how many objects
+    /// to delete were missing, which only `forced` tolerates.
+    fn drop_share(
+        &mut self,
+        name: &[u8],
+        archive: &ObjectId,
+        share: &[(ObjectId, Entry)],
+        forced: bool,
+    ) -> Result<usize, DeleteError> {
         let mut doomed = Vec::new();
-        for (id, e) in &share {
+        let mut missing = 0;
+        for (id, e) in share {
             let Some(c) = self.chunks.get_mut(id) else {
                 return Err(DeleteError::ChunksIndex(hex::encode(id)));
             };
@@ -108,13 +158,20 @@ impl<'a> Deleter<'a> {
         if !self.dry_run {
             let mut repo = self.session.repo.lock().expect("repository lock");
             for id in &doomed {
-                repo.delete(id)?;
+                match repo.delete(id) {
+                    Err(RepoError::ObjectNotFound(..)) if forced => missing += 1,
+                    r => r?,
+                }
             }
         }
         self.session.manifest.archives.remove(name);
-        self.deleted_ids.push(a.id);
+        self.deleted_ids.push(*archive);
         self.stats.archives += 1;
-        Ok(true)
+        if missing > 0 {
+            // the index counted objects that are gone: rebuild it next time
+            self.forgotten += 1;
+        }
+        Ok(missing)
     }
 
     /// Chunks still referenced after the deletions so far (for "All archives" stats).
@@ -130,9 +187,11 @@ impl<'a> Deleter<'a> {
         }
         self.session.write_manifest()?;
         self.session.commit()?;
-        let all: Vec<(ObjectId, Entry)> = self.chunks.iter().map(|(k, v)| (*k, *v)).collect();
-        self.cache
-            .save_chunks(&self.session.manifest_id, &all, None)?;
+        if self.forgotten == 0 {
+            let all: Vec<(ObjectId, Entry)> = self.chunks.iter().map(|(k, v)| (*k, *v)).collect();
+            self.cache
+                .save_chunks(&self.session.manifest_id, &all, None)?;
+        }
         for id in &self.deleted_ids {
             self.cache.forget_archive(id);
         }

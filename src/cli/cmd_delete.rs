@@ -24,6 +24,10 @@ pub struct DeleteArgs {
     /// Accepted for borg compatibility (no effect)
     #[arg(long)]
     pub save_space: bool,
+    /// Delete archives that cannot be read too (from the manifest only; their chunks stay
+    /// until `borg check --repair`); twice: without reading any archive
+    #[arg(long, action = clap::ArgAction::Count)]
+    pub force: u8,
     #[command(flatten)]
     pub select: ArchiveListArgs,
     /// REPOSITORY or REPOSITORY::ARCHIVE
@@ -82,10 +86,27 @@ pub fn run(common: &Common, args: DeleteArgs) -> Result<Outcome> {
             };
             eprintln!("{verb}: {} ({}/{total})", prune::format_archive(&c), i + 1);
         }
-        deleter.delete(name.as_bytes())?;
+        match args.force {
+            0 => {
+                deleter.delete(name.as_bytes())?;
+            }
+            1 => {
+                if let Some(why) = deleter.delete_forced(name.as_bytes())? {
+                    eprintln!("{name}: {why}");
+                    eprintln!("forced deletion succeeded, but the deleted archive was corrupted.");
+                    eprintln!("borg check --repair is required to free all space.");
+                }
+            }
+            _ => {
+                deleter.forget(name.as_bytes());
+            }
+        }
     }
     let totals = ChunkTotals::of(deleter.chunks());
     let stats = deleter.commit()?;
+    if args.force >= 2 && stats.archives > 0 && !args.dry_run {
+        eprintln!("Done. Run \"borg check --repair\" to clean up the mess.");
+    }
     if args.dry_run && common.verbose {
         eprintln!("Finished dry-run.");
     }
