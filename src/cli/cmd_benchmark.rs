@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
 use super::{Common, Outcome};
+use proxborg::format::blake2;
 use proxborg::format::chunker::{chunk_sizes, Chunker, ChunkerParams, ParallelChunker};
 use proxborg::format::compress::Compression;
 use proxborg::format::crypto::{Key, KeyMode};
@@ -301,6 +302,24 @@ fn run_cpu(args: CpuArgs) -> Result<Outcome> {
             measure(size, || {
                 for c in &chunks {
                     std::hint::black_box(key.id_hash(c));
+                }
+            }),
+        );
+    }
+    // Both BLAKE2b implementations; the id hash and MAC above use the faster one.
+    for imp in blake2::Implementation::ALL {
+        let chosen = if imp == blake2::Implementation::fastest() {
+            ", used"
+        } else {
+            ""
+        };
+        report(
+            &format!("  blake2b-256 by {}{chosen}", imp.name()),
+            measure(size, || {
+                for c in &chunks {
+                    let mut h = blake2::Blake2b256::with(imp);
+                    h.update(c);
+                    std::hint::black_box(h.finalize());
                 }
             }),
         );

@@ -16,6 +16,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use super::blake2::Blake2b256;
 use super::tam::{hkdf_tam_key, TamKeySource};
 
 type Aes256Ctr = ctr::Ctr128BE<aes::Aes256>;
@@ -255,14 +256,12 @@ fn describe_type(b: u8) -> String {
 /// borg's BLAKE2b construction: unkeyed BLAKE2b-256 over `key ‖ parts…` (not BLAKE2's
 /// keyed mode, which yields other digests).
 fn blake2b_256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let mut st = blake2b_simd::Params::new().hash_length(32).to_state();
+    let mut st = Blake2b256::new();
     st.update(key);
     for p in parts {
         st.update(p);
     }
-    let mut out = [0u8; 32];
-    out.copy_from_slice(st.finalize().as_bytes());
-    out
+    st.finalize()
 }
 
 fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
@@ -284,27 +283,21 @@ const FUSE_BLOCK: usize = 16 * 1024;
 /// with the 128-byte enc_hmac_key.
 enum EnvelopeMac {
     HmacSha256(HmacSha256),
-    Blake2b(blake2b_simd::State),
+    Blake2b(Blake2b256),
 }
 
 impl EnvelopeMac {
     fn update(&mut self, data: &[u8]) {
         match self {
             EnvelopeMac::HmacSha256(m) => m.update(data),
-            EnvelopeMac::Blake2b(st) => {
-                st.update(data);
-            }
+            EnvelopeMac::Blake2b(st) => st.update(data),
         }
     }
 
     fn finalize(self) -> [u8; 32] {
         match self {
             EnvelopeMac::HmacSha256(m) => m.finalize().into_bytes().into(),
-            EnvelopeMac::Blake2b(st) => {
-                let mut out = [0u8; 32];
-                out.copy_from_slice(st.finalize().as_bytes());
-                out
-            }
+            EnvelopeMac::Blake2b(st) => st.finalize(),
         }
     }
 }
@@ -396,7 +389,7 @@ impl Key {
     fn mac_state(&self) -> EnvelopeMac {
         let key = &self.material.enc_hmac_key;
         if self.mode.uses_blake2() {
-            let mut st = blake2b_simd::Params::new().hash_length(32).to_state();
+            let mut st = Blake2b256::new();
             st.update(key);
             EnvelopeMac::Blake2b(st)
         } else {

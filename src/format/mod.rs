@@ -1,5 +1,6 @@
 //! Pure borg 1.x formats: every byte layout lives here once, with no I/O.
 
+pub mod blake2;
 pub mod chunker;
 pub mod compress;
 pub mod crypto;
