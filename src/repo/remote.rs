@@ -333,9 +333,10 @@ fn object_id(v: &Value) -> Option<ObjectId> {
 /// A repository served by `borg serve` (over ssh by default).
 ///
 /// Writes (`put`, `delete`) are pipelined: they return once queued, with up to
-/// [`MAX_INFLIGHT`] requests and [`WRITE_BUDGET`] bytes of payload unacknowledged. A server-side error of
-/// such a write is returned by the next call and dooms the transaction: `commit` then
-/// refuses until `rollback`. `commit` waits for every outstanding reply first.
+/// [`MAX_INFLIGHT`] requests and [`WRITE_BUDGET`] bytes of payload unacknowledged. A
+/// server-side error of such a write is returned by the next call and dooms the
+/// transaction: `commit` then refuses until `rollback`. `commit` waits for every
+/// outstanding reply first.
 pub struct RemoteRepository {
     conn: Conn,
     location: String,
