@@ -89,25 +89,26 @@ impl Default for Blake2b256 {
 }
 
 /// Hashes a buffer a few times with each implementation, alternating, and keeps the one
-/// with the shorter best time (the minimum discards interruptions and clock ramp-up).
+/// with the shorter best time (the minimum discards interruptions and clock ramp-up; a
+/// tie keeps the first of [`Implementation::ALL`]).
 fn measure_fastest() -> Implementation {
     const ROUNDS: usize = 3;
     let buf = vec![0x5au8; 128 << 10];
-    let mut best = [Duration::MAX; 2];
+    let mut best = [Duration::MAX; Implementation::ALL.len()];
     for _ in 0..ROUNDS {
-        for (slot, imp) in Implementation::ALL.into_iter().enumerate() {
+        for (imp, best) in Implementation::ALL.into_iter().zip(best.iter_mut()) {
             let t = Instant::now();
             let mut h = Blake2b256::with(imp);
             h.update(&buf);
             std::hint::black_box(h.finalize());
-            best[slot] = best[slot].min(t.elapsed());
+            *best = (*best).min(t.elapsed());
         }
     }
-    if best[1] < best[0] {
-        Implementation::Scalar
-    } else {
-        Implementation::Simd
-    }
+    Implementation::ALL
+        .into_iter()
+        .zip(best)
+        .min_by_key(|&(_, d)| d)
+        .map_or(Implementation::Simd, |(imp, _)| imp)
 }
 
 #[cfg(test)]
