@@ -90,9 +90,12 @@ impl Tables {
             return Err((p, h));
         }
         // Two equally long slices over the outgoing and incoming bytes, walked eight bytes
-        // at a time: no bounds checks inside. The table lookups of a step are combined
-        // before they meet the hash, so the loop-carried dependency is one rotate and one
-        // XOR per byte (left to itself the compiler folds a lookup into the chain instead).
+        // at a time: no bounds checks inside. The table lookups of a step are combined into
+        // `x` before they meet the hash, and the hash leaps four bytes at once: with
+        // `y_k = rol(x_0, k) ^ ... ^ x_k`, the hash `k + 1` bytes on is `rol(h, k + 1) ^ y_k`.
+        // The loop-carried dependency is one rotate and one XOR per four bytes instead of
+        // per byte (borg's loop, and ours before, waited on that chain: 25-30% slower); the
+        // three hashes in between are derived from `h` off the chain, only to be tested.
         let (t, out) = (&self.t, &self.out);
         let outs = &data[p..stop];
         let ins = &data[p + w..];
@@ -102,11 +105,26 @@ impl Tables {
         for (o, a) in o8.by_ref().zip(a8.by_ref()) {
             let x: [u32; 8] =
                 std::array::from_fn(|i| out[usize::from(o[i])] ^ t[usize::from(a[i])]);
-            for (i, &xi) in x.iter().enumerate() {
+            for i in (0..8).step_by(4) {
+                let y1 = x[i].rotate_left(1) ^ x[i + 1];
+                let y2 = y1.rotate_left(1) ^ x[i + 2];
+                let y3 = y2.rotate_left(1) ^ x[i + 3];
+                let h1 = h.rotate_left(1) ^ x[i];
+                let h2 = h.rotate_left(2) ^ y1;
+                let h3 = h.rotate_left(3) ^ y2;
                 if h & mask == 0 {
                     return Ok(at + i);
                 }
-                h = h.rotate_left(1) ^ xi;
+                if h1 & mask == 0 {
+                    return Ok(at + i + 1);
+                }
+                if h2 & mask == 0 {
+                    return Ok(at + i + 2);
+                }
+                if h3 & mask == 0 {
+                    return Ok(at + i + 3);
+                }
+                h = h.rotate_left(4) ^ y3;
             }
             at += 8;
         }
