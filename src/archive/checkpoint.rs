@@ -187,7 +187,7 @@ impl<'a> Checkpointer<'a> {
             .encode_with_tam(self.session.key.as_ref())
             .map_err(|e| CreateError::Meta(e.to_string()))?;
         let archive = self.store.store_meta(&raw)?;
-        self.store.flush_writes()?;
+        self.store.writes_ok()?;
         let name = self.name.as_bytes().to_vec();
         self.session.manifest.archives.insert(
             name.clone(),

@@ -1298,7 +1298,6 @@ fn create_inner(
         )
     });
     if let Some(e) = fatal.lock().expect("fatal lock").take() {
-        let _ = store.finish_writes();
         return Err(e.into());
     }
     if sh
@@ -1307,23 +1306,16 @@ fn create_inner(
         .as_ref()
         .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
     {
-        let _ = store.finish_writes();
         return Err(CreateError::Interrupted);
     }
-    let sink_out = match sink_out {
-        Ok(o) => o,
-        Err(e) => {
-            let _ = store.finish_writes();
-            return Err(e);
-        }
-    };
+    let sink_out = sink_out?;
     let mut warnings = walk_warnings;
     warnings.extend(sink_out.warnings);
     let end = start + elapsed(t0);
     let totals = sink_out.totals;
     let meta = archive_meta(&sh.opts, name, sink_out.items, start, end, &totals);
     if dry_run {
-        store.finish_writes()?;
+        store.writes_ok()?;
         return Ok(CreateResult {
             name: name.into(),
             id: [0; 32],
@@ -1341,7 +1333,7 @@ fn create_inner(
         .encode_with_tam(session.key.as_ref())
         .map_err(|e| CreateError::Meta(e.to_string()))?;
     let archive_ref = store.store_meta(&raw)?;
-    store.finish_writes()?;
+    store.writes_ok()?;
     let pre_commit = sh.opts.pre_commit.lock().expect("pre-commit lock").take();
     if let Some(check) = pre_commit {
         check().map_err(|reason| CreateError::Source {

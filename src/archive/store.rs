@@ -1,12 +1,18 @@
-//! The chunk store: dedup → compress → encrypt → hand to the single repository writer.
-//! Many workers call [`ChunkStore::store`] at once; the first to claim an id encodes it,
-//! others referencing the same id wait only for its stored size (borg's item chunk
-//! lists need `csize`). Memory is bounded by a byte budget on queued envelopes.
+//! The chunk store: dedup → compress → encrypt → put into the repository.
+//! Many workers call [`ChunkStore::store`] at once; the first to claim an id encodes it
+//! and puts it, others referencing the same id wait only until it is in the repository
+//! (borg's item chunk lists need `csize`, and a checkpoint must not commit a reference
+//! before its chunk).
+//!
+//! Each worker puts its own envelopes, under the repository's lock: no writer thread, no
+//! queue. A single writer fed through a queue left a core idle whenever the queue filled
+//! and every worker waited on it (runs of 1-15 ms, 15% of a first backup's wall time on 2
+//! cores); putting in place keeps the cores busy (first backup and image 5-7% faster, peak
+//! RSS 3-8 MiB lower) and bounds memory by the workers alone.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -23,10 +29,7 @@ const SHARDS: usize = 64;
 const KEEP_BUF: usize = 9 << 20;
 
 const PENDING: u32 = u32::MAX;
-/// Envelopes queued for the writer at most (bytes): enough to keep it busy while the
-/// encoders finish the next chunks, small enough to keep the resident set low.
-const QUEUE_BUDGET: usize = 4 << 20;
-/// Written envelope buffers kept for reuse: a recycled buffer is already faulted in,
+/// Put envelope buffers kept for reuse: a recycled buffer is already faulted in,
 /// a fresh multi-MiB allocation costs a page fault per page (the kernel zeroes each).
 const POOL: usize = 2;
 /// Only envelopes of chunks at least this large go through the pool: small allocations
@@ -56,48 +59,18 @@ struct Shard {
     cv: Condvar,
 }
 
-/// A byte-counting semaphore so queued envelopes never exceed [`QUEUE_BUDGET`].
-struct Budget {
-    used: Mutex<usize>,
-    cv: Condvar,
-}
-
-impl Budget {
-    fn acquire(&self, n: usize) {
-        let mut u = self.used.lock().expect("budget lock");
-        while *u > 0 && *u + n > QUEUE_BUDGET {
-            u = self.cv.wait(u).expect("budget lock");
-        }
-        *u += n;
-    }
-    fn release(&self, n: usize) {
-        let mut u = self.used.lock().expect("budget lock");
-        *u -= n;
-        self.cv.notify_all();
-    }
-}
-
-enum WriterOp {
-    Put {
-        id: ObjectId,
-        data: Vec<u8>,
-    },
-    /// Answered once every put queued before it is in the repository.
-    Flush(Sender<Result<(), String>>),
-}
-
-/// Shared dedup index + encoder + writer queue for one backup.
+/// Shared dedup index + encoder for one backup.
 pub struct ChunkStore {
     key: Arc<Key>,
     compression: Compression,
     nonces: Arc<NonceAllocator>,
     shards: Vec<Shard>,
-    tx: Mutex<Option<Sender<WriterOp>>>,
-    budget: Arc<Budget>,
-    /// Envelope buffers the writer is done with.
-    spare: Receiver<Vec<u8>>,
-    writer: Mutex<Option<JoinHandle<Result<(), String>>>>,
-    failed: Arc<AtomicBool>,
+    repo: SharedRepo,
+    /// Envelope buffers already put, for reuse.
+    spare: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
+    /// Set with `first_error`: every put after a failed one fails too.
+    failed: AtomicBool,
+    first_error: Mutex<Option<String>>,
     zero_ids: Mutex<HashMap<usize, ObjectId>>,
     pub stats: Stats,
     dry_run: bool,
@@ -130,31 +103,15 @@ impl ChunkStore {
                 .expect("shard lock")
                 .insert(id, e);
         }
-        let (tx, rx) = crossbeam_channel::unbounded::<WriterOp>();
-        let budget = Arc::new(Budget {
-            used: Mutex::new(0),
-            cv: Condvar::new(),
-        });
-        let failed = Arc::new(AtomicBool::new(false));
-        let (spare_tx, spare) = crossbeam_channel::bounded(POOL);
-        let writer = {
-            let budget = budget.clone();
-            let failed = failed.clone();
-            std::thread::Builder::new()
-                .name("repo-writer".into())
-                .spawn(move || writer_loop(repo, rx, budget, failed, spare_tx))
-                .expect("spawn writer thread")
-        };
         ChunkStore {
             key,
             compression,
             nonces,
             shards,
-            tx: Mutex::new(Some(tx)),
-            budget,
-            spare,
-            writer: Mutex::new(Some(writer)),
-            failed,
+            repo,
+            spare: crossbeam_channel::bounded(POOL),
+            failed: AtomicBool::new(false),
+            first_error: Mutex::new(None),
             zero_ids: Mutex::new(HashMap::new()),
             stats: Stats::default(),
             dry_run,
@@ -284,9 +241,14 @@ impl ChunkStore {
                 return self.store_counted(id, data, counted);
             }
         }
-        match self.encode(&id, data) {
-            Ok(envelope) => {
-                let csize = envelope.len() as u32;
+        let put = self.encode(&id, data).and_then(|envelope| {
+            let csize = envelope.len() as u32;
+            self.put(id, envelope).map(|()| csize)
+        });
+        match put {
+            Ok(csize) => {
+                // Published only now: whoever references the chunk from here on finds
+                // it in the repository.
                 {
                     let mut map = sh.map.lock().expect("shard lock");
                     if let Some(e) = map.get_mut(&id) {
@@ -298,7 +260,6 @@ impl ChunkStore {
                     self.stats.add_ref(data.len() as u64, csize as u64);
                     self.stats.add_new(data.len() as u64, csize as u64);
                 }
-                self.send(id, envelope)?;
                 Ok(ChunkRef {
                     id,
                     size: data.len() as u32,
@@ -317,7 +278,7 @@ impl ChunkStore {
         // Compress straight into a recycled envelope buffer (already faulted in) and seal
         // it in place: no separate payload buffer, no copy.
         let mut envelope = if data.len() >= POOLED_MIN {
-            self.spare.try_recv().unwrap_or_default()
+            self.spare.1.try_recv().unwrap_or_default()
         } else {
             Vec::new()
         };
@@ -333,41 +294,45 @@ impl ChunkStore {
         Ok(envelope)
     }
 
-    fn send(&self, id: ObjectId, data: Vec<u8>) -> Result<(), StoreError> {
+    /// Puts an envelope into the repository, or fails once a put has failed.
+    fn put(&self, id: ObjectId, envelope: Vec<u8>) -> Result<(), StoreError> {
         if self.failed.load(Ordering::Relaxed) {
-            return Err(StoreError::Write(
-                "the repository writer stopped after an error".into(),
-            ));
+            return Err(self.write_error());
         }
         if self.dry_run {
             return Ok(());
         }
-        // Capacity, not length: a recycled buffer is resident in full.
-        self.budget.acquire(data.capacity());
-        let tx = self.tx.lock().expect("tx lock").clone();
-        match tx {
-            Some(tx) => tx
-                .send(WriterOp::Put { id, data })
-                .map_err(|_| StoreError::Write("the repository writer has stopped".into())),
-            None => Err(StoreError::Write("the chunk store is closed".into())),
+        let r = self
+            .repo
+            .lock()
+            .map_err(|_| "repository lock poisoned".to_string())
+            .and_then(|mut r| r.put(&id, &envelope).map_err(|e| e.to_string()));
+        if (POOLED_MIN..=KEEP_BUF).contains(&envelope.capacity()) {
+            // a full pool drops the buffer
+            let _ = self.spare.0.try_send(envelope);
         }
+        r.map_err(|e| {
+            self.first_error
+                .lock()
+                .expect("first error lock")
+                .get_or_insert(e);
+            self.failed.store(true, Ordering::Relaxed);
+            self.write_error()
+        })
     }
 
-    /// Waits until every envelope queued so far is in the repository (a checkpoint's
-    /// commit must not precede its chunks); the writer goes on afterwards.
-    pub fn flush_writes(&self) -> Result<(), StoreError> {
-        if self.dry_run {
-            return Ok(());
+    fn write_error(&self) -> StoreError {
+        let first = self.first_error.lock().expect("first error lock").clone();
+        StoreError::Write(first.unwrap_or_else(|| "an earlier put failed".into()))
+    }
+
+    /// The first failed put, if any. Every chunk a [`store`](Self::store) call returned is
+    /// in the repository already; this catches a failure whose caller went unheard.
+    pub fn writes_ok(&self) -> Result<(), StoreError> {
+        match self.failed.load(Ordering::Relaxed) {
+            true => Err(self.write_error()),
+            false => Ok(()),
         }
-        let (done_tx, done) = crossbeam_channel::bounded(1);
-        let tx = self.tx.lock().expect("tx lock").clone();
-        let stopped = || StoreError::Write("the repository writer has stopped".into());
-        tx.ok_or_else(stopped)?
-            .send(WriterOp::Flush(done_tx))
-            .map_err(|_| stopped())?;
-        done.recv()
-            .map_err(|_| stopped())?
-            .map_err(StoreError::Write)
     }
 
     /// Adds a reference from a part item (a checkpoint's piece of an unfinished file) to
@@ -387,20 +352,7 @@ impl ChunkStore {
             .remove(id);
     }
 
-    /// Waits until every queued envelope is in the repository; returns the first write error.
-    pub fn finish_writes(&self) -> Result<(), StoreError> {
-        self.tx.lock().expect("tx lock").take();
-        if let Some(h) = self.writer.lock().expect("writer lock").take() {
-            match h.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(StoreError::Write(e)),
-                Err(_) => return Err(StoreError::Write("the repository writer panicked".into())),
-            }
-        }
-        Ok(())
-    }
-
-    /// Every chunk with its final refcount and sizes (after `finish_writes`).
+    /// Every chunk with its final refcount and sizes.
     pub fn entries(&self) -> Vec<(ObjectId, Entry)> {
         let mut v = Vec::new();
         for sh in &self.shards {
@@ -415,41 +367,140 @@ impl ChunkStore {
     }
 }
 
-fn writer_loop(
-    repo: SharedRepo,
-    rx: Receiver<WriterOp>,
-    budget: Arc<Budget>,
-    failed: Arc<AtomicBool>,
-    spare: Sender<Vec<u8>>,
-) -> Result<(), String> {
-    let mut first_err: Option<String> = None;
-    for op in rx {
-        let (id, data) = match op {
-            WriterOp::Put { id, data } => (id, data),
-            WriterOp::Flush(done) => {
-                let _ = done.send(first_err.clone().map_or(Ok(()), Err));
-                continue;
-            }
-        };
-        let n = data.capacity();
-        if first_err.is_none() {
-            let r = repo
-                .lock()
-                .map_err(|_| "repository lock poisoned".to_string())
-                .and_then(|mut r| r.put(&id, &data).map_err(|e| e.to_string()));
-            if let Err(e) = r {
-                failed.store(true, Ordering::Relaxed);
-                first_err = Some(e);
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::repo::{RepoError, Repository, Result as RepoResult};
+
+    /// A repository in memory whose puts take `delay` and fail with `fail` once set.
+    struct Recording {
+        ids: Arc<Mutex<HashSet<ObjectId>>>,
+        delay: Duration,
+        fail: Option<&'static str>,
+        started: crossbeam_channel::Sender<()>,
+    }
+
+    impl Repository for Recording {
+        fn id(&self) -> ObjectId {
+            [7; 32]
+        }
+        fn location(&self) -> String {
+            "memory".into()
+        }
+        fn get(&mut self, id: &ObjectId) -> RepoResult<Vec<u8>> {
+            Err(RepoError::Other(format!(
+                "{} is never read",
+                hex::encode(id)
+            )))
+        }
+        fn contains(&mut self, id: &ObjectId) -> RepoResult<bool> {
+            Ok(self.ids.lock().unwrap().contains(id))
+        }
+        fn put(&mut self, id: &ObjectId, _: &[u8]) -> RepoResult<()> {
+            let _ = self.started.try_send(());
+            std::thread::sleep(self.delay);
+            match self.fail {
+                Some(why) => Err(RepoError::Other(why.into())),
+                None => {
+                    self.ids.lock().unwrap().insert(*id);
+                    Ok(())
+                }
             }
         }
-        budget.release(n);
-        if (POOLED_MIN..=KEEP_BUF).contains(&n) {
-            // a full pool drops the buffer
-            let _ = spare.try_send(data);
+        fn delete(&mut self, id: &ObjectId) -> RepoResult<()> {
+            self.ids.lock().unwrap().remove(id);
+            Ok(())
+        }
+        fn commit(&mut self) -> RepoResult<()> {
+            Ok(())
+        }
+        fn rollback(&mut self) -> RepoResult<()> {
+            Ok(())
+        }
+        fn list(&mut self, _: usize, _: Option<&ObjectId>) -> RepoResult<Vec<ObjectId>> {
+            Ok(self.ids.lock().unwrap().iter().copied().collect())
+        }
+        fn len(&mut self) -> RepoResult<u64> {
+            Ok(self.ids.lock().unwrap().len() as u64)
+        }
+        fn load_key(&mut self) -> RepoResult<Vec<u8>> {
+            Ok(Vec::new())
+        }
+        fn save_key(&mut self, _: &[u8]) -> RepoResult<()> {
+            Ok(())
+        }
+        fn get_free_nonce(&mut self) -> RepoResult<Option<u64>> {
+            Ok(None)
+        }
+        fn commit_nonce_reservation(&mut self, _: u64, _: Option<u64>) -> RepoResult<()> {
+            Ok(())
+        }
+        fn append_only(&self) -> bool {
+            false
         }
     }
-    match first_err {
-        Some(e) => Err(e),
-        None => Ok(()),
+
+    /// A plaintext-key store over a [`Recording`] repository; returns its put ids and a
+    /// receiver told when each put starts.
+    fn store(
+        delay: Duration,
+        fail: Option<&'static str>,
+    ) -> (
+        Arc<ChunkStore>,
+        Arc<Mutex<HashSet<ObjectId>>>,
+        crossbeam_channel::Receiver<()>,
+    ) {
+        let ids = Arc::new(Mutex::new(HashSet::new()));
+        let (started, on_start) = crossbeam_channel::unbounded();
+        let repo: SharedRepo = Arc::new(Mutex::new(Box::new(Recording {
+            ids: ids.clone(),
+            delay,
+            fail,
+            started,
+        })));
+        // a plaintext key reserves no nonces: the allocator's files are never touched
+        let nonces = Arc::new(NonceAllocator::new(
+            repo.clone(),
+            std::env::temp_dir().join("proxborg-store-test-nonce-unused"),
+            None,
+        ));
+        let key = Arc::new(Key::plaintext([7; 32]));
+        let s = ChunkStore::new(repo, key, nonces, Compression::None, [], false);
+        (Arc::new(s), ids, on_start)
+    }
+
+    #[test]
+    fn a_second_reference_returns_only_once_the_chunk_is_put() {
+        let (s, ids, on_start) = store(Duration::from_millis(300), None);
+        let first = {
+            let s = s.clone();
+            std::thread::spawn(move || s.store(b"shared chunk").unwrap())
+        };
+        on_start.recv().unwrap();
+        // the first store has claimed the id and is inside its put
+        let second = s.store(b"shared chunk").unwrap();
+        assert!(
+            ids.lock().unwrap().contains(&second.id),
+            "a reference returned before its chunk was in the repository"
+        );
+        assert_eq!(first.join().unwrap(), second);
+        assert_eq!(s.entries()[0].1.refcount, 2);
+        s.writes_ok().unwrap();
+    }
+
+    #[test]
+    fn a_failed_put_fails_every_later_store() {
+        let (s, ids, _) = store(Duration::ZERO, Some("disk full"));
+        let e = s.store(b"one").unwrap_err();
+        assert!(e.to_string().contains("disk full"), "{e}");
+        let e = s.store(b"two").unwrap_err();
+        assert!(e.to_string().contains("disk full"), "{e}");
+        assert!(s.writes_ok().unwrap_err().to_string().contains("disk full"));
+        assert!(ids.lock().unwrap().is_empty());
+        // the failed chunks are not in the index: a later archive would reference them
+        assert!(s.entries().is_empty());
     }
 }
