@@ -1315,7 +1315,6 @@ fn create_inner(
     let totals = sink_out.totals;
     let meta = archive_meta(&sh.opts, name, sink_out.items, start, end, &totals);
     if dry_run {
-        store.writes_ok()?;
         return Ok(CreateResult {
             name: name.into(),
             id: [0; 32],

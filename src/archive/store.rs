@@ -11,7 +11,6 @@
 //! RSS 3-8 MiB lower) and bounds memory by the workers alone.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -67,9 +66,9 @@ pub struct ChunkStore {
     shards: Vec<Shard>,
     repo: SharedRepo,
     /// Envelope buffers already put, for reuse.
-    spare: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
-    /// Set with `first_error`: every put after a failed one fails too.
-    failed: AtomicBool,
+    spare_tx: Sender<Vec<u8>>,
+    spare: Receiver<Vec<u8>>,
+    /// The first failed put's error: every put after it fails with it too.
     first_error: Mutex<Option<String>>,
     zero_ids: Mutex<HashMap<usize, ObjectId>>,
     pub stats: Stats,
@@ -103,14 +102,15 @@ impl ChunkStore {
                 .expect("shard lock")
                 .insert(id, e);
         }
+        let (spare_tx, spare) = crossbeam_channel::bounded(POOL);
         ChunkStore {
             key,
             compression,
             nonces,
             shards,
             repo,
-            spare: crossbeam_channel::bounded(POOL),
-            failed: AtomicBool::new(false),
+            spare_tx,
+            spare,
             first_error: Mutex::new(None),
             zero_ids: Mutex::new(HashMap::new()),
             stats: Stats::default(),
@@ -278,7 +278,7 @@ impl ChunkStore {
         // Compress straight into a recycled envelope buffer (already faulted in) and seal
         // it in place: no separate payload buffer, no copy.
         let mut envelope = if data.len() >= POOLED_MIN {
-            self.spare.1.try_recv().unwrap_or_default()
+            self.spare.try_recv().unwrap_or_default()
         } else {
             Vec::new()
         };
@@ -296,9 +296,7 @@ impl ChunkStore {
 
     /// Puts an envelope into the repository, or fails once a put has failed.
     fn put(&self, id: ObjectId, envelope: Vec<u8>) -> Result<(), StoreError> {
-        if self.failed.load(Ordering::Relaxed) {
-            return Err(self.write_error());
-        }
+        self.writes_ok()?;
         if self.dry_run {
             return Ok(());
         }
@@ -309,29 +307,20 @@ impl ChunkStore {
             .and_then(|mut r| r.put(&id, &envelope).map_err(|e| e.to_string()));
         if (POOLED_MIN..=KEEP_BUF).contains(&envelope.capacity()) {
             // a full pool drops the buffer
-            let _ = self.spare.0.try_send(envelope);
+            let _ = self.spare_tx.try_send(envelope);
         }
         r.map_err(|e| {
-            self.first_error
-                .lock()
-                .expect("first error lock")
-                .get_or_insert(e);
-            self.failed.store(true, Ordering::Relaxed);
-            self.write_error()
+            let mut first = self.first_error.lock().expect("first error lock");
+            StoreError::Write(first.get_or_insert(e).clone())
         })
-    }
-
-    fn write_error(&self) -> StoreError {
-        let first = self.first_error.lock().expect("first error lock").clone();
-        StoreError::Write(first.unwrap_or_else(|| "an earlier put failed".into()))
     }
 
     /// The first failed put, if any. Every chunk a [`store`](Self::store) call returned is
     /// in the repository already; this catches a failure whose caller went unheard.
     pub fn writes_ok(&self) -> Result<(), StoreError> {
-        match self.failed.load(Ordering::Relaxed) {
-            true => Err(self.write_error()),
-            false => Ok(()),
+        match &*self.first_error.lock().expect("first error lock") {
+            Some(e) => Err(StoreError::Write(e.clone())),
+            None => Ok(()),
         }
     }
 
