@@ -389,17 +389,74 @@ fn chunk_input<R: Read>(
     }
 }
 
-/// Stores the chunks of one batch, in parallel when there are several.
+/// Stores the chunks of one batch (see [`store_chunks`]).
 fn store_batch(store: &ChunkStore, batch: &OwnedBatch) -> Stored {
-    let one = |i: usize| {
-        let s = batch.spans[i];
-        store_one(store, s.allocation, s.size, batch.bytes(i))
-    };
-    if batch.spans.len() == 1 {
-        one(0).map(|r| vec![r])
-    } else {
-        (0..batch.spans.len()).into_par_iter().map(one).collect()
+    let chunks: Vec<(Allocation, usize, &[u8])> = (0..batch.spans.len())
+        .map(|i| {
+            (
+                batch.spans[i].allocation,
+                batch.spans[i].size,
+                batch.bytes(i),
+            )
+        })
+        .collect();
+    store_chunks(store, &chunks)
+}
+
+/// Stores consecutive chunks `(allocation, size, bytes)`: split into one run of about
+/// equal bytes per pool thread, the runs in parallel. Within a run the key hashes side by
+/// side (see [`ChunkStore::store_many`]), which pays only when the lanes stay full: a lane
+/// whose chunk ends takes the next one, so a run of many chunks keeps all lanes busy where
+/// groups of as many chunks as lanes would run mostly on their longest chunk alone.
+fn store_chunks(store: &ChunkStore, chunks: &[(Allocation, usize, &[u8])]) -> Stored {
+    let runs = runs_of_equal_bytes(chunks, rayon::current_num_threads());
+    if runs.len() == 1 {
+        return store_group(store, chunks);
     }
+    let stored: Vec<Vec<ChunkRef>> = runs
+        .into_par_iter()
+        .map(|r| store_group(store, &chunks[r]))
+        .collect::<Result<_, _>>()?;
+    Ok(stored.concat())
+}
+
+/// Splits `chunks` into at most `n` consecutive runs of about equal bytes.
+fn runs_of_equal_bytes(
+    chunks: &[(Allocation, usize, &[u8])],
+    n: usize,
+) -> Vec<std::ops::Range<usize>> {
+    let total: usize = chunks.iter().map(|c| c.1).sum();
+    let n = n.clamp(1, chunks.len().max(1));
+    let mut runs = Vec::with_capacity(n);
+    let (mut start, mut bytes) = (0, 0);
+    for (i, c) in chunks.iter().enumerate() {
+        bytes += c.1;
+        // run k ends once the bytes so far reach k+1 n-ths of the total
+        if bytes * n >= total * (runs.len() + 1) && i + 1 < chunks.len() {
+            runs.push(start..i + 1);
+            start = i + 1;
+        }
+    }
+    runs.push(start..chunks.len());
+    runs
+}
+
+/// Stores a group of chunks on this thread: the data chunks through one
+/// [`ChunkStore::store_many`], all-zero ones by their size.
+fn store_group(store: &ChunkStore, group: &[(Allocation, usize, &[u8])]) -> Stored {
+    let data: Vec<&[u8]> = group
+        .iter()
+        .filter(|c| c.0 == Allocation::Data)
+        .map(|c| c.2)
+        .collect();
+    let mut stored = store.store_many(&data).into_iter();
+    group
+        .iter()
+        .map(|&(allocation, size, _)| match allocation {
+            Allocation::Data => stored.next().expect("one result per data chunk"),
+            Allocation::Alloc | Allocation::Hole => store.store_zeros(size),
+        })
+        .collect()
 }
 
 /// The batches of one input in order, as they are stored (some on the pool).
@@ -525,17 +582,11 @@ fn chunk_reader<R: Read>(
                      refs: &mut Vec<ChunkRef>|
      -> Result<(), StoreError> {
         let out = ctx.tracked(index, || {
-            if batch.len() == 1 {
-                batch
-                    .iter()
-                    .map(|(a, n, d)| store_one(store, *a, *n, d))
-                    .collect()
-            } else {
-                batch
-                    .par_iter()
-                    .map(|(a, n, d)| store_one(store, *a, *n, d))
-                    .collect()
-            }
+            let chunks: Vec<(Allocation, usize, &[u8])> = batch
+                .iter()
+                .map(|(a, n, d)| (*a, *n, d.as_slice()))
+                .collect();
+            store_chunks(store, &chunks)
         });
         index += 1;
         refs.extend(out?);
@@ -560,18 +611,6 @@ fn chunk_reader<R: Read>(
     }
     flush(&mut batch, &mut refs)?;
     Ok(Ok(refs))
-}
-
-fn store_one(
-    store: &ChunkStore,
-    a: Allocation,
-    size: usize,
-    data: &[u8],
-) -> Result<ChunkRef, StoreError> {
-    match a {
-        Allocation::Data => store.store(data),
-        Allocation::Alloc | Allocation::Hole => store.store_zeros(size),
-    }
 }
 
 fn stat_changed(a: &std::fs::Metadata, b: &std::fs::Metadata, how: FilesChanged) -> bool {
@@ -1513,6 +1552,35 @@ pub fn root_for_path(path: &str) -> Root {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runs_split_bytes_evenly_and_cover_all() {
+        use crate::format::chunker::Allocation::Data;
+        let chunk = |n: usize| (Data, n, &[][..]);
+        let sizes = [
+            [5usize, 1, 1, 1, 1, 1].as_slice(),
+            &[1; 7],
+            &[3],
+            &[],
+            &[2, 2],
+        ];
+        for sizes in sizes {
+            let chunks: Vec<_> = sizes.iter().map(|&n| chunk(n)).collect();
+            for n in 1..4 {
+                let runs = runs_of_equal_bytes(&chunks, n);
+                assert!(runs.len() <= n.max(1));
+                assert_eq!(runs.first().map(|r| r.start), Some(0));
+                assert_eq!(runs.last().map(|r| r.end), Some(chunks.len()));
+                assert!(runs
+                    .windows(2)
+                    .all(|w| w[0].end == w[1].start && w[0].start < w[0].end));
+            }
+        }
+        let chunks: Vec<_> = [5usize, 1, 1, 1, 1, 1].iter().map(|&n| chunk(n)).collect();
+        assert_eq!(runs_of_equal_bytes(&chunks, 2), vec![0..1, 1..6]);
+        let chunks: Vec<_> = [1usize; 7].iter().map(|&n| chunk(n)).collect();
+        assert_eq!(runs_of_equal_bytes(&chunks, 2), vec![0..4, 4..7]);
+    }
 
     #[test]
     fn path_safety_like_borg() {

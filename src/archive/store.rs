@@ -20,7 +20,7 @@ use crate::format::compress::Compression;
 use crate::format::crypto::Key;
 use crate::format::objects::ChunkRef;
 use crate::repo::ObjectId;
-use crate::session::{seal_into, NonceAllocator, SharedRepo};
+use crate::session::{seal_many_into, NonceAllocator, SharedRepo};
 
 const SHARDS: usize = 64;
 /// An envelope buffer larger than this (a chunk beyond borg's largest chunker maximum,
@@ -35,7 +35,7 @@ const POOL: usize = 2;
 /// come from the allocator's free lists without page faults.
 const POOLED_MIN: usize = 256 << 10;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("encrypting chunk {id}: {reason}", id = hex::encode(.0), reason = .1)]
     Seal(ObjectId, String),
@@ -206,6 +206,43 @@ impl ChunkStore {
         self.store_counted(id, data, true)
     }
 
+    /// Stores several chunks as [`store`](Self::store) stores each, with their ids and the
+    /// MACs of the new ones computed side by side (see [`Key::id_hashes`]); results in
+    /// the order of `chunks`.
+    pub fn store_many(&self, chunks: &[&[u8]]) -> Vec<Result<ChunkRef, StoreError>> {
+        let ids = self.key.id_hashes(chunks);
+        let mut out: Vec<Option<Result<ChunkRef, StoreError>>> = vec![None; chunks.len()];
+        // Claim all before waiting on any: a chunk repeated within the group waits for
+        // its first occurrence, which must be put first.
+        let mut mine = Vec::new();
+        for (i, (id, data)) in ids.iter().zip(chunks).enumerate() {
+            if data.len() > crate::format::MAX_DATA_SIZE {
+                out[i] = Some(Err(StoreError::TooLarge(data.len())));
+            } else if self.claim(id, data.len()) {
+                mine.push(i);
+            }
+        }
+        if !mine.is_empty() {
+            let datas: Vec<&[u8]> = mine.iter().map(|&i| chunks[i]).collect();
+            match self.encode(&ids[mine[0]], &datas) {
+                Ok(envelopes) => {
+                    for (&i, envelope) in mine.iter().zip(envelopes) {
+                        out[i] = Some(self.settle(ids[i], chunks[i].len(), Ok(envelope), true));
+                    }
+                }
+                Err(e) => {
+                    for &i in &mine {
+                        out[i] = Some(self.settle(ids[i], chunks[i].len(), Err(e.clone()), true));
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .enumerate()
+            .map(|(i, r)| r.unwrap_or_else(|| self.reference(ids[i], chunks[i], true)))
+            .collect()
+    }
+
     /// Stores `data`; `counted` adds it to the archive's statistics.
     fn store_counted(
         &self,
@@ -216,32 +253,60 @@ impl ChunkStore {
         if data.len() > crate::format::MAX_DATA_SIZE {
             return Err(StoreError::TooLarge(data.len()));
         }
-        let sh = &self.shards[shard_of(&id)];
-        {
-            let mut map = sh.map.lock().expect("shard lock");
-            if let std::collections::hash_map::Entry::Vacant(v) = map.entry(id) {
+        if !self.claim(&id, data.len()) {
+            return self.reference(id, data, counted);
+        }
+        let envelope = self
+            .encode(&id, &[data])
+            .map(|mut e| e.pop().expect("one envelope"));
+        self.settle(id, data.len(), envelope, counted)
+    }
+
+    /// Enters `id` as being stored by the caller, unless it is known (then false).
+    fn claim(&self, id: &ObjectId, size: usize) -> bool {
+        let mut map = self.shards[shard_of(id)].map.lock().expect("shard lock");
+        match map.entry(*id) {
+            std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(Entry {
                     refcount: 1,
-                    size: data.len() as u32,
+                    size: size as u32,
                     csize: PENDING,
                 });
-            } else {
-                drop(map);
-                if let Some(e) = self.wait_ready(&id, true) {
-                    if counted {
-                        self.stats.add_ref(e.size as u64, e.csize as u64);
-                    }
-                    return Ok(ChunkRef {
-                        id,
-                        size: e.size,
-                        csize: e.csize,
-                    });
-                }
-                // the claimant failed and removed the entry: claim it ourselves
-                return self.store_counted(id, data, counted);
+                true
             }
+            std::collections::hash_map::Entry::Occupied(_) => false,
         }
-        let put = self.encode(&id, data).and_then(|envelope| {
+    }
+
+    /// A reference to a known chunk, once it is in the repository.
+    fn reference(&self, id: ObjectId, data: &[u8], counted: bool) -> Result<ChunkRef, StoreError> {
+        match self.wait_ready(&id, true) {
+            Some(e) => {
+                if counted {
+                    self.stats.add_ref(e.size as u64, e.csize as u64);
+                }
+                Ok(ChunkRef {
+                    id,
+                    size: e.size,
+                    csize: e.csize,
+                })
+            }
+            // the claimant failed and removed the entry: claim it ourselves
+            None => self.store_counted(id, data, counted),
+        }
+    }
+
+    /// Puts the envelope of a chunk the caller claimed and publishes its size, or drops
+    /// the claim when encoding or putting failed.
+    fn settle(
+        &self,
+        id: ObjectId,
+        size: usize,
+        envelope: Result<Vec<u8>, StoreError>,
+        counted: bool,
+    ) -> Result<ChunkRef, StoreError> {
+        let sh = &self.shards[shard_of(&id)];
+        let put = envelope.and_then(|envelope| {
             let csize = envelope.len() as u32;
             self.put(id, envelope).map(|()| csize)
         });
@@ -257,12 +322,12 @@ impl ChunkStore {
                     sh.cv.notify_all();
                 }
                 if counted {
-                    self.stats.add_ref(data.len() as u64, csize as u64);
-                    self.stats.add_new(data.len() as u64, csize as u64);
+                    self.stats.add_ref(size as u64, csize as u64);
+                    self.stats.add_new(size as u64, csize as u64);
                 }
                 Ok(ChunkRef {
                     id,
-                    size: data.len() as u32,
+                    size: size as u32,
                     csize,
                 })
             }
@@ -274,24 +339,30 @@ impl ChunkStore {
         }
     }
 
-    fn encode(&self, id: &ObjectId, data: &[u8]) -> Result<Vec<u8>, StoreError> {
-        // Compress straight into a recycled envelope buffer (already faulted in) and seal
-        // it in place: no separate payload buffer, no copy.
-        let mut envelope = if data.len() >= POOLED_MIN {
-            self.spare.try_recv().unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        seal_into(
+    /// Envelopes of `datas`, compressed straight into recycled envelope buffers (already
+    /// faulted in) and sealed in place: no separate payload buffer, no copy. `id` names
+    /// the first chunk in an error.
+    fn encode(&self, id: &ObjectId, datas: &[&[u8]]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut envelopes: Vec<Vec<u8>> = datas
+            .iter()
+            .map(|d| {
+                if d.len() >= POOLED_MIN {
+                    self.spare.try_recv().unwrap_or_default()
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect();
+        seal_many_into(
             &self.key,
             &self.nonces,
             &self.compression,
-            data,
+            datas,
             !self.dry_run,
-            &mut envelope,
+            &mut envelopes,
         )
         .map_err(|e| StoreError::Seal(*id, e.to_string()))?;
-        Ok(envelope)
+        Ok(envelopes)
     }
 
     /// Puts an envelope into the repository, or fails once a put has failed.
@@ -459,6 +530,60 @@ mod tests {
         let key = Arc::new(Key::plaintext([7; 32]));
         let s = ChunkStore::new(repo, key, nonces, Compression::None, [], false);
         (Arc::new(s), ids, on_start)
+    }
+
+    #[test]
+    fn many_at_once_store_as_one_at_a_time() {
+        // authenticated-blake2 hashes ids side by side and reserves no nonces
+        let key = Arc::new(Key::generate(
+            crate::format::crypto::KeyMode::AuthenticatedBlake2,
+            [7; 32],
+        ));
+        let (plain, _, _) = store(Duration::ZERO, None);
+        let with = |key: &Arc<Key>| {
+            ChunkStore::new(
+                plain.repo.clone(),
+                key.clone(),
+                plain.nonces.clone(),
+                Compression::None,
+                [],
+                false,
+            )
+        };
+        let (many, one) = (with(&key), with(&key));
+        let chunks: Vec<Vec<u8>> = [&b"a"[..], b"bb", b"a", &[9; 5000], b"bb", b""]
+            .iter()
+            .map(|c| c.to_vec())
+            .collect();
+        let refs: Vec<&[u8]> = chunks.iter().map(|c| c.as_slice()).collect();
+        one.store(b"bb").unwrap();
+        many.store(b"bb").unwrap();
+        // repeats within the group wait for their first occurrence, which is put first
+        let got: Vec<ChunkRef> = many
+            .store_many(&refs)
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        let want: Vec<ChunkRef> = refs.iter().map(|c| one.store(c).unwrap()).collect();
+        assert_eq!(got, want);
+        let mut a = many.entries();
+        let mut b = one.entries();
+        a.sort_by_key(|e| e.0);
+        b.sort_by_key(|e| e.0);
+        assert_eq!(a, b);
+        assert_eq!(a.iter().find(|e| e.0 == got[1].id).unwrap().1.refcount, 3);
+        let counts = |s: &ChunkStore| {
+            let st = &s.stats;
+            [
+                &st.osize,
+                &st.csize,
+                &st.usize_new,
+                &st.csize_new,
+                &st.chunks_new,
+            ]
+            .map(Stats::get)
+        };
+        assert_eq!(counts(&many), counts(&one));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use super::Outcome;
 use proxborg::format::chunker::{chunk_sizes, is_zero, ChunkerParams};
 use proxborg::format::compress::Compression;
 use proxborg::format::crypto::{Key, KeyMaterial, KeyMode};
-use proxborg::session::seal_with;
+use proxborg::session::seal_many_with;
 
 #[derive(Args, Debug)]
 pub struct PipelineArgs {
@@ -77,38 +77,56 @@ fn walk(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// Chunks of a file taken together, as `create`'s read blocks hand them to the store:
+/// their ids, and the MACs of the new ones, are computed side by side.
+const BATCH_BYTES: usize = 2 << 20;
+
 impl Run {
-    /// The per-chunk work on one file's bytes, timed on this thread's CPU clock.
-    fn process(&self, data: &[u8], envelope: &mut Vec<u8>) {
+    fn process(&self, data: &[u8], envelopes: &mut Vec<Vec<u8>>) {
         let t = thread_cpu_ns();
-        let mut chunks = 0u64;
-        let mut off = 0;
-        for size in chunk_sizes(&self.params, self.key.chunk_seed(), data) {
-            let c = &data[off..off + size];
+        let sizes = chunk_sizes(&self.params, self.key.chunk_seed(), data);
+        let (mut off, mut batch) = (0, Vec::new());
+        for (i, &size) in sizes.iter().enumerate() {
+            batch.push(&data[off..off + size]);
             off += size;
-            chunks += 1;
-            let id = if is_zero(c) {
-                let mut z = self.zero_ids.lock().expect("zero ids");
-                *z.entry(size).or_insert_with(|| self.key.id_hash(c))
-            } else {
-                self.key.id_hash(c)
-            };
-            if !self.seen.lock().expect("seen ids").insert(id) {
-                continue;
+            let bytes: usize = batch.iter().map(|c| c.len()).sum();
+            if bytes >= BATCH_BYTES || i + 1 == sizes.len() {
+                self.process_batch(&batch, envelopes);
+                batch.clear();
             }
-            let fresh =
-                |blocks| Ok::<_, Infallible>(self.next_iv.fetch_add(blocks, Ordering::Relaxed));
-            let Ok(()) = seal_with(&self.key, &self.compression, c, envelope, fresh);
-            std::hint::black_box(crc32fast::hash(envelope));
         }
         self.cpu_ns
             .fetch_add(thread_cpu_ns() - t, Ordering::Relaxed);
         self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-        self.chunks.fetch_add(chunks, Ordering::Relaxed);
+        self.chunks.fetch_add(sizes.len() as u64, Ordering::Relaxed);
+    }
+
+    fn process_batch(&self, batch: &[&[u8]], envelopes: &mut Vec<Vec<u8>>) {
+        let (zeros, data): (Vec<&[u8]>, Vec<&[u8]>) = batch.iter().partition(|c| is_zero(c));
+        let mut ids = self.key.id_hashes(&data);
+        for c in &zeros {
+            let mut z = self.zero_ids.lock().expect("zero ids");
+            ids.push(*z.entry(c.len()).or_insert_with(|| self.key.id_hash(c)));
+        }
+        let fresh: Vec<&[u8]> = {
+            let mut seen = self.seen.lock().expect("seen ids");
+            data.iter()
+                .chain(&zeros)
+                .zip(&ids)
+                .filter(|(_, id)| seen.insert(**id))
+                .map(|(c, _)| *c)
+                .collect()
+        };
+        envelopes.resize_with(envelopes.len().max(fresh.len()), Vec::new);
+        let outs = &mut envelopes[..fresh.len()];
+        let next = |blocks| Ok::<_, Infallible>(self.next_iv.fetch_add(blocks, Ordering::Relaxed));
+        let Ok(()) = seal_many_with(&self.key, &self.compression, &fresh, outs, next);
+        for e in outs.iter() {
+            std::hint::black_box(crc32fast::hash(e));
+        }
     }
 }
 
-/// Bytes free for the data set: half of what the kernel calls available.
 fn memory_budget() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let kib: u64 = info

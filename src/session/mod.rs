@@ -21,19 +21,39 @@ use crate::repo::{ObjectId, RepoError, Repository, MANIFEST_ID};
 pub use nonce::{NonceAllocator, NonceError};
 pub use security::{SecurityDir, SecurityError};
 
-/// Compresses `plaintext` into `out` (replacing its contents) behind room for the envelope
-/// header and seals it there with a fresh counter range, so the payload is never copied.
-/// Without `reserve` nothing is reserved and counter 0 is used: only for envelopes that are
-/// never written (a dry run).
-pub fn seal_into(
+/// [`seal_many_into`] of one chunk, with the counter range taken from `iv_for(blocks)`
+/// (what a benchmark that writes nothing uses in place of the repository's reservation).
+pub fn seal_with<E>(
+    key: &Key,
+    compression: &Compression,
+    plaintext: &[u8],
+    out: &mut Vec<u8>,
+    iv_for: impl FnOnce(u64) -> std::result::Result<u64, E>,
+) -> std::result::Result<(), E> {
+    let mut iv_for = Some(iv_for);
+    seal_many_with(
+        key,
+        compression,
+        &[plaintext],
+        std::slice::from_mut(out),
+        |blocks| (iv_for.take().expect("one envelope, one range"))(blocks),
+    )
+}
+
+/// Compresses each of `plaintexts` into its `outs` buffer (replacing its contents) behind
+/// room for the envelope header, reserves a fresh counter range for it, and seals them all
+/// in place together (BLAKE2b MACs side by side, see [`Key::seal_many_in_place`]): the
+/// payload is never copied. Without `reserve` nothing is reserved and counter 0 is used:
+/// only for envelopes that are never written (a dry run).
+pub fn seal_many_into(
     key: &Key,
     nonces: &NonceAllocator,
     compression: &Compression,
-    plaintext: &[u8],
+    plaintexts: &[&[u8]],
     reserve: bool,
-    out: &mut Vec<u8>,
+    outs: &mut [Vec<u8>],
 ) -> std::result::Result<(), NonceError> {
-    seal_with(key, compression, plaintext, out, |blocks| {
+    seal_many_with(key, compression, plaintexts, outs, |blocks| {
         if blocks > 0 && reserve {
             nonces.allocate(blocks)
         } else {
@@ -42,21 +62,25 @@ pub fn seal_into(
     })
 }
 
-/// [`seal_into`] with the counter range taken from `iv_for(blocks)` (what a benchmark that
-/// writes nothing uses in place of the repository's reservation).
-pub fn seal_with<E>(
+/// [`seal_many_into`] with each counter range taken from `iv_for(blocks)`.
+pub fn seal_many_with<E>(
     key: &Key,
     compression: &Compression,
-    plaintext: &[u8],
-    out: &mut Vec<u8>,
-    iv_for: impl FnOnce(u64) -> std::result::Result<u64, E>,
+    plaintexts: &[&[u8]],
+    outs: &mut [Vec<u8>],
+    mut iv_for: impl FnMut(u64) -> std::result::Result<u64, E>,
 ) -> std::result::Result<(), E> {
-    out.clear();
+    assert_eq!(plaintexts.len(), outs.len(), "one envelope per chunk");
     let header = key.envelope_header_len();
-    out.resize(header, 0);
-    compression.compress_into(plaintext, out);
-    let iv = iv_for(key.cipher_blocks(out.len() - header))?;
-    key.seal_in_place(out, iv);
+    let mut ivs = Vec::with_capacity(outs.len());
+    for (plaintext, out) in plaintexts.iter().zip(outs.iter_mut()) {
+        out.clear();
+        out.resize(header, 0);
+        compression.compress_into(plaintext, out);
+        ivs.push(iv_for(key.cipher_blocks(out.len() - header))?);
+    }
+    let mut views: Vec<&mut [u8]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+    key.seal_many_in_place(&mut views, &ivs);
     Ok(())
 }
 
@@ -377,15 +401,16 @@ impl Session {
 
     /// Compresses (lz4, like borg's metadata), seals with a fresh counter range.
     pub fn seal(&self, plaintext: &[u8], compression: &Compression) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
-        seal_into(
+        let mut out = [Vec::new()];
+        seal_many_into(
             &self.key,
             &self.nonces,
             compression,
-            plaintext,
+            &[plaintext],
             true,
             &mut out,
         )?;
+        let [out] = out;
         Ok(out)
     }
 
