@@ -299,7 +299,7 @@ const READ_BLOCK: usize = 2 << 20;
 const IN_FLIGHT: usize = 1;
 /// The same for an input being the only one pipelined (one image, one stream): its
 /// batches are all the pool has to do.
-pub(super) const IN_FLIGHT_ALONE: usize = 2;
+pub(super) const IN_FLIGHT_ALONE: usize = 3;
 /// Inputs currently pipelined (see [`chunk_parallel`]).
 static PIPELINED: AtomicUsize = AtomicUsize::new(0);
 

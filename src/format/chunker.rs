@@ -69,6 +69,41 @@ struct Cutter {
     max: usize,
     mask: u32,
     window: usize,
+    /// The hash of an all-zero window, when it is no cut: then no window inside a run of
+    /// zeros is one, and the search leaps over long runs (see [`Cutter::scan`]).
+    zero_hash: Option<u32>,
+}
+
+/// Zero runs are looked for at multiples of this many bytes (one 8-byte load each on
+/// other data), and only runs longer than a window and this are leapt over.
+const ZERO_PROBE: usize = 16 << 10;
+/// How far ahead of the search zero runs are looked for.
+const ZERO_STRETCH: usize = 256 << 10;
+
+/// The start of the first all-zero `ZERO_PROBE` block at a multiple of `ZERO_PROBE` in
+/// `data[from..]`.
+fn zero_block(data: &[u8], from: usize) -> Option<usize> {
+    let mut at = from.next_multiple_of(ZERO_PROBE);
+    while at + ZERO_PROBE <= data.len() {
+        let head = u64::from_ne_bytes(data[at..at + 8].try_into().expect("8 bytes"));
+        if head == 0 && is_zero(&data[at..at + ZERO_PROBE]) {
+            return Some(at);
+        }
+        at += ZERO_PROBE;
+    }
+    None
+}
+
+/// The end of the run of zeros starting at `from`.
+fn zero_run_end(data: &[u8], from: usize) -> usize {
+    let mut at = from;
+    for block in data[from..].chunks(ZERO_PROBE) {
+        if !is_zero(block) {
+            return at + block.iter().position(|&b| b != 0).unwrap_or(0);
+        }
+        at += block.len();
+    }
+    at
 }
 
 impl Cutter {
@@ -80,13 +115,19 @@ impl Cutter {
                 max_exp,
                 mask_bits,
                 window,
-            } if params.validate().is_ok() => Some(Cutter {
-                tables: Tables::new(seed, window as usize),
-                min: 1 << min_exp,
-                max: 1 << max_exp,
-                mask: ((1u64 << mask_bits) - 1) as u32,
-                window: window as usize,
-            }),
+            } if params.validate().is_ok() => {
+                let tables = Tables::new(seed, window as usize);
+                let mask = ((1u64 << mask_bits) - 1) as u32;
+                let zero = tables.hash(&vec![0; window as usize]);
+                Some(Cutter {
+                    tables,
+                    min: 1 << min_exp,
+                    max: 1 << max_exp,
+                    mask,
+                    window: window as usize,
+                    zero_hash: (zero & mask != 0).then_some(zero),
+                })
+            }
             _ => None,
         }
     }
@@ -99,6 +140,45 @@ impl Cutter {
     /// About how long a chunk is: the minimum plus the mean distance to a hash hit.
     fn typical_len(&self) -> usize {
         self.min + self.mask as usize + 1
+    }
+
+    /// The first window at or after `p` (whose hash is `h`) that is a cut, else where the
+    /// search stopped. Windows wholly inside a long run of zeros hash to `zero_hash`, which
+    /// is no cut: the search skips them and goes on from the last of them, so a disk
+    /// image's empty extents cost a memory scan instead of a hash per byte. Runs are looked
+    /// for only a stretch ahead of the search, in data it is about to read anyway.
+    fn scan(&self, data: &[u8], mut p: usize, mut h: u32) -> Result<usize, usize> {
+        let Some(zero) = self.zero_hash else {
+            return self.tables.scan(data, p, h, self.mask).map_err(|(q, _)| q);
+        };
+        let w = self.window;
+        loop {
+            let end = (p + ZERO_STRETCH).min(data.len());
+            let mut run = None;
+            let mut from = p;
+            while let Some(a) = zero_block(&data[..end], from) {
+                let b = zero_run_end(data, a);
+                if b - a >= w + ZERO_PROBE {
+                    run = Some((a, b));
+                    break;
+                }
+                from = b;
+            }
+            // the windows up to the run (or the stretch's end) as usual
+            let upto = match run {
+                Some((a, _)) => a + w,
+                None => (end + w).min(data.len()),
+            };
+            match self.tables.scan(&data[..upto], p, h, self.mask) {
+                Ok(cut) => return Ok(cut),
+                Err((q, hq)) => match run {
+                    // on from the run's last all-zero window
+                    Some((_, b)) => (p, h) = (b - w, zero),
+                    None if upto == data.len() => return Err(q),
+                    None => (p, h) = (q, hq),
+                },
+            }
+        }
     }
 
     /// Where the chunk starting at `s` ends, if `data` decides it: `data` is all of the
@@ -120,7 +200,7 @@ impl Cutter {
         let p = (skip.max(s) - s).max(self.min);
         let found = if p + self.window < chunk.len() {
             let h = self.tables.hash(&chunk[p..p + self.window]);
-            self.tables.scan(chunk, p, h, self.mask).map_err(|(q, _)| q)
+            self.scan(chunk, p, h)
         } else {
             Err(p)
         };
@@ -526,6 +606,74 @@ mod tests {
         mask_bits: 6,
         window: 63,
     };
+
+    fn random(seed: u64, len: usize) -> Vec<u8> {
+        // the low-entropy stretches of `mixed` hold no zero, so every byte is data
+        mixed(seed, len * 6, 1)
+            .chunks(6)
+            .map(|c| c[3] ^ c[4].rotate_left(3) ^ c[5])
+            .collect()
+    }
+
+    /// Cuts of `data` by `c`, in memory.
+    fn cuts(c: &Cutter, data: &[u8]) -> Vec<usize> {
+        let mut start = 0;
+        let mut ends = Vec::new();
+        while let End::At(end) = c.end_of(data, start, 0, true) {
+            ends.push(end);
+            start = end;
+        }
+        ends
+    }
+
+    #[test]
+    fn leaping_zero_runs_keeps_every_cut() {
+        // random stretches and zero runs around the leap's thresholds, at odd offsets
+        let mut d = Vec::new();
+        let mut seed = 7;
+        let w = 4095;
+        for run in [
+            1,
+            w,
+            ZERO_PROBE,
+            w + ZERO_PROBE - 1,
+            w + ZERO_PROBE,
+            2 * ZERO_PROBE + w + 1,
+            ZERO_STRETCH + 3,
+            300_001,
+            3 << 20,
+        ] {
+            seed += 1;
+            d.extend(random(seed, 70_001 + run % 9_973));
+            d.resize(d.len() + run, 0);
+        }
+        d.extend(random(99, 5000));
+        for (params, seed) in [
+            (ChunkerParams::DEFAULT, 0),
+            (ChunkerParams::DEFAULT, 0x1234_5678),
+            ("10,23,16,4095".parse().unwrap(), 5),
+            ("12,20,14,63".parse().unwrap(), 9),
+        ] {
+            let leaping = Cutter::new(&params, seed).unwrap();
+            assert!(leaping.zero_hash.is_some(), "{params} seed {seed}");
+            let plain = Cutter {
+                zero_hash: None,
+                ..leaping.clone()
+            };
+            assert_eq!(cuts(&leaping, &d), cuts(&plain, &d), "{params} seed {seed}");
+            // and wherever a read happens to end
+            for end in [d.len() / 3, d.len() / 2 + 4321] {
+                let prefix = &d[..end];
+                for s in [0, 65_536, 200_000] {
+                    assert_eq!(
+                        leaping.end_of(prefix, s, 0, false),
+                        plain.end_of(prefix, s, 0, false),
+                        "{params} seed {seed} end {end} start {s}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn sizes_obey_the_bounds() {
