@@ -8,7 +8,9 @@ use std::sync::Mutex;
 const KEEP_CAPACITY: usize = 16 << 20;
 /// Buffers kept, for all workers together: enough for one pipelined input on its own
 /// (its batches in flight and the block being read).
-const KEEP: usize = super::create::IN_FLIGHT_ALONE + 1;
+fn keep_at_most() -> usize {
+    super::create::in_flight_alone() + 1
+}
 /// Bytes of a kept buffer left resident: most inputs, and the start of every input, fit.
 const RESIDENT: usize = 2 << 20;
 
@@ -21,13 +23,13 @@ pub(super) fn take(n: usize) -> Vec<Vec<u8>> {
     kept.split_off(at)
 }
 
-/// Keeps buffers for later inputs, up to [`KEEP`]; all but their first [`RESIDENT`] bytes
+/// Keeps buffers for later inputs, up to [`keep_at_most`]; all but their first [`RESIDENT`] bytes
 /// go back to the system (a long chunk once read into a buffer would otherwise keep its
 /// whole capacity resident for the rest of the run).
 pub(super) fn keep(bufs: Vec<Vec<u8>>) {
     let mut kept = KEPT.lock().expect("chunk buffers");
     for mut b in bufs {
-        if kept.len() < KEEP && b.capacity() <= KEEP_CAPACITY {
+        if kept.len() < keep_at_most() && b.capacity() <= KEEP_CAPACITY {
             release_tail(&mut b, RESIDENT);
             kept.push(b);
         }
