@@ -1,6 +1,7 @@
 //! The per-chunk stage of the write pipeline (`cargo bench --bench pipeline`): id hash,
 //! compression and encryption with MAC of 2 MiB chunks, on one thread and on all threads,
-//! for random and text-like data.
+//! for random and text-like data; and the BLAKE2b work of 64 KiB chunks one at a time
+//! against side by side in SIMD lanes, as `create` does for the chunks of one read block.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -100,6 +101,57 @@ fn bench(c: &mut Criterion) {
             }
         }
     }
+    g.finish();
+
+    let data = random_data(LEN);
+    let small: Vec<&[u8]> = data.chunks(64 << 10).collect();
+    let key = Key::generate(KeyMode::RepokeyBlake2, [3; 32]);
+    let mut g = c.benchmark_group("blake2b-64KiB-chunks-64MiB");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Bytes(LEN as u64));
+    g.bench_function("id/one-at-a-time", |b| {
+        b.iter(|| {
+            small
+                .iter()
+                .map(|c| key.id_hash(c)[0])
+                .fold(0, |a, x| a ^ x)
+        })
+    });
+    g.bench_function("id/side-by-side", |b| {
+        b.iter(|| {
+            small
+                .chunks(32)
+                .map(|g| key.id_hashes(g)[0][0])
+                .fold(0, |a, x| a ^ x)
+        })
+    });
+    let header = key.envelope_header_len();
+    let mut envelopes: Vec<Vec<u8>> = small
+        .iter()
+        .map(|c| [vec![0; header], c.to_vec()].concat())
+        .collect();
+    g.bench_function("seal/one-at-a-time", |b| {
+        b.iter(|| {
+            for (i, e) in envelopes.iter_mut().enumerate() {
+                key.seal_in_place(e, (i as u64) << 20);
+            }
+            black_box(&envelopes);
+        })
+    });
+    g.bench_function("seal/side-by-side", |b| {
+        b.iter(|| {
+            for (n, group) in envelopes.chunks_mut(32).enumerate() {
+                let ivs: Vec<u64> = (0..group.len() as u64)
+                    .map(|i| (n as u64 * 32 + i) << 20)
+                    .collect();
+                let mut views: Vec<&mut [u8]> = group.iter_mut().map(|e| &mut e[..]).collect();
+                key.seal_many_in_place(&mut views, &ivs);
+            }
+            black_box(&envelopes);
+        })
+    });
     g.finish();
 }
 
