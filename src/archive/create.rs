@@ -408,42 +408,45 @@ fn store_batch(store: &ChunkStore, batch: &OwnedBatch) -> Stored {
     store_chunks(store, &chunks)
 }
 
-/// Stores consecutive chunks `(allocation, size, bytes)`: split into one run of about
-/// equal bytes per pool thread, the runs in parallel. Within a run the key hashes side by
-/// side (see [`ChunkStore::store_many`]), which pays only when the lanes stay full: a lane
-/// whose chunk ends takes the next one, so a run of many chunks keeps all lanes busy where
-/// groups of as many chunks as lanes would run mostly on their longest chunk alone.
+/// Bytes of data chunks stored side by side at most (see [`store_chunks`]).
+const GROUP_BYTES: usize = 1 << 20;
+
+/// Stores consecutive chunks `(allocation, size, bytes)` in groups of up to
+/// [`GROUP_BYTES`] of data, the groups in parallel when there are several. Within a group
+/// the key hashes side by side (see [`ChunkStore::store_many`]): a lane whose chunk ends
+/// takes the next, so a group of many small chunks keeps every lane busy. Large chunks
+/// (default buzhash, fixed blocks) go one per group: a thread holds the envelopes of a
+/// whole group at once, and single chunks leave the pool free to balance text against
+/// random data.
 fn store_chunks(store: &ChunkStore, chunks: &[(Allocation, usize, &[u8])]) -> Stored {
-    let runs = runs_of_equal_bytes(chunks, rayon::current_num_threads());
-    if runs.len() == 1 {
+    let groups = groups_of(chunks, GROUP_BYTES);
+    if groups.len() == 1 {
         return store_group(store, chunks);
     }
-    let stored: Vec<Vec<ChunkRef>> = runs
+    let stored: Vec<Vec<ChunkRef>> = groups
         .into_par_iter()
         .map(|r| store_group(store, &chunks[r]))
         .collect::<Result<_, _>>()?;
     Ok(stored.concat())
 }
 
-/// Splits `chunks` into at most `n` consecutive runs of about equal bytes.
-fn runs_of_equal_bytes(
-    chunks: &[(Allocation, usize, &[u8])],
-    n: usize,
-) -> Vec<std::ops::Range<usize>> {
-    let total: usize = chunks.iter().map(|c| c.1).sum();
-    let n = n.clamp(1, chunks.len().max(1));
-    let mut runs = Vec::with_capacity(n);
+/// Splits `chunks` into consecutive groups of at most `max` bytes of data chunks each (a
+/// larger chunk alone); all-zero chunks cost nothing and join the group at hand.
+fn groups_of(chunks: &[(Allocation, usize, &[u8])], max: usize) -> Vec<std::ops::Range<usize>> {
+    let mut groups = Vec::new();
     let (mut start, mut bytes) = (0, 0);
     for (i, c) in chunks.iter().enumerate() {
-        bytes += c.1;
-        // run k ends once the bytes so far reach k+1 n-ths of the total
-        if bytes * n >= total * (runs.len() + 1) && i + 1 < chunks.len() {
-            runs.push(start..i + 1);
-            start = i + 1;
+        if c.0 != Allocation::Data {
+            continue;
         }
+        if bytes > 0 && bytes + c.1 > max {
+            groups.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += c.1;
     }
-    runs.push(start..chunks.len());
-    runs
+    groups.push(start..chunks.len());
+    groups
 }
 
 /// Stores a group of chunks on this thread: the data chunks through one
@@ -1559,32 +1562,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn runs_split_bytes_evenly_and_cover_all() {
-        use crate::format::chunker::Allocation::Data;
-        let chunk = |n: usize| (Data, n, &[][..]);
-        let sizes = [
-            [5usize, 1, 1, 1, 1, 1].as_slice(),
-            &[1; 7],
-            &[3],
-            &[],
-            &[2, 2],
-        ];
-        for sizes in sizes {
-            let chunks: Vec<_> = sizes.iter().map(|&n| chunk(n)).collect();
-            for n in 1..4 {
-                let runs = runs_of_equal_bytes(&chunks, n);
-                assert!(runs.len() <= n.max(1));
-                assert_eq!(runs.first().map(|r| r.start), Some(0));
-                assert_eq!(runs.last().map(|r| r.end), Some(chunks.len()));
-                assert!(runs
-                    .windows(2)
-                    .all(|w| w[0].end == w[1].start && w[0].start < w[0].end));
-            }
-        }
-        let chunks: Vec<_> = [5usize, 1, 1, 1, 1, 1].iter().map(|&n| chunk(n)).collect();
-        assert_eq!(runs_of_equal_bytes(&chunks, 2), vec![0..1, 1..6]);
-        let chunks: Vec<_> = [1usize; 7].iter().map(|&n| chunk(n)).collect();
-        assert_eq!(runs_of_equal_bytes(&chunks, 2), vec![0..4, 4..7]);
+    fn groups_hold_up_to_max_data_bytes() {
+        use crate::format::chunker::Allocation::{Alloc, Data};
+        let sizes = |v: &[(Allocation, usize)]| -> Vec<(Allocation, usize, &'static [u8])> {
+            v.iter().map(|&(a, n)| (a, n, &[][..])).collect()
+        };
+        let c = sizes(&[
+            (Data, 3),
+            (Data, 3),
+            (Alloc, 50),
+            (Data, 4),
+            (Data, 9),
+            (Data, 1),
+        ]);
+        assert_eq!(groups_of(&c, 10), vec![0..4, 4..6]);
+        assert_eq!(groups_of(&c, 100), vec![0..6]);
+        assert_eq!(groups_of(&c, 1), vec![0..1, 1..3, 3..4, 4..5, 5..6]);
+        assert_eq!(groups_of(&sizes(&[(Alloc, 8)]), 1), vec![0..1]);
+        assert_eq!(groups_of(&[], 1), vec![0..0]);
     }
 
     #[test]
