@@ -77,22 +77,26 @@ fn walk(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// Chunks of a file taken together, as `create`'s read blocks hand them to the store:
-/// their ids, and the MACs of the new ones, are computed side by side.
-const BATCH_BYTES: usize = 2 << 20;
+/// Chunks of a file taken together, as `create` groups them for the store (up to 1 MiB
+/// of chunks, or one larger chunk): their ids, and the MACs of the new ones, are computed
+/// side by side.
+const BATCH_BYTES: usize = 1 << 20;
 
 impl Run {
     fn process(&self, data: &[u8], envelopes: &mut Vec<Vec<u8>>) {
         let t = thread_cpu_ns();
         let sizes = chunk_sizes(&self.params, self.key.chunk_seed(), data);
-        let (mut off, mut batch) = (0, Vec::new());
+        let (mut off, mut batch) = (0, Vec::<&[u8]>::new());
         for (i, &size) in sizes.iter().enumerate() {
-            batch.push(&data[off..off + size]);
-            off += size;
             let bytes: usize = batch.iter().map(|c| c.len()).sum();
-            if bytes >= BATCH_BYTES || i + 1 == sizes.len() {
+            if !batch.is_empty() && bytes + size > BATCH_BYTES {
                 self.process_batch(&batch, envelopes);
                 batch.clear();
+            }
+            batch.push(&data[off..off + size]);
+            off += size;
+            if i + 1 == sizes.len() {
+                self.process_batch(&batch, envelopes);
             }
         }
         self.cpu_ns
