@@ -118,7 +118,7 @@ impl Cutter {
             } if params.validate().is_ok() => {
                 let tables = Tables::new(seed, window as usize);
                 let mask = ((1u64 << mask_bits) - 1) as u32;
-                let zero = tables.hash(&vec![0; window as usize]);
+                let zero = tables.zero_hash();
                 Some(Cutter {
                     tables,
                     min: 1 << min_exp,

@@ -62,6 +62,17 @@ impl Tables {
         })
     }
 
+    /// [`hash`](Self::hash) of an all-zero window, without walking it: byte `j` from the
+    /// end adds `t[0]` rotated by `j % 32`, so each rotation that occurs an odd number of
+    /// times is XORed in once (32 steps where the walk takes a window's length, paid for
+    /// every input chunked).
+    pub(crate) fn zero_hash(&self) -> u32 {
+        let w = self.window;
+        (0..32.min(w))
+            .filter(|&r| (w - r).div_ceil(32) % 2 == 1)
+            .fold(0, |h, r| h ^ self.t[0].rotate_left(r as u32))
+    }
+
     /// One rolling step: `remove` leaves the window, `add` enters it.
     pub(crate) fn update(&self, sum: u32, remove: u8, add: u8) -> u32 {
         sum.rotate_left(1) ^ self.out[usize::from(remove)] ^ self.t[usize::from(add)]
@@ -208,6 +219,16 @@ mod tests {
                     want,
                     "mask={mask:#x} p={p}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn zero_hash_equals_hashing_zeros() {
+        for window in [1, 2, 31, 32, 33, 63, 64, 65, 4095, 4096] {
+            for seed in [0, 1, 0xdead_beef] {
+                let t = Tables::new(seed, window);
+                assert_eq!(t.zero_hash(), t.hash(&vec![0; window]), "{window} {seed}");
             }
         }
     }
