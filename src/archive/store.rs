@@ -224,17 +224,13 @@ impl ChunkStore {
         }
         if !mine.is_empty() {
             let datas: Vec<&[u8]> = mine.iter().map(|&i| chunks[i]).collect();
-            match self.encode(&ids[mine[0]], &datas) {
-                Ok(envelopes) => {
-                    for (&i, envelope) in mine.iter().zip(envelopes) {
-                        out[i] = Some(self.settle(ids[i], chunks[i].len(), Ok(envelope), true));
-                    }
-                }
-                Err(e) => {
-                    for &i in &mine {
-                        out[i] = Some(self.settle(ids[i], chunks[i].len(), Err(e.clone()), true));
-                    }
-                }
+            let envelopes: Vec<Result<Vec<u8>, StoreError>> =
+                match self.encode(&ids[mine[0]], &datas) {
+                    Ok(envelopes) => envelopes.into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(e); mine.len()],
+                };
+            for (&i, envelope) in mine.iter().zip(envelopes) {
+                out[i] = Some(self.settle(ids[i], chunks[i].len(), envelope, true));
             }
         }
         out.into_iter()

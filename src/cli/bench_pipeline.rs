@@ -83,21 +83,21 @@ fn walk(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 const BATCH_BYTES: usize = 1 << 20;
 
 impl Run {
+    /// The per-chunk work on one file's bytes, timed on this thread's CPU clock.
     fn process(&self, data: &[u8], envelopes: &mut Vec<Vec<u8>>) {
         let t = thread_cpu_ns();
         let sizes = chunk_sizes(&self.params, self.key.chunk_seed(), data);
-        let (mut off, mut batch) = (0, Vec::<&[u8]>::new());
-        for (i, &size) in sizes.iter().enumerate() {
-            let bytes: usize = batch.iter().map(|c| c.len()).sum();
+        let (mut off, mut bytes, mut batch) = (0, 0, Vec::new());
+        for size in &sizes {
             if !batch.is_empty() && bytes + size > BATCH_BYTES {
                 self.process_batch(&batch, envelopes);
-                batch.clear();
+                (bytes, batch) = (0, Vec::new());
             }
             batch.push(&data[off..off + size]);
-            off += size;
-            if i + 1 == sizes.len() {
-                self.process_batch(&batch, envelopes);
-            }
+            (off, bytes) = (off + size, bytes + size);
+        }
+        if !batch.is_empty() {
+            self.process_batch(&batch, envelopes);
         }
         self.cpu_ns
             .fetch_add(thread_cpu_ns() - t, Ordering::Relaxed);
@@ -105,6 +105,7 @@ impl Run {
         self.chunks.fetch_add(sizes.len() as u64, Ordering::Relaxed);
     }
 
+    /// One group: ids side by side, dedup, then the new chunks sealed side by side.
     fn process_batch(&self, batch: &[&[u8]], envelopes: &mut Vec<Vec<u8>>) {
         let (zeros, data): (Vec<&[u8]>, Vec<&[u8]>) = batch.iter().partition(|c| is_zero(c));
         let mut ids = self.key.id_hashes(&data);
@@ -131,6 +132,7 @@ impl Run {
     }
 }
 
+/// Bytes free for the data set: half of what the kernel calls available.
 fn memory_budget() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let kib: u64 = info
