@@ -110,6 +110,23 @@ impl Lanes {
         }
     }
 
+    /// One state per prefix, each fed its own (the id key for some lanes, the MAC key for
+    /// others: a chunk's id and its envelope's MAC hash side by side).
+    pub fn with_prefixes(prefixes: &[&[u8]]) -> Lanes {
+        let mut params = blake2b_simd::Params::new();
+        params.hash_length(32);
+        Lanes {
+            states: prefixes
+                .iter()
+                .map(|p| {
+                    let mut st = params.to_state();
+                    st.update(p);
+                    st
+                })
+                .collect(),
+        }
+    }
+
     /// Feeds `inputs[i]` to state `i`, all at once; states beyond `inputs` and empty
     /// inputs stay as they are.
     pub fn update<T: AsRef<[u8]>>(&mut self, inputs: &[T]) {

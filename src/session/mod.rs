@@ -53,13 +53,27 @@ pub fn seal_many_into(
     reserve: bool,
     outs: &mut [Vec<u8>],
 ) -> std::result::Result<(), NonceError> {
-    seal_many_with(key, compression, plaintexts, outs, |blocks| {
+    seal_many_with(
+        key,
+        compression,
+        plaintexts,
+        outs,
+        reserving(nonces, reserve),
+    )
+}
+
+/// Counter ranges from `nonces`, or counter 0 without `reserve` (see [`seal_many_into`]).
+fn reserving(
+    nonces: &NonceAllocator,
+    reserve: bool,
+) -> impl FnMut(u64) -> std::result::Result<u64, NonceError> + '_ {
+    move |blocks| {
         if blocks > 0 && reserve {
             nonces.allocate(blocks)
         } else {
             Ok(0)
         }
-    })
+    }
 }
 
 /// [`seal_many_into`] with each counter range taken from `iv_for(blocks)`.
@@ -68,8 +82,45 @@ pub fn seal_many_with<E>(
     compression: &Compression,
     plaintexts: &[&[u8]],
     outs: &mut [Vec<u8>],
-    mut iv_for: impl FnMut(u64) -> std::result::Result<u64, E>,
+    iv_for: impl FnMut(u64) -> std::result::Result<u64, E>,
 ) -> std::result::Result<(), E> {
+    let ivs = compress_all(key, compression, plaintexts, outs, iv_for)?;
+    let mut views: Vec<&mut [u8]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+    key.seal_many_in_place(&mut views, &ivs);
+    Ok(())
+}
+
+/// [`seal_many_into`] that also returns the id of each plaintext, hashed beside the MACs
+/// (see [`Key::seal_and_id_many`]): for chunks expected to be new, whose ids would
+/// otherwise be hashed on their own before the dedup lookup.
+pub fn seal_and_id_many_into(
+    key: &Key,
+    nonces: &NonceAllocator,
+    compression: &Compression,
+    plaintexts: &[&[u8]],
+    reserve: bool,
+    outs: &mut [Vec<u8>],
+) -> std::result::Result<Vec<ObjectId>, NonceError> {
+    let ivs = compress_all(
+        key,
+        compression,
+        plaintexts,
+        outs,
+        reserving(nonces, reserve),
+    )?;
+    let mut views: Vec<&mut [u8]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+    Ok(key.seal_and_id_many(&mut views, &ivs, plaintexts))
+}
+
+/// Compresses each plaintext into its `outs` buffer (replacing its contents) behind room
+/// for the envelope header; returns the counter each envelope is to be sealed with.
+fn compress_all<E>(
+    key: &Key,
+    compression: &Compression,
+    plaintexts: &[&[u8]],
+    outs: &mut [Vec<u8>],
+    mut iv_for: impl FnMut(u64) -> std::result::Result<u64, E>,
+) -> std::result::Result<Vec<u64>, E> {
     assert_eq!(plaintexts.len(), outs.len(), "one envelope per chunk");
     let header = key.envelope_header_len();
     let mut ivs = Vec::with_capacity(outs.len());
@@ -79,9 +130,7 @@ pub fn seal_many_with<E>(
         compression.compress_into(plaintext, out);
         ivs.push(iv_for(key.cipher_blocks(out.len() - header))?);
     }
-    let mut views: Vec<&mut [u8]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
-    key.seal_many_in_place(&mut views, &ivs);
-    Ok(())
+    Ok(ivs)
 }
 
 #[derive(Debug, thiserror::Error)]
