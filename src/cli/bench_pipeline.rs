@@ -16,10 +16,11 @@ use clap::Args;
 use rayon::prelude::*;
 
 use super::Outcome;
+use proxborg::format::blake2::lanes;
 use proxborg::format::chunker::{chunk_sizes, is_zero, ChunkerParams};
 use proxborg::format::compress::Compression;
 use proxborg::format::crypto::{Key, KeyMaterial, KeyMode};
-use proxborg::session::seal_many_with;
+use proxborg::session::{seal_and_id_many_with, seal_many_with};
 
 #[derive(Args, Debug)]
 pub struct PipelineArgs {
@@ -105,10 +106,22 @@ impl Run {
         self.chunks.fetch_add(sizes.len() as u64, Ordering::Relaxed);
     }
 
-    /// One group: ids side by side, dedup, then the new chunks sealed side by side.
+    /// One group: ids side by side, dedup, then the new chunks sealed side by side; or,
+    /// as `create` does on new data, a group too small to fill the hash lanes with ids
+    /// encoded first, its ids hashed beside the MACs.
     fn process_batch(&self, batch: &[&[u8]], envelopes: &mut Vec<Vec<u8>>) {
         let (zeros, data): (Vec<&[u8]>, Vec<&[u8]>) = batch.iter().partition(|c| is_zero(c));
-        let mut ids = self.key.id_hashes(&data);
+        let next = |blocks| Ok::<_, Infallible>(self.next_iv.fetch_add(blocks, Ordering::Relaxed));
+        let early = self.key.macs_in_lanes() && !data.is_empty() && data.len() * 2 <= lanes();
+        let mut ids = if early {
+            envelopes.resize_with(envelopes.len().max(data.len()), Vec::new);
+            let outs = &mut envelopes[..data.len()];
+            let Ok(ids) = seal_and_id_many_with(&self.key, &self.compression, &data, outs, next);
+            crc(outs);
+            ids
+        } else {
+            self.key.id_hashes(&data)
+        };
         for c in &zeros {
             let mut z = self.zero_ids.lock().expect("zero ids");
             ids.push(*z.entry(c.len()).or_insert_with(|| self.key.id_hash(c)));
@@ -120,15 +133,21 @@ impl Run {
                 .zip(&ids)
                 .filter(|(_, id)| seen.insert(**id))
                 .map(|(c, _)| *c)
+                // sealed already, but for zeros
+                .filter(|c| !early || is_zero(c))
                 .collect()
         };
         envelopes.resize_with(envelopes.len().max(fresh.len()), Vec::new);
         let outs = &mut envelopes[..fresh.len()];
-        let next = |blocks| Ok::<_, Infallible>(self.next_iv.fetch_add(blocks, Ordering::Relaxed));
         let Ok(()) = seal_many_with(&self.key, &self.compression, &fresh, outs, next);
-        for e in outs.iter() {
-            std::hint::black_box(crc32fast::hash(e));
-        }
+        crc(outs);
+    }
+}
+
+/// The segment CRC of each envelope.
+fn crc(envelopes: &[Vec<u8>]) {
+    for e in envelopes {
+        std::hint::black_box(crc32fast::hash(e));
     }
 }
 

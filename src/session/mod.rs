@@ -101,13 +101,24 @@ pub fn seal_and_id_many_into(
     reserve: bool,
     outs: &mut [Vec<u8>],
 ) -> std::result::Result<Vec<ObjectId>, NonceError> {
-    let ivs = compress_all(
+    seal_and_id_many_with(
         key,
         compression,
         plaintexts,
         outs,
         reserving(nonces, reserve),
-    )?;
+    )
+}
+
+/// [`seal_and_id_many_into`] with each counter range taken from `iv_for(blocks)`.
+pub fn seal_and_id_many_with<E>(
+    key: &Key,
+    compression: &Compression,
+    plaintexts: &[&[u8]],
+    outs: &mut [Vec<u8>],
+    iv_for: impl FnMut(u64) -> std::result::Result<u64, E>,
+) -> std::result::Result<Vec<ObjectId>, E> {
+    let ivs = compress_all(key, compression, plaintexts, outs, iv_for)?;
     let mut views: Vec<&mut [u8]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
     Ok(key.seal_and_id_many(&mut views, &ivs, plaintexts))
 }
