@@ -53,6 +53,19 @@ pub enum StoreError {
     TooLarge(usize),
 }
 
+/// A sealed envelope: the first `len` bytes of `buf`, which keeps its length beyond for
+/// the next chunk encoded into it (see [`seal_many_into`]).
+struct Envelope {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl Envelope {
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
 /// One chunk known to the cache: references and sizes (`csize == PENDING` while encoding).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Entry {
@@ -83,6 +96,14 @@ pub struct ChunkStore {
     new_streak: AtomicU32,
     pub stats: Stats,
     dry_run: bool,
+}
+
+/// The envelopes sealed in `bufs`, `lens[i]` bytes of each.
+fn sealed(bufs: Vec<Vec<u8>>, lens: Vec<usize>) -> Vec<Envelope> {
+    bufs.into_iter()
+        .zip(lens)
+        .map(|(buf, len)| Envelope { buf, len })
+        .collect()
 }
 
 fn shard_of(id: &ObjectId) -> usize {
@@ -253,12 +274,12 @@ impl ChunkStore {
             // those of chunks found stored already are not needed
             for (i, e) in envelopes.iter_mut().enumerate() {
                 if !mine.contains(&i) {
-                    self.recycle(e.take().expect("one envelope per chunk"));
+                    self.recycle(e.take().expect("one envelope per chunk").buf);
                 }
             }
         }
         if !mine.is_empty() {
-            let envelopes: Vec<Result<Vec<u8>, StoreError>> = match &mut early {
+            let envelopes: Vec<Result<Envelope, StoreError>> = match &mut early {
                 Some(envelopes) => mine
                     .iter()
                     .map(|&i| Ok(envelopes[i].take().expect("one envelope per chunk")))
@@ -267,7 +288,7 @@ impl ChunkStore {
                     let datas: Vec<&[u8]> = mine.iter().map(|&i| chunks[i]).collect();
                     match self.encode(&ids[mine[0]], &datas) {
                         Ok(envelopes) => envelopes.into_iter().map(Ok).collect(),
-                        Err(e) => vec![Err(e); mine.len()],
+                        Err(e) => mine.iter().map(|_| Err(e.clone())).collect(),
                     }
                 }
             };
@@ -366,12 +387,12 @@ impl ChunkStore {
         &self,
         id: ObjectId,
         size: usize,
-        envelope: Result<Vec<u8>, StoreError>,
+        envelope: Result<Envelope, StoreError>,
         counted: bool,
     ) -> Result<ChunkRef, StoreError> {
         let sh = &self.shards[shard_of(&id)];
         let put = envelope.and_then(|envelope| {
-            let csize = envelope.len() as u32;
+            let csize = envelope.len as u32;
             self.put(id, envelope).map(|()| csize)
         });
         match put {
@@ -406,36 +427,36 @@ impl ChunkStore {
     /// Envelopes of `datas`, compressed straight into recycled envelope buffers (already
     /// faulted in) and sealed in place: no separate payload buffer, no copy. `id` names
     /// the first chunk in an error.
-    fn encode(&self, id: &ObjectId, datas: &[&[u8]]) -> Result<Vec<Vec<u8>>, StoreError> {
-        let mut envelopes = self.envelope_buffers(datas);
-        seal_many_into(
+    fn encode(&self, id: &ObjectId, datas: &[&[u8]]) -> Result<Vec<Envelope>, StoreError> {
+        let mut bufs = self.envelope_buffers(datas);
+        let lens = seal_many_into(
             &self.key,
             &self.nonces,
             &self.compression,
             datas,
             !self.dry_run,
-            &mut envelopes,
+            &mut bufs,
         )
         .map_err(|e| StoreError::Seal(*id, e.to_string()))?;
-        Ok(envelopes)
+        Ok(sealed(bufs, lens))
     }
 
     /// [`encode`](Self::encode) that hashes the ids beside the MACs and returns them.
     fn encode_with_ids(
         &self,
         datas: &[&[u8]],
-    ) -> Result<(Vec<ObjectId>, Vec<Vec<u8>>), StoreError> {
-        let mut envelopes = self.envelope_buffers(datas);
-        let ids = seal_and_id_many_into(
+    ) -> Result<(Vec<ObjectId>, Vec<Envelope>), StoreError> {
+        let mut bufs = self.envelope_buffers(datas);
+        let (ids, lens) = seal_and_id_many_into(
             &self.key,
             &self.nonces,
             &self.compression,
             datas,
             !self.dry_run,
-            &mut envelopes,
+            &mut bufs,
         )
         .map_err(|e| StoreError::Seal(self.key.id_hash(datas[0]), e.to_string()))?;
-        Ok((ids, envelopes))
+        Ok((ids, sealed(bufs, lens)))
     }
 
     /// A buffer for each envelope, recycled for large chunks.
@@ -454,14 +475,14 @@ impl ChunkStore {
 
     /// Keeps an envelope buffer no longer needed for reuse, unless the pool is full or
     /// the buffer is too small or too large to be worth keeping.
-    fn recycle(&self, envelope: Vec<u8>) {
-        if (POOLED_MIN..=KEEP_BUF).contains(&envelope.capacity()) {
-            let _ = self.spare_tx.try_send(envelope);
+    fn recycle(&self, buf: Vec<u8>) {
+        if (POOLED_MIN..=KEEP_BUF).contains(&buf.capacity()) {
+            let _ = self.spare_tx.try_send(buf);
         }
     }
 
     /// Puts an envelope into the repository, or fails once a put has failed.
-    fn put(&self, id: ObjectId, envelope: Vec<u8>) -> Result<(), StoreError> {
+    fn put(&self, id: ObjectId, envelope: Envelope) -> Result<(), StoreError> {
         self.writes_ok()?;
         if self.dry_run {
             return Ok(());
@@ -470,8 +491,8 @@ impl ChunkStore {
             .repo
             .lock()
             .map_err(|_| "repository lock poisoned".to_string())
-            .and_then(|mut r| r.put(&id, &envelope).map_err(|e| e.to_string()));
-        self.recycle(envelope);
+            .and_then(|mut r| r.put(&id, envelope.bytes()).map_err(|e| e.to_string()));
+        self.recycle(envelope.buf);
         r.map_err(|e| {
             let mut first = self.first_error.lock().expect("first error lock");
             StoreError::Write(first.get_or_insert(e).clone())

@@ -185,6 +185,22 @@ impl Compression {
         self.compress_with(data, out, &mut obfuscate::os_random)
     }
 
+    /// Writes the compressed payload into `out` from `at` on (`out` holds at least `at`
+    /// bytes) and returns where it ends. Bytes of `out` past `at`, left from an earlier
+    /// use of the buffer, are overwritten or stay past the end, and `out` keeps its
+    /// length: LZ4 needs its worst-case output size as room, and a recycled buffer that
+    /// keeps it is not zeroed again for every chunk (4% of an image backup's CPU).
+    pub fn compress_reusing(&self, data: &[u8], out: &mut Vec<u8>, at: usize) -> usize {
+        match self {
+            Compression::Lz4 => codec::lz4_at(data, out, at),
+            _ => {
+                out.truncate(at);
+                self.compress_into(data, out);
+                out.len()
+            }
+        }
+    }
+
     /// `compress_into` with the random source for size obfuscation injected.
     fn compress_with(&self, data: &[u8], out: &mut Vec<u8>, random: &mut dyn FnMut() -> f64) {
         match self {

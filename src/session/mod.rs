@@ -21,30 +21,13 @@ use crate::repo::{ObjectId, RepoError, Repository, MANIFEST_ID};
 pub use nonce::{NonceAllocator, NonceError};
 pub use security::{SecurityDir, SecurityError};
 
-/// [`seal_many_into`] of one chunk, with the counter range taken from `iv_for(blocks)`
-/// (what a benchmark that writes nothing uses in place of the repository's reservation).
-pub fn seal_with<E>(
-    key: &Key,
-    compression: &Compression,
-    plaintext: &[u8],
-    out: &mut Vec<u8>,
-    iv_for: impl FnOnce(u64) -> std::result::Result<u64, E>,
-) -> std::result::Result<(), E> {
-    let mut iv_for = Some(iv_for);
-    seal_many_with(
-        key,
-        compression,
-        &[plaintext],
-        std::slice::from_mut(out),
-        |blocks| (iv_for.take().expect("one envelope, one range"))(blocks),
-    )
-}
-
-/// Compresses each of `plaintexts` into its `outs` buffer (replacing its contents) behind
-/// room for the envelope header, reserves a fresh counter range for it, and seals them all
-/// in place together (BLAKE2b MACs side by side, see [`Key::seal_many_in_place`]): the
-/// payload is never copied. Without `reserve` nothing is reserved and counter 0 is used:
-/// only for envelopes that are never written (a dry run).
+/// Compresses each of `plaintexts` into its `outs` buffer behind room for the envelope
+/// header, reserves a fresh counter range for it, and seals them all in place together
+/// (BLAKE2b MACs side by side, see [`Key::seal_many_in_place`]): the payload is never
+/// copied. Returns each envelope's length: it is `outs[i][..len]`, and the buffer keeps
+/// its length beyond (see [`Compression::compress_reusing`]), so a recycled buffer is not
+/// zeroed again. Without `reserve` nothing is reserved and counter 0 is used: only for
+/// envelopes that are never written (a dry run).
 pub fn seal_many_into(
     key: &Key,
     nonces: &NonceAllocator,
@@ -52,7 +35,7 @@ pub fn seal_many_into(
     plaintexts: &[&[u8]],
     reserve: bool,
     outs: &mut [Vec<u8>],
-) -> std::result::Result<(), NonceError> {
+) -> std::result::Result<Vec<usize>, NonceError> {
     seal_many_with(
         key,
         compression,
@@ -76,18 +59,18 @@ fn reserving(
     }
 }
 
-/// [`seal_many_into`] with each counter range taken from `iv_for(blocks)`.
+/// [`seal_many_into`] with each counter range taken from `iv_for(blocks)` (what a
+/// benchmark that writes nothing uses in place of the repository's reservation).
 pub fn seal_many_with<E>(
     key: &Key,
     compression: &Compression,
     plaintexts: &[&[u8]],
     outs: &mut [Vec<u8>],
     iv_for: impl FnMut(u64) -> std::result::Result<u64, E>,
-) -> std::result::Result<(), E> {
-    let ivs = compress_all(key, compression, plaintexts, outs, iv_for)?;
-    let mut views: Vec<&mut [u8]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
-    key.seal_many_in_place(&mut views, &ivs);
-    Ok(())
+) -> std::result::Result<Vec<usize>, E> {
+    let (ivs, lens) = compress_all(key, compression, plaintexts, outs, iv_for)?;
+    key.seal_many_in_place(&mut envelopes(outs, &lens), &ivs);
+    Ok(lens)
 }
 
 /// [`seal_many_into`] that also returns the id of each plaintext, hashed beside the MACs
@@ -100,7 +83,7 @@ pub fn seal_and_id_many_into(
     plaintexts: &[&[u8]],
     reserve: bool,
     outs: &mut [Vec<u8>],
-) -> std::result::Result<Vec<ObjectId>, NonceError> {
+) -> std::result::Result<(Vec<ObjectId>, Vec<usize>), NonceError> {
     seal_and_id_many_with(
         key,
         compression,
@@ -117,31 +100,42 @@ pub fn seal_and_id_many_with<E>(
     plaintexts: &[&[u8]],
     outs: &mut [Vec<u8>],
     iv_for: impl FnMut(u64) -> std::result::Result<u64, E>,
-) -> std::result::Result<Vec<ObjectId>, E> {
-    let ivs = compress_all(key, compression, plaintexts, outs, iv_for)?;
-    let mut views: Vec<&mut [u8]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
-    Ok(key.seal_and_id_many(&mut views, &ivs, plaintexts))
+) -> std::result::Result<(Vec<ObjectId>, Vec<usize>), E> {
+    let (ivs, lens) = compress_all(key, compression, plaintexts, outs, iv_for)?;
+    let ids = key.seal_and_id_many(&mut envelopes(outs, &lens), &ivs, plaintexts);
+    Ok((ids, lens))
 }
 
-/// Compresses each plaintext into its `outs` buffer (replacing its contents) behind room
-/// for the envelope header; returns the counter each envelope is to be sealed with.
+/// Compresses each plaintext into its `outs` buffer behind room for the envelope header;
+/// returns the counter each envelope is to be sealed with, and its length.
 fn compress_all<E>(
     key: &Key,
     compression: &Compression,
     plaintexts: &[&[u8]],
     outs: &mut [Vec<u8>],
     mut iv_for: impl FnMut(u64) -> std::result::Result<u64, E>,
-) -> std::result::Result<Vec<u64>, E> {
+) -> std::result::Result<(Vec<u64>, Vec<usize>), E> {
     assert_eq!(plaintexts.len(), outs.len(), "one envelope per chunk");
     let header = key.envelope_header_len();
     let mut ivs = Vec::with_capacity(outs.len());
+    let mut lens = Vec::with_capacity(outs.len());
     for (plaintext, out) in plaintexts.iter().zip(outs.iter_mut()) {
-        out.clear();
-        out.resize(header, 0);
-        compression.compress_into(plaintext, out);
-        ivs.push(iv_for(key.cipher_blocks(out.len() - header))?);
+        if out.len() < header {
+            out.resize(header, 0);
+        }
+        let len = compression.compress_reusing(plaintext, out, header);
+        ivs.push(iv_for(key.cipher_blocks(len - header))?);
+        lens.push(len);
     }
-    Ok(ivs)
+    Ok((ivs, lens))
+}
+
+/// The envelopes in `outs`, `lens[i]` bytes of each.
+fn envelopes<'a>(outs: &'a mut [Vec<u8>], lens: &[usize]) -> Vec<&'a mut [u8]> {
+    outs.iter_mut()
+        .zip(lens)
+        .map(|(o, &len)| &mut o[..len])
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -462,7 +456,7 @@ impl Session {
     /// Compresses (lz4, like borg's metadata), seals with a fresh counter range.
     pub fn seal(&self, plaintext: &[u8], compression: &Compression) -> Result<Vec<u8>> {
         let mut out = [Vec::new()];
-        seal_many_into(
+        let lens = seal_many_into(
             &self.key,
             &self.nonces,
             compression,
@@ -470,7 +464,8 @@ impl Session {
             true,
             &mut out,
         )?;
-        let [out] = out;
+        let [mut out] = out;
+        out.truncate(lens[0]);
         Ok(out)
     }
 

@@ -148,6 +148,29 @@ pub(super) fn lz4_into(data: &[u8], out: &mut Vec<u8>) {
     })
 }
 
+/// [`lz4_into`] at `at` in `out`, reusing the room `out` already has (see
+/// [`Compression::compress_reusing`](super::Compression::compress_reusing)).
+pub(super) fn lz4_at(data: &[u8], out: &mut Vec<u8>, at: usize) -> usize {
+    let body = at + HEADER_LEN;
+    let room = body + lz4_flex::block::get_maximum_output_size(data.len());
+    if out.len() < room {
+        out.resize(room, 0);
+    }
+    match lz4_flex::block::compress_into(data, &mut out[body..room]) {
+        Ok(n) if n < data.len() => {
+            out[at..body].copy_from_slice(&HDR_LZ4);
+            body + n
+        }
+        r => {
+            debug_assert!(r.is_ok(), "compression failed: {r:?}");
+            // not smaller: stored as is, as borg's deciding compressor does
+            out[at..body].copy_from_slice(&HDR_NONE);
+            out[body..body + data.len()].copy_from_slice(data);
+            body + data.len()
+        }
+    }
+}
+
 /// The decompressed size of an LZ4 block, from its sequence headers alone. borg's
 /// format stores no size, and walking the tokens is far cheaper than decoding into
 /// ever larger guesses.

@@ -113,6 +113,35 @@ fn compress_into_appends() {
 }
 
 #[test]
+fn compress_reusing_writes_what_compress_into_appends() {
+    let inputs = [
+        Vec::new(),
+        vec![7],
+        text(70_000),
+        noise(70_000),
+        vec![0; 90_000],
+    ];
+    for c in all_specs() {
+        // a recycled buffer: stale bytes, longer or shorter than what comes next
+        let mut out = vec![0xa5u8; 200_000];
+        for data in inputs.iter().chain(inputs.iter().rev()) {
+            let end = c.compress_reusing(data, &mut out, 41);
+            assert!(out.len() >= end);
+            assert_eq!(out[..41], [0xa5; 41], "{c}: the room in front is kept");
+            assert_eq!(decompress(&out[41..end]).unwrap(), *data, "{c}");
+            if !c.to_string().starts_with("obfuscate") {
+                assert_eq!(
+                    out[41..end],
+                    c.compress(data),
+                    "{c} on {} bytes",
+                    data.len()
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn zstd_frames_record_content_size() {
     for level in [1, 3, 19, 22] {
         for len in [100usize, 70_000, 1 << 20] {
