@@ -48,6 +48,9 @@ pub struct ChunkArgs {
     /// Threads searching for cut points (default: all)
     #[arg(long)]
     pub threads: Option<usize>,
+    /// MiB read at once (default: 16 per thread)
+    #[arg(long, value_name = "MIB")]
+    pub block: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -107,6 +110,9 @@ fn run_chunk(args: ChunkArgs) -> Result<Outcome> {
     let Some(mut c) = ParallelChunker::new(&args.chunker_params, args.seed, f, threads) else {
         bail!("{}: not buzhash chunker params", args.chunker_params);
     };
+    if let Some(mib) = args.block {
+        c = c.with_block(mib << 20);
+    }
     let (t, c0) = (Instant::now(), cpu_seconds());
     let (chunks, bytes) =
         drain(&mut c).with_context(|| format!("reading {}", args.file.display()))?;

@@ -17,8 +17,10 @@ use std::sync::Arc;
 use super::{is_zero, read_up_to, speculate, Allocation, ChunkerParams, Cutter, End};
 
 /// Bytes read from the input at once per chunking thread: large next to a chunk, so the
-/// overlap where one thread hands over to the next is a small share of the work.
-const BLOCK_PER_THREAD: usize = 16 << 20;
+/// overlap where one thread hands over to the next is a small share of the work, yet
+/// small enough that what was read is still in cache when it is searched (16 MiB per
+/// thread chunked a file from the page cache 20-35% slower, on one thread and on two).
+const BLOCK_PER_THREAD: usize = 4 << 20;
 /// With less than this much input per thread beyond the hand-over overlap, the calling
 /// thread chunks alone.
 const PAR_MIN: usize = 1 << 20;
@@ -110,7 +112,7 @@ impl<R: Read> ParallelChunker<R> {
     pub fn new(params: &ChunkerParams, seed: u32, reader: R, threads: usize) -> Option<Self> {
         let cutter = Cutter::new(params, seed)?;
         let threads = threads.max(1);
-        let block = (threads * BLOCK_PER_THREAD).max(cutter.max);
+        let block = threads * BLOCK_PER_THREAD;
         Some(ParallelChunker {
             reader,
             threads,
