@@ -653,17 +653,10 @@ mod tests {
             [7; 32],
         ));
         let (plain, _, _) = store(Duration::ZERO, None);
-        let with = |key: &Arc<Key>| {
-            ChunkStore::new(
-                plain.repo.clone(),
-                key.clone(),
-                plain.nonces.clone(),
-                Compression::None,
-                [],
-                false,
-            )
-        };
-        let (many, one) = (with(&key), with(&key));
+        let (many, one) = (
+            beside(&plain, &key, Compression::None, false),
+            beside(&plain, &key, Compression::None, false),
+        );
         let chunks: Vec<Vec<u8>> = [&b"a"[..], b"bb", b"a", &[9; 5000], b"bb", b""]
             .iter()
             .map(|c| c.to_vec())
@@ -678,13 +671,43 @@ mod tests {
             .map(|r| r.unwrap())
             .collect();
         let want: Vec<ChunkRef> = refs.iter().map(|c| one.store(c).unwrap()).collect();
+        let entries = assert_stored_alike(&many, &one, &got, &want);
+        assert_eq!(
+            entries
+                .iter()
+                .find(|e| e.0 == got[1].id)
+                .unwrap()
+                .1
+                .refcount,
+            3
+        );
+    }
+
+    /// A store over `plain`'s repository and nonces with `key`.
+    fn beside(plain: &ChunkStore, key: &Arc<Key>, c: Compression, dry_run: bool) -> ChunkStore {
+        ChunkStore::new(
+            plain.repo.clone(),
+            key.clone(),
+            plain.nonces.clone(),
+            c,
+            [],
+            dry_run,
+        )
+    }
+
+    /// Asserts that two stores returned the same refs and hold the same entries and
+    /// statistics; returns the entries, sorted.
+    fn assert_stored_alike(
+        a: &ChunkStore,
+        b: &ChunkStore,
+        got: &[ChunkRef],
+        want: &[ChunkRef],
+    ) -> Vec<(ObjectId, Entry)> {
         assert_eq!(got, want);
-        let mut a = many.entries();
-        let mut b = one.entries();
-        a.sort_by_key(|e| e.0);
-        b.sort_by_key(|e| e.0);
-        assert_eq!(a, b);
-        assert_eq!(a.iter().find(|e| e.0 == got[1].id).unwrap().1.refcount, 3);
+        let (mut x, mut y) = (a.entries(), b.entries());
+        x.sort_by_key(|e| e.0);
+        y.sort_by_key(|e| e.0);
+        assert_eq!(x, y);
         let counts = |s: &ChunkStore| {
             let st = &s.stats;
             [
@@ -696,7 +719,8 @@ mod tests {
             ]
             .map(Stats::get)
         };
-        assert_eq!(counts(&many), counts(&one));
+        assert_eq!(counts(a), counts(b));
+        x
     }
 
     #[test]
@@ -708,17 +732,10 @@ mod tests {
         assert!(key.macs_in_lanes(), "this CPU hashes BLAKE2b in lanes");
         let (plain, _, _) = store(Duration::ZERO, None);
         // a dry run reserves no nonces; envelopes are made and measured all the same
-        let with = |key: &Arc<Key>| {
-            ChunkStore::new(
-                plain.repo.clone(),
-                key.clone(),
-                plain.nonces.clone(),
-                Compression::Lz4,
-                [],
-                true,
-            )
-        };
-        let (early, one) = (with(&key), with(&key));
+        let (early, one) = (
+            beside(&plain, &key, Compression::Lz4, true),
+            beside(&plain, &key, Compression::Lz4, true),
+        );
         let chunk = |i: u32, n: usize| -> Vec<u8> {
             (0..n).map(|j| (j as u32 * (i + 3) + i) as u8).collect()
         };
@@ -742,31 +759,9 @@ mod tests {
         assert!(!early.encode_first(&[b"x"]));
         let got: Vec<ChunkRef> = got.into_iter().map(|r| r.unwrap()).collect();
         let want: Vec<ChunkRef> = want.into_iter().map(|r| r.unwrap()).collect();
-        assert_eq!(got, want);
-        let (mut x, mut y) = (early.entries(), one.entries());
-        x.sort_by_key(|e| e.0);
-        y.sort_by_key(|e| e.0);
-        assert_eq!(x, y);
-        assert_eq!(
-            x.iter()
-                .find(|e| e.0 == got[NEW_STREAK as usize].id)
-                .unwrap()
-                .1
-                .refcount,
-            2
-        );
-        let counts = |s: &ChunkStore| {
-            let st = &s.stats;
-            [
-                &st.osize,
-                &st.csize,
-                &st.usize_new,
-                &st.csize_new,
-                &st.chunks_new,
-            ]
-            .map(Stats::get)
-        };
-        assert_eq!(counts(&early), counts(&one));
+        let entries = assert_stored_alike(&early, &one, &got, &want);
+        let a_id = got[NEW_STREAK as usize].id;
+        assert_eq!(entries.iter().find(|e| e.0 == a_id).unwrap().1.refcount, 2);
     }
 
     #[test]
