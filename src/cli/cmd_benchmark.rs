@@ -48,7 +48,7 @@ pub struct ChunkArgs {
     /// Threads searching for cut points (default: all)
     #[arg(long)]
     pub threads: Option<usize>,
-    /// MiB read at once (default: 16 per thread)
+    /// MiB read at once (default: 4 per searching thread)
     #[arg(long, value_name = "MIB")]
     pub block: Option<usize>,
 }

@@ -103,11 +103,7 @@ pub struct Lanes {
 impl Lanes {
     /// `n` states, each fed `prefix` first (borg's 128-byte key block).
     pub fn new(n: usize, prefix: &[u8]) -> Lanes {
-        let mut st = blake2b_simd::Params::new().hash_length(32).to_state();
-        st.update(prefix);
-        Lanes {
-            states: vec![st; n],
-        }
+        Lanes::with_prefixes(&vec![prefix; n])
     }
 
     /// One state per prefix, each fed its own (the id key for some lanes, the MAC key for

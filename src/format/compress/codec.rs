@@ -135,21 +135,16 @@ fn deciding_into(
 // ---------------------------------------------------------------------------------------
 // LZ4: a raw block (`LZ4_compress_default`), no frame and no size prefix.
 
+/// [`lz4_at`], appended to `out`.
 pub(super) fn lz4_into(data: &[u8], out: &mut Vec<u8>) {
-    deciding_into(data, out, HDR_LZ4, |data, out| {
-        let base = out.len();
-        out.resize(
-            base + lz4_flex::block::get_maximum_output_size(data.len()),
-            0,
-        );
-        let n = lz4_flex::block::compress_into(data, &mut out[base..]).map_err(|e| e.to_string());
-        out.truncate(base + n.as_ref().copied().unwrap_or(0));
-        n.map(drop)
-    })
+    let end = lz4_at(data, out, out.len());
+    out.truncate(end);
 }
 
-/// [`lz4_into`] at `at` in `out`, reusing the room `out` already has (see
-/// [`Compression::compress_reusing`](super::Compression::compress_reusing)).
+/// LZ4 (borg's deciding compressor: `none` when not smaller) written at `at` in `out`,
+/// reusing the room `out` already has (see
+/// [`Compression::compress_reusing`](super::Compression::compress_reusing)); returns where
+/// it ends.
 pub(super) fn lz4_at(data: &[u8], out: &mut Vec<u8>, at: usize) -> usize {
     let body = at + HEADER_LEN;
     let room = body + lz4_flex::block::get_maximum_output_size(data.len());
