@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use common::{prng_bytes, run_py_json, Borg};
 use proxborg::format::chunker::{
-    buzhash, buzhash_update, chunk_sizes, sparse_map, Allocation, Chunker, ChunkerParams,
-    ParallelChunker,
+    buzhash, buzhash_update, chunk_sizes, sparse_map, Allocation, BlockSource, Chunker,
+    ChunkerParams, ParallelChunker, PositionalFile,
 };
 use serde_json::{json, Value};
 
@@ -250,16 +250,26 @@ fn ours_streaming(file: &Path, params: &ChunkerParams, seed: u32) -> (Vec<usize>
     (sizes, alloc)
 }
 
-/// Our parallel chunker over the file (`None` for fixed parameters).
+/// Our parallel chunker over the file (`None` for fixed parameters), reading it with one
+/// thread or with every chunking thread (`positional`).
 fn ours_parallel(
     file: &Path,
     params: &ChunkerParams,
     seed: u32,
-    threads: usize,
-    block: usize,
+    (threads, block, positional): (usize, usize, bool),
 ) -> Option<(Vec<usize>, String)> {
     let f = File::open(file).unwrap();
-    let mut c = ParallelChunker::new(params, seed, f, threads)?.with_block(block);
+    if positional {
+        let f = PositionalFile::new(f).unwrap();
+        let c = ParallelChunker::new(params, seed, f, threads)?.with_block(block);
+        return Some(parallel_cuts(c));
+    }
+    let c = ParallelChunker::new(params, seed, f, threads)?.with_block(block);
+    Some(parallel_cuts(c))
+}
+
+/// Cut sizes and allocation digits of all batches.
+fn parallel_cuts<R: BlockSource>(mut c: ParallelChunker<R>) -> (Vec<usize>, String) {
     let (mut sizes, mut alloc) = (Vec::new(), String::new());
     while let Some(b) = c.next_batch().unwrap() {
         for s in b.spans {
@@ -267,7 +277,7 @@ fn ours_parallel(
             alloc.push(alloc_digit(s.allocation));
         }
     }
-    Some((sizes, alloc))
+    (sizes, alloc)
 }
 
 /// Our in-memory cut plus borg's zero test on each piece.
@@ -357,10 +367,11 @@ fn check_jobs(borg: Borg, jobs: &[Job], streaming_too: bool) {
                 job.describe()
             );
         }
-        // The parallel chunker: several threads, and blocks from the smallest allowed on.
-        for (threads, block) in [(2, 0), (3, 5 * MIB)] {
-            if let Some((s3, a3)) = ours_parallel(&job.file, &job.params, job.seed, threads, block)
-            {
+        // The parallel chunker: several threads, blocks from the smallest allowed on, and
+        // the file read by every thread as `benchmark chunk` reads it.
+        for how in [(2, 0, false), (3, 5 * MIB, false), (2, 16 * MIB, true)] {
+            let threads = how.0;
+            if let Some((s3, a3)) = ours_parallel(&job.file, &job.params, job.seed, how) {
                 assert!(
                     s3 == borg_sizes && a3 == borg_alloc,
                     "{} {} threads={threads}: parallel chunker differs: {}",

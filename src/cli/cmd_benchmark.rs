@@ -1,7 +1,7 @@
 //! `benchmark`: how fast this machine runs the backup primitives (`cpu`) and a whole
 //! `create` into a throw-away repository (`create`), for judging hardware.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,9 @@ use clap::{Args, Subcommand};
 
 use super::{Common, Outcome};
 use proxborg::format::blake2;
-use proxborg::format::chunker::{chunk_sizes, Chunker, ChunkerParams, ParallelChunker};
+use proxborg::format::chunker::{
+    chunk_sizes, BlockSource, Chunker, ChunkerParams, ParallelChunker, PositionalFile,
+};
 use proxborg::format::compress::Compression;
 use proxborg::format::crypto::{Key, KeyMode};
 use proxborg::location::Repo;
@@ -48,7 +50,7 @@ pub struct ChunkArgs {
     /// Threads searching for cut points (default: all)
     #[arg(long)]
     pub threads: Option<usize>,
-    /// MiB read at once (default: 4 per searching thread)
+    /// MiB read at once (default: 4 on one thread, 8 per thread on several)
     #[arg(long, value_name = "MIB")]
     pub block: Option<usize>,
 }
@@ -106,6 +108,7 @@ fn cpu_seconds() -> f64 {
 fn run_chunk(args: ChunkArgs) -> Result<Outcome> {
     let threads = args.threads.unwrap_or_else(rayon::current_num_threads);
     let f = std::fs::File::open(&args.file)
+        .and_then(PositionalFile::new)
         .with_context(|| format!("opening {}", args.file.display()))?;
     let Some(mut c) = ParallelChunker::new(&args.chunker_params, args.seed, f, threads) else {
         bail!("{}: not buzhash chunker params", args.chunker_params);
@@ -126,7 +129,7 @@ fn run_chunk(args: ChunkArgs) -> Result<Outcome> {
 
 /// Chunks all of `c`'s input; returns the chunks and bytes. Runs on one of the pool's
 /// threads, so the chunking threads do not wait for a third one that reads.
-fn drain<R: Read + Send>(c: &mut ParallelChunker<R>) -> std::io::Result<(u64, u64)> {
+fn drain<R: BlockSource + Send>(c: &mut ParallelChunker<R>) -> std::io::Result<(u64, u64)> {
     rayon::scope(|_| {
         let (mut chunks, mut bytes) = (0u64, 0u64);
         while let Some(b) = c.next_batch()? {

@@ -11,6 +11,7 @@
 mod buzhash;
 mod parallel;
 mod params;
+mod source;
 pub mod sparse;
 mod speculate;
 #[cfg(test)]
@@ -22,6 +23,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 pub use buzhash::{buzhash, buzhash_update};
 pub use parallel::{parallel_chunk_sizes, Batch, OwnedBatch, ParallelChunker, Span};
 pub use params::{ChunkerParams, ParamsError};
+pub use source::{BlockSource, PositionalFile};
 pub use sparse::{sparse_map, Range};
 
 use buzhash::Tables;

@@ -3,11 +3,12 @@
 //! Where a chunk ends depends only on where it starts, so a thread may chunk part of the
 //! stream from a guessed start as if a chunk began there. Its cuts are wrong until one of
 //! them coincides with a true cut; from then on they are the true ones. The thread before
-//! it, which chunks from a true start, runs past the guess until it lands on one of the
-//! guessing thread's cuts (after a chunk or two: both stop at the first hash hit after
-//! their minimum size, so they fall into step) and hands over there. Each thread skips the
-//! minimum size of its chunks just as borg's sequential loop does, so the only extra work
-//! is the overlap at each hand-over.
+//! it, which chunks from a true start, hands over where it lands on one of the guessing
+//! thread's cuts: both stop at the first hash hit after their minimum size, so the chunk
+//! that crosses the guess usually ends at the guessing thread's first cut, and the thread
+//! before searches it only up to where the guessing thread began to search (see
+//! [`handover`]). Each thread skips the minimum size of its chunks just as borg's
+//! sequential loop does, so no stretch is searched twice unless chunks fall into step late.
 
 use std::sync::Mutex;
 
@@ -47,8 +48,8 @@ enum Match {
 
 /// The [`Cuts`] of `data[start..]` (all of the input when `eof`), searched by `parts`
 /// threads of rayon's pool; `skip` as for [`Cutter::end_of`]. The parts are of equal work:
-/// all but the last are expected to run one average chunk past the next part's start before
-/// they hand over.
+/// each searches from where the one before stops (its start plus the minimum size, see
+/// [`handover`]) to where it begins to search itself.
 pub(super) fn cuts(
     cutter: &Cutter,
     data: &[u8],
@@ -57,11 +58,13 @@ pub(super) fn cuts(
     eof: bool,
     parts: usize,
 ) -> Cuts {
-    let overlap = cutter.typical_len();
-    let len = data.len() - start;
     let parts = parts.max(1);
-    let step = len.saturating_sub(overlap) / parts;
-    let starts: Vec<usize> = (0..parts).map(|k| start + k * step).collect();
+    // The first part searches from `from`, part `k` from `starts[k] + min`.
+    let from = skip.max(start + cutter.min).min(data.len());
+    let share = (data.len() - from) / parts;
+    let starts: Vec<usize> = std::iter::once(start)
+        .chain((1..parts).map(|k| (from + k * share).saturating_sub(cutter.min).max(start + k)))
+        .collect();
     let shared: Vec<Mutex<Part>> = starts
         .iter()
         .map(|&s| {
@@ -99,7 +102,11 @@ fn run(
     // Ends of this part at or past the next part's start, not yet matched or ruled out.
     let mut pending = std::collections::VecDeque::new();
     let stop = loop {
-        match cutter.end_of(data, at, skip, eof) {
+        let found = match starts.get(k + 1) {
+            Some(&next) if at <= next => handover(cutter, data, eof, shared, k, at, next, skip),
+            _ => cutter.end_of(data, at, skip, eof),
+        };
+        match found {
             End::Open { scanned } => break (None, Some(scanned)),
             End::At(end) => {
                 skip = 0;
@@ -140,6 +147,49 @@ fn run(
             p.joined = Some(j);
         }
         (None, scanned) => p.scanned = scanned,
+    }
+}
+
+/// The end of part `k`'s chunk from `at`, a true start at or before the next part's start
+/// `next`. The next part skips its first chunk's minimum and then searches for the first
+/// hash hit; if no window of this chunk before that point is a hit, this chunk ends at the
+/// same hit, which the next part has usually found by now. So this part searches only up
+/// to where the next one began searching: the stretch both would have searched (about a
+/// chunk per hand-over) is searched once.
+#[allow(clippy::too_many_arguments)]
+fn handover(
+    cutter: &Cutter,
+    data: &[u8],
+    eof: bool,
+    shared: &[Mutex<Part>],
+    k: usize,
+    at: usize,
+    next: usize,
+    skip: usize,
+) -> End {
+    let w = cutter.window;
+    // Windows starting before `next + min` are looked at, no further.
+    let upto = next + cutter.min + w;
+    if upto >= data.len() {
+        return cutter.end_of(data, at, skip, eof);
+    }
+    let scanned = match cutter.end_of(&data[..upto], at, skip, false) {
+        End::At(e) => return End::At(e),
+        End::Open { scanned } => scanned,
+    };
+    let first = shared[k + 1]
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .ends
+        .get(1)
+        .copied();
+    // The next part's first end must be a hit this chunk's own search would reach, before
+    // its maximum size; a cut at the next part's maximum size or at the end of the input
+    // lies beyond that.
+    let reached = |e: usize| e + w < (at + cutter.max).min(data.len());
+    match first {
+        Some(e) if scanned >= next + cutter.min && reached(e) => End::At(e),
+        _ => cutter.end_of(data, at, scanned, eof),
     }
 }
 
@@ -216,6 +266,32 @@ mod tests {
             let got = cuts(&c, &d, 0, 0, true, parts);
             assert_eq!(got.ends, want, "parts={parts}");
             assert_eq!(got.scanned, None);
+        }
+    }
+
+    #[test]
+    fn equal_sequential_cuts_where_chunks_reach_their_maximum() {
+        // Hits are rarer than the maximum size allows, and the minimum is a large share of
+        // it: hand-overs meet chunks cut at the maximum on both sides of a part's start.
+        for (min_exp, max_exp, mask_bits) in [(10, 12, 12), (11, 12, 12), (8, 12, 12), (7, 9, 9)] {
+            let p = ChunkerParams::Buzhash {
+                min_exp,
+                max_exp,
+                mask_bits,
+                window: 63,
+            };
+            let c = Cutter::new(&p, 11).unwrap();
+            for len in [300_000, 1 << 20] {
+                let d = mixed(u64::from(mask_bits), len, 7_000);
+                let want = true_ends(&p, 11, &d);
+                for parts in [2, 3, 5, 16, 64] {
+                    let got = cuts(&c, &d, 0, 0, true, parts);
+                    assert_eq!(
+                        got.ends, want,
+                        "{min_exp},{max_exp},{mask_bits} len={len} parts={parts}"
+                    );
+                }
+            }
         }
     }
 
