@@ -25,12 +25,18 @@ pub(super) fn take(n: usize) -> Vec<Vec<u8>> {
 
 /// Keeps buffers for later inputs, up to [`keep_at_most`]; all but their first [`RESIDENT`] bytes
 /// go back to the system (a long chunk once read into a buffer would otherwise keep its
-/// whole capacity resident for the rest of the run).
-pub(super) fn keep(bufs: Vec<Vec<u8>>) {
+/// whole capacity resident for the rest of the run). `read_len` is how much of the input
+/// was read into them: none was filled beyond it, so after an input no longer than
+/// [`RESIDENT`] (most files) there is nothing to give back and no system call to make.
+pub(super) fn keep(bufs: Vec<Vec<u8>>, read_len: u64) {
     let mut kept = KEPT.lock().expect("chunk buffers");
     for mut b in bufs {
         if kept.len() < keep_at_most() && b.capacity() <= KEEP_CAPACITY {
-            release_tail(&mut b, RESIDENT);
+            if read_len > RESIDENT as u64 {
+                release_tail(&mut b, RESIDENT);
+            } else {
+                b.clear();
+            }
             kept.push(b);
         }
     }
@@ -73,5 +79,16 @@ mod tests {
         assert_eq!(b.capacity(), cap);
         b.resize(cap, 0x5a);
         assert!(b.iter().all(|&x| x == 0x5a));
+    }
+
+    #[test]
+    fn kept_buffers_come_back_empty() {
+        let before = take(usize::MAX);
+        keep(vec![vec![1u8; 1000], vec![2u8; 3 << 20]], 3 << 20);
+        keep(vec![vec![3u8; 100]], 100);
+        let back = take(usize::MAX);
+        assert_eq!(back.len(), 3.min(keep_at_most()));
+        assert!(back.iter().all(|b| b.is_empty() && b.capacity() >= 100));
+        keep(before, 0);
     }
 }

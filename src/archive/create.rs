@@ -571,7 +571,8 @@ fn chunk_parallel<R: Read>(
         }
     };
     results.wait(&rx, 0);
-    bufpool::keep(chunker.into_buffers());
+    let read_len = chunker.bytes_read();
+    bufpool::keep(chunker.into_buffers(), read_len);
     let refs = results.finish()?;
     Ok(read.map(|()| refs))
 }

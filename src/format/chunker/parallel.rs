@@ -106,6 +106,8 @@ pub struct ParallelChunker<R> {
     /// While `ends` is empty: no window in `[start + min, scanned)` is a cut.
     scanned: usize,
     spans: Vec<Span>,
+    /// Bytes read from the input so far.
+    read: u64,
     eof: bool,
     done: bool,
 }
@@ -132,6 +134,7 @@ impl<R: BlockSource> ParallelChunker<R> {
             ends: VecDeque::new(),
             scanned: 0,
             spans: Vec::new(),
+            read: 0,
             eof: false,
             done: false,
         })
@@ -198,6 +201,11 @@ impl<R: BlockSource> ParallelChunker<R> {
             first,
             spans: std::mem::take(&mut self.spans),
         }))
+    }
+
+    /// Bytes read from the input so far: no read buffer was filled beyond this length.
+    pub fn bytes_read(&self) -> u64 {
+        self.read
     }
 
     /// Whether the whole input is buffered (nothing more will be read).
@@ -281,7 +289,11 @@ impl<R: BlockSource> ParallelChunker<R> {
         if buf.capacity() < room {
             buf.reserve_exact(room - buf.len());
         }
-        if self.reader.read_block(buf, self.block, self.threads)? < self.block {
+        let got = self.reader.read_block(buf, self.block, self.threads);
+        // a failed read may have filled part of the block: count all of it
+        self.read += got.as_ref().map_or(self.block, |&n| n) as u64;
+        let n = got?;
+        if n < self.block {
             self.eof = true;
         }
         Ok(())
@@ -462,6 +474,22 @@ mod tests {
         let mut c = ParallelChunker::new(&ChunkerParams::DEFAULT, 0, Failing, 2).unwrap();
         assert!(c.next_batch().is_err());
         assert!(c.next_batch().unwrap().is_none());
+        // the failed block may have been partly read into the buffer: it counts as read
+        assert_eq!(c.bytes_read(), c.block as u64);
+    }
+
+    #[test]
+    fn bytes_read_bounds_what_the_buffers_hold() {
+        let d = data(3, 5 << 20);
+        let mut c = ParallelChunker::new(&ChunkerParams::DEFAULT, 0, &d[..], 1)
+            .unwrap()
+            .with_block(1 << 20);
+        assert_eq!(c.bytes_read(), 0);
+        let first = c.next_batch().unwrap().unwrap().data.len() as u64;
+        assert!(c.bytes_read() >= first && c.bytes_read() % (1 << 20) == 0);
+        while c.next_batch().unwrap().is_some() {}
+        assert_eq!(c.bytes_read(), d.len() as u64);
+        assert!(c.into_buffers().iter().all(|b| b.len() <= d.len()));
     }
 
     proptest! {
