@@ -26,30 +26,35 @@ pub(super) fn take(n: usize) -> Vec<Vec<u8>> {
 /// Keeps buffers for later inputs, up to [`keep_at_most`]; all but their first [`RESIDENT`] bytes
 /// go back to the system (a long chunk once read into a buffer would otherwise keep its
 /// whole capacity resident for the rest of the run). `read_len` is how much of the input
-/// was read into them: none was filled beyond it, so after an input no longer than
-/// [`RESIDENT`] (most files) there is nothing to give back and no system call to make.
+/// was read into them: none was filled beyond it, so only pages below it can be resident,
+/// and after an input no longer than [`RESIDENT`] (most files) there is nothing to give
+/// back and no system call to make.
 pub(super) fn keep(bufs: Vec<Vec<u8>>, read_len: u64) {
+    let filled = usize::try_from(read_len).unwrap_or(usize::MAX);
     let mut kept = KEPT.lock().expect("chunk buffers");
     for mut b in bufs {
         if kept.len() < keep_at_most() && b.capacity() <= KEEP_CAPACITY {
-            if read_len > RESIDENT as u64 {
-                release_tail(&mut b, RESIDENT);
-            } else {
-                b.clear();
-            }
+            release_tail(&mut b, RESIDENT, filled);
             kept.push(b);
         }
     }
 }
 
-/// Empties `buf` and returns the whole pages of its capacity beyond `keep` bytes to the
-/// system; they read as zeros and are faulted in again when used.
-fn release_tail(buf: &mut Vec<u8>, keep: usize) {
+/// Empties `buf` and returns the whole pages of its capacity beyond `keep` bytes, up to
+/// the first `filled` bytes (pages beyond were never written since the last release), to
+/// the system; they read as zeros and are faulted in again when used.
+fn release_tail(buf: &mut Vec<u8>, keep: usize, filled: usize) {
     buf.clear();
     let page = page_size();
     let base = buf.as_mut_ptr() as usize;
     let from = (base + keep).next_multiple_of(page);
-    let to = (base + buf.capacity()) / page * page;
+    let end = (base + buf.capacity()) / page * page;
+    let to = base
+        .saturating_add(filled)
+        .saturating_add(page - 1)
+        .min(end)
+        / page
+        * page;
     if to > from {
         // SAFETY: [from, to) lies inside the buffer's own allocation, holds no live data
         // (the buffer is empty) and stays mapped: MADV_DONTNEED on private anonymous memory
@@ -74,7 +79,7 @@ mod tests {
     fn released_tail_reads_as_zeros_and_stays_usable() {
         let mut b = vec![0xa5u8; 8 << 20];
         let cap = b.capacity();
-        release_tail(&mut b, 1 << 20);
+        release_tail(&mut b, 1 << 20, cap);
         assert!(b.is_empty());
         assert_eq!(b.capacity(), cap);
         b.resize(cap, 0x5a);
