@@ -7,8 +7,11 @@ use crate::format::chunker::{chunk_sizes, ChunkerParams};
 use crate::format::objects::Item;
 use crate::repo::ObjectId;
 
-/// borg flushes its item buffer every 8 MiB (keeping the last partial chunk).
-const FLUSH_AT: usize = 8 << 20;
+/// Packed items held before they are cut and stored. borg flushes at 8 MiB; a cut depends
+/// only on the bytes since the previous cut, and the last (partial) chunk is kept for the
+/// next flush, so any threshold above the items chunker's maximum (512 KiB) yields borg's
+/// chunks, and a small one keeps 7 MiB less resident for a large tree.
+const FLUSH_AT: usize = 1 << 20;
 
 /// Accumulates packed items and stores the cut chunks.
 pub struct ItemStream {
@@ -22,7 +25,7 @@ pub struct ItemStream {
 impl ItemStream {
     pub fn new(seed: u32) -> Self {
         ItemStream {
-            buf: Vec::with_capacity(FLUSH_AT + (1 << 20)),
+            buf: Vec::with_capacity(2 * FLUSH_AT),
             ids: Vec::new(),
             seed,
             count: 0,
@@ -43,19 +46,12 @@ impl ItemStream {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let sizes = chunk_sizes(&ChunkerParams::ITEMS, self.seed, &self.buf);
-        let keep = if last {
-            0
-        } else {
-            sizes.last().copied().unwrap_or(0)
-        };
         let mut off = 0;
-        for s in &sizes[..sizes.len() - usize::from(!last && !sizes.is_empty())] {
+        for s in to_store(self.seed, &self.buf, last) {
             let r = store.store_meta(&self.buf[off..off + s])?;
             self.ids.push(r.id);
             off += s;
         }
-        debug_assert_eq!(off + keep, self.buf.len());
         self.buf.drain(..off);
         Ok(())
     }
@@ -72,5 +68,46 @@ impl ItemStream {
     pub fn finish(mut self, store: &ChunkStore) -> Result<Vec<ObjectId>, StoreError> {
         self.flush(store, true)?;
         Ok(self.ids)
+    }
+}
+
+/// Sizes of the chunks of `buf` to store now: all of them for the `last` flush, else all
+/// but the last, which the items after it may still extend.
+fn to_store(seed: u32, buf: &[u8], last: bool) -> Vec<usize> {
+    let mut sizes = chunk_sizes(&ChunkerParams::ITEMS, seed, buf);
+    if !last {
+        sizes.pop();
+    }
+    sizes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The chunk sizes a stream of `data` added `piece` bytes at a time gets when flushed
+    /// at `flush_at` bytes.
+    fn flushed(data: &[u8], piece: usize, flush_at: usize) -> Vec<usize> {
+        let (mut buf, mut out) = (Vec::new(), Vec::new());
+        for p in data.chunks(piece) {
+            buf.extend_from_slice(p);
+            if buf.len() >= flush_at {
+                let sizes = to_store(7, &buf, false);
+                buf.drain(..sizes.iter().sum::<usize>());
+                out.extend(sizes);
+            }
+        }
+        out.extend(to_store(7, &buf, true));
+        out
+    }
+
+    #[test]
+    fn flush_threshold_does_not_move_cuts() {
+        let data = crate::format::chunker::testdata::mixed(5, 12 << 20, 3000);
+        let whole = chunk_sizes(&ChunkerParams::ITEMS, 7, &data);
+        assert!(whole.len() > 50);
+        for at in [FLUSH_AT, 8 << 20, (512 << 10) + 1] {
+            assert_eq!(flushed(&data, 333, at), whole, "flushed at {at}");
+        }
     }
 }

@@ -8,6 +8,7 @@
 //! `2^min_exp + window + 1` bytes remain, they form the last chunk whole. Cuts therefore do
 //! not depend on how the input is read.
 
+mod arena;
 mod buzhash;
 mod parallel;
 mod params;
@@ -15,7 +16,7 @@ mod source;
 pub mod sparse;
 mod speculate;
 #[cfg(test)]
-mod testdata;
+pub(crate) mod testdata;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Seek, SeekFrom};

@@ -5,15 +5,17 @@
 //! step with the true cuts (see `speculate`). On one thread this is borg's own loop: the
 //! search for a cut starts after each chunk's minimum size and stops at the first hit.
 //!
-//! Chunks are handed out in batches that borrow the chunker's read buffer, or share it
-//! ([`OwnedBatch`]) so a consumer can store them on other threads while the chunker reads
-//! on; either way their bytes are never copied before they are hashed, compressed and
-//! encrypted.
+//! Chunks are handed out in batches that borrow the chunker's read buffer, or pin their
+//! bytes in it ([`OwnedBatch`]) so a consumer can store them on other threads while the
+//! chunker reads on into the rest of the buffer (see `arena`); either way their bytes are
+//! never copied before they are hashed, compressed and encrypted.
 
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
+use super::arena::{Arena, Pin};
 use super::{is_zero, speculate, Allocation, BlockSource, ChunkerParams, Cutter, End};
 
 /// Bytes read from the input at once by a lone chunking thread: small enough that what was
@@ -56,12 +58,11 @@ impl Batch<'_> {
     }
 }
 
-/// Consecutive chunks of the stream that share the chunker's read buffer: the chunker goes
-/// on reading into another buffer while this one is alive.
+/// Consecutive chunks of the stream, pinned in the chunker's read buffer: the chunker goes
+/// on reading into the rest of it, and waits before it would write over these bytes.
 pub struct OwnedBatch {
-    buf: Arc<Vec<u8>>,
-    /// Where the batch starts in `buf`; span offsets are relative to it.
-    first: usize,
+    /// The bytes of all chunks of the batch; span offsets are relative to them.
+    data: Pin,
     pub spans: Vec<Span>,
 }
 
@@ -69,7 +70,7 @@ impl OwnedBatch {
     /// The bytes of chunk `i`.
     pub fn bytes(&self, i: usize) -> &[u8] {
         let s = self.spans[i];
-        &self.buf[self.first + s.offset..self.first + s.offset + s.size]
+        &self.data.bytes()[s.offset..s.offset + s.size]
     }
 
     /// The bytes of all chunks of the batch.
@@ -82,8 +83,10 @@ impl OwnedBatch {
     }
 }
 
-/// Read buffers the chunker keeps for reuse beyond the one it reads into.
-const SPARE_BUFFERS: usize = 4;
+/// How long the chunker waits for a batch to leave the bytes it would read into before it
+/// moves to a new buffer instead: batches are stored in milliseconds, but a caller that
+/// keeps them on the reading thread would otherwise wait forever.
+const PATIENCE: Duration = Duration::from_secs(1);
 
 /// A buzhash chunker over a reader that chunks on `threads` cores (rayon's pool) and
 /// yields borrowed batches of chunks. Cut points equal
@@ -95,11 +98,15 @@ pub struct ParallelChunker<R> {
     block: usize,
     /// See [`PAR_MIN`].
     par_min: usize,
-    /// Read input; `buf[start..]` is the current chunk and what follows it. Shared with
-    /// the [`OwnedBatch`]es handed out from it.
-    buf: Arc<Vec<u8>>,
-    /// Earlier read buffers, reused once no batch holds them any more.
-    retired: Vec<Arc<Vec<u8>>>,
+    /// Read input: `[start, len)` of it is the current chunk and what follows it; bytes
+    /// before `start` may be pinned by [`OwnedBatch`]es.
+    arena: Arc<Arena>,
+    len: usize,
+    /// Blocks the buffer holds beyond one block and the longest chunk (see
+    /// [`with_room`](Self::with_room)).
+    room: usize,
+    /// See [`PATIENCE`].
+    patience: Duration,
     start: usize,
     /// Ends of the chunks after `start` that are already known, in order.
     ends: VecDeque<usize>,
@@ -127,8 +134,10 @@ impl<R: BlockSource> ParallelChunker<R> {
             threads,
             block,
             par_min: PAR_MIN,
-            buf: Arc::new(Vec::new()),
-            retired: Vec::new(),
+            arena: Arc::new(Arena::new(Vec::new())),
+            len: 0,
+            room: 0,
+            patience: PATIENCE,
             cutter,
             start: 0,
             ends: VecDeque::new(),
@@ -148,12 +157,29 @@ impl<R: BlockSource> ParallelChunker<R> {
         self
     }
 
-    /// Reads into `buf` (its contents are discarded): a buffer kept from an earlier
-    /// chunker saves allocating and faulting in fresh memory for every input.
-    pub fn with_buffer(mut self, mut buf: Vec<u8>) -> Self {
-        buf.clear();
-        self.buf = Arc::new(buf);
+    /// Reads into `buf` (its contents are discarded) if its length, all of it initialised,
+    /// is enough for the buffer the chunker needs (see [`into_buffer`](Self::into_buffer)):
+    /// a buffer kept from an earlier chunker saves allocating and faulting in fresh memory
+    /// for every input.
+    pub fn with_buffer(mut self, buf: Vec<u8>) -> Self {
+        self.arena = Arc::new(Arena::new(buf));
         self
+    }
+
+    /// Lets the buffer hold `blocks` more blocks (as well as the block being read and the
+    /// longest chunk): the chunker reads on in place while [`OwnedBatch`]es pin no more
+    /// than that, and waits for them where they do (see [`PATIENCE`]). The buffer is used
+    /// as a ring, all of it touched in turn: more room costs memory, less makes the chunker
+    /// wait more often while batches are stored.
+    pub fn with_room(mut self, blocks: usize) -> Self {
+        self.set_room(blocks);
+        self
+    }
+
+    /// Changes the room (see [`with_room`](Self::with_room)) from the next read on; a
+    /// buffer too small for more room is replaced when the ring next wraps.
+    pub fn set_room(&mut self, blocks: usize) {
+        self.room = blocks;
     }
 
     /// Gives back the reader.
@@ -161,46 +187,38 @@ impl<R: BlockSource> ParallelChunker<R> {
         self.reader
     }
 
-    /// Gives back the read buffer, for [`with_buffer`](Self::with_buffer) (an empty one
-    /// while a batch still shares it).
+    /// Gives back the read buffer, all of its length initialised, for
+    /// [`with_buffer`](Self::with_buffer) (an empty one while a batch still pins it). No
+    /// byte of it was written beyond [`bytes_read`](Self::bytes_read).
     pub fn into_buffer(self) -> Vec<u8> {
-        Arc::try_unwrap(self.buf).unwrap_or_default()
-    }
-
-    /// Adds buffers to read into once the current one is shared by batches (see
-    /// [`next_owned_batch`](Self::next_owned_batch)).
-    pub fn with_spare_buffers(mut self, spare: impl IntoIterator<Item = Vec<u8>>) -> Self {
-        self.retired.extend(spare.into_iter().map(Arc::new));
-        self
-    }
-
-    /// Gives back every buffer no batch holds any more, the current one first.
-    pub fn into_buffers(self) -> Vec<Vec<u8>> {
-        std::iter::once(self.buf)
-            .chain(self.retired)
-            .filter_map(|b| Arc::try_unwrap(b).ok())
-            .filter(|b| b.capacity() > 0)
-            .collect()
+        Arc::try_unwrap(self.arena)
+            .map(Arena::into_vec)
+            .unwrap_or_default()
     }
 
     /// The next chunks: as many as the buffered input allows, at least one; `None` at the
     /// end. After an error the chunker is finished.
     pub fn next_batch(&mut self) -> io::Result<Option<Batch<'_>>> {
         Ok(self.advance()?.map(|first| Batch {
-            data: &self.buf[first..self.start],
+            data: &self.buffered()[first..self.start],
             spans: &self.spans,
         }))
     }
 
-    /// Like [`next_batch`](Self::next_batch), but the batch shares the read buffer instead
-    /// of borrowing the chunker: the next call reads into another buffer (one the chunker
-    /// kept, once no batch holds it any more) while this batch is still being stored.
+    /// Like [`next_batch`](Self::next_batch), but the batch pins its bytes in the read
+    /// buffer instead of borrowing the chunker: later calls read on into the rest of the
+    /// buffer while this batch is still being stored.
     pub fn next_owned_batch(&mut self) -> io::Result<Option<OwnedBatch>> {
         Ok(self.advance()?.map(|first| OwnedBatch {
-            buf: self.buf.clone(),
-            first,
+            data: self.arena.pin(first..self.start),
             spans: std::mem::take(&mut self.spans),
         }))
+    }
+
+    /// The input in the buffer's current lap: the chunks handed out last and the rest.
+    fn buffered(&self) -> &[u8] {
+        // SAFETY: only this chunker writes to the arena, and not while `&self` is borrowed.
+        unsafe { self.arena.bytes(0..self.len) }
     }
 
     /// Bytes read from the input so far: no read buffer was filled beyond this length.
@@ -222,7 +240,7 @@ impl<R: BlockSource> ParallelChunker<R> {
         let mut first = self.start;
         loop {
             if let Some(n) = self.try_cut() {
-                let bytes = &self.buf[self.start..self.start + n];
+                let bytes = &self.buffered()[self.start..self.start + n];
                 self.spans.push(Span {
                     offset: self.start - first,
                     size: n,
@@ -251,52 +269,84 @@ impl<R: BlockSource> ParallelChunker<R> {
         Ok(Some(first))
     }
 
-    /// A buffer no batch holds any more, else a new one.
-    fn free_buffer(&mut self) -> Vec<u8> {
-        match self.retired.iter().position(|b| Arc::strong_count(b) == 1) {
-            Some(i) => Arc::try_unwrap(self.retired.swap_remove(i)).unwrap_or_default(),
-            None => Vec::new(),
-        }
-    }
-
-    /// Moves the unchunked rest to the front of the buffer (to a free buffer while batches
-    /// share the current one) and reads one more block.
+    /// Reads one more block after the buffered input, in place up to the end of the ring
+    /// (see [`set_room`](Self::set_room); its last half block or more is read short rather
+    /// than left unused), then after moving the unchunked rest back to the front. Where
+    /// batches pin what it would write over, the chunker waits for them, for at most
+    /// [`PATIENCE`], then moves to a new buffer.
     fn fill(&mut self) -> io::Result<()> {
-        let s = self.start;
-        if Arc::get_mut(&mut self.buf).is_none() {
-            let mut next = self.free_buffer();
-            next.clear();
-            next.reserve_exact((self.block + self.cutter.max).max(self.buf.len() - s));
-            next.extend_from_slice(&self.buf[s..]);
-            let old = std::mem::replace(&mut self.buf, Arc::new(next));
-            if self.retired.len() < SPARE_BUFFERS {
-                self.retired.push(old);
+        let (s, mut block) = (self.start, self.block);
+        let rest = self.len - s;
+        let least = (block + self.cutter.max).max(rest + block);
+        let wanted = least.max(self.cutter.max + (self.room + 1) * block);
+        if self.arena.len() < least {
+            self.relocate(wanted);
+        } else {
+            let end = self.arena.len().min(wanted);
+            let tail = end.saturating_sub(self.len);
+            if tail < block && tail >= block / 2 {
+                // half a block or more up to the end: read that much rather than leave it
+                block = tail;
             }
-        } else if s > 0 {
-            let buf = Arc::get_mut(&mut self.buf).expect("unshared buffer");
-            buf.copy_within(s.., 0);
-            buf.truncate(buf.len() - s);
-        }
-        if s > 0 {
-            self.scanned = self.scanned.saturating_sub(s);
-            for e in self.ends.iter_mut() {
-                *e -= s;
+            let wrap = self.len + block > end;
+            if wrap && self.arena.len() < wanted {
+                // more room asked for than this buffer has
+                self.relocate(wanted);
+            } else if wrap {
+                if self.arena.wait_unpinned(&(0..rest + block), self.patience) {
+                    // SAFETY: this chunker is the only writer and no batch pins the front;
+                    // the rest was never handed out, so nothing pins it either.
+                    unsafe { self.arena.copy_within(s..self.len, 0) };
+                    self.rebase(rest);
+                } else {
+                    self.relocate(wanted);
+                }
+            } else if !self
+                .arena
+                .wait_unpinned(&(self.len..self.len + block), self.patience)
+            {
+                self.relocate(wanted);
             }
-            self.start = 0;
         }
-        let room = self.block + self.cutter.max;
-        let buf = Arc::get_mut(&mut self.buf).expect("unshared buffer");
-        if buf.capacity() < room {
-            buf.reserve_exact(room - buf.len());
-        }
-        let got = self.reader.read_block(buf, self.block, self.threads);
+        let at = self.len;
+        // SAFETY: the range lies beyond the buffered input and no batch pins it (above).
+        let into = unsafe { self.arena.bytes_mut(at..at + block) };
+        let got = self.reader.read_block(into, self.threads);
         // a failed read may have filled part of the block: count all of it
-        self.read += got.as_ref().map_or(self.block, |&n| n) as u64;
+        self.read += got.as_ref().map_or(block, |&n| n) as u64;
         let n = got?;
-        if n < self.block {
+        self.len += n;
+        if n < block {
             self.eof = true;
         }
         Ok(())
+    }
+
+    /// Moves the unchunked rest to the front of a new buffer of `size` bytes; batches keep
+    /// the old one alive while they pin it.
+    fn relocate(&mut self, size: usize) {
+        let rest = self.len - self.start;
+        let fresh = Arena::new(vec![0u8; size]);
+        // SAFETY: the new arena is not shared yet; the rest of the old one is never pinned
+        // and only this chunker writes to it.
+        unsafe {
+            fresh
+                .bytes_mut(0..rest)
+                .copy_from_slice(self.arena.bytes(self.start..self.len));
+        }
+        self.arena = Arc::new(fresh);
+        self.rebase(rest);
+    }
+
+    /// Positions after the rest moved to the front of the buffer (`rest` bytes).
+    fn rebase(&mut self, rest: usize) {
+        let s = self.start;
+        self.scanned = self.scanned.saturating_sub(s);
+        for e in self.ends.iter_mut() {
+            *e -= s;
+        }
+        self.start = 0;
+        self.len = rest;
     }
 
     /// The size of the chunk at `start` if the buffered input decides it.
@@ -304,10 +354,10 @@ impl<R: BlockSource> ParallelChunker<R> {
         let s = self.start;
         if self.ends.is_empty() {
             let overlap = self.cutter.typical_len();
-            if self.threads > 1 && self.buf.len() - s >= self.threads * (self.par_min + overlap) {
+            if self.threads > 1 && self.len - s >= self.threads * (self.par_min + overlap) {
                 let c = speculate::cuts(
                     &self.cutter,
-                    &self.buf,
+                    self.buffered(),
                     s,
                     self.scanned,
                     self.eof,
@@ -316,7 +366,10 @@ impl<R: BlockSource> ParallelChunker<R> {
                 self.ends.extend(c.ends);
                 self.scanned = c.scanned.unwrap_or(0);
             } else {
-                match self.cutter.end_of(&self.buf, s, self.scanned, self.eof) {
+                match self
+                    .cutter
+                    .end_of(self.buffered(), s, self.scanned, self.eof)
+                {
                     End::At(e) => {
                         self.ends.push_back(e);
                         self.scanned = 0;
@@ -409,41 +462,85 @@ mod tests {
         }
     }
 
+    /// Checks that `b` holds `d[at..]`'s chunks.
+    fn check_batch(d: &[u8], at: usize, b: &OwnedBatch) {
+        let mut o = at;
+        for (i, s) in b.spans.iter().enumerate() {
+            assert_eq!(b.bytes(i), &d[o..o + s.size]);
+            o += s.size;
+        }
+    }
+
     #[test]
     fn owned_batches_stay_valid_while_the_chunker_reads_on() {
         let d = data(11, 40 << 20);
         let p = ChunkerParams::DEFAULT;
         let want = chunk_sizes(&p, 5, &d);
         for keep in [1usize, 3] {
-            let mut c = ParallelChunker::new(&p, 5, &d[..], 1)
-                .unwrap()
-                .with_spare_buffers([Vec::with_capacity(1 << 20)]);
-            let mut alive: VecDeque<(usize, OwnedBatch)> = VecDeque::new();
-            let (mut off, mut sizes) = (0, Vec::new());
-            let check = |at: usize, b: &OwnedBatch| {
-                let mut o = at;
-                for (i, s) in b.spans.iter().enumerate() {
-                    assert_eq!(b.bytes(i), &d[o..o + s.size]);
-                    o += s.size;
+            for room in [0, 4] {
+                // batches kept on the reading thread are never dropped while it waits: it
+                // reads on in place where it can, and moves to a new buffer where it cannot
+                let mut c = ParallelChunker::new(&p, 5, &d[..], 1)
+                    .unwrap()
+                    .with_block(1 << 20)
+                    .with_room(room);
+                c.patience = Duration::from_millis(1);
+                let mut alive: VecDeque<(usize, OwnedBatch)> = VecDeque::new();
+                let (mut off, mut sizes) = (0, Vec::new());
+                while let Some(b) = c.next_owned_batch().unwrap() {
+                    sizes.extend(b.spans.iter().map(|s| s.size));
+                    let len = b.len();
+                    alive.push_back((off, b));
+                    off += len;
+                    while alive.len() > keep {
+                        let (at, b) = alive.pop_front().unwrap();
+                        check_batch(&d, at, &b);
+                    }
                 }
-            };
-            while let Some(b) = c.next_owned_batch().unwrap() {
-                sizes.extend(b.spans.iter().map(|s| s.size));
-                let len = b.len();
-                alive.push_back((off, b));
-                off += len;
-                while alive.len() > keep {
-                    let (at, b) = alive.pop_front().unwrap();
-                    check(at, &b);
+                for (at, b) in &alive {
+                    check_batch(&d, *at, b);
                 }
+                drop(alive);
+                assert_eq!(sizes, want, "keep={keep} room={room}");
+                assert!(!c.into_buffer().is_empty());
             }
-            for (at, b) in &alive {
-                check(*at, b);
-            }
-            drop(alive);
-            assert_eq!(sizes, want, "keep={keep}");
-            assert!(!c.into_buffers().is_empty());
         }
+    }
+
+    #[test]
+    fn batches_stored_elsewhere_unpin_their_bytes_for_the_reader() {
+        let d = data(12, 30 << 20);
+        let p = ChunkerParams::DEFAULT;
+        let want = chunk_sizes(&p, 6, &d);
+        let block = 1 << 20;
+        let mut c = ParallelChunker::new(&p, 6, &d[..], 1)
+            .unwrap()
+            .with_block(block)
+            .with_room(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, OwnedBatch)>(4);
+        let checker = std::thread::spawn({
+            let d = d.clone();
+            move || {
+                let mut sizes = Vec::new();
+                for (at, b) in rx {
+                    // slower than the reader: it waits for room
+                    std::thread::sleep(Duration::from_millis(2));
+                    check_batch(&d, at, &b);
+                    sizes.extend(b.spans.iter().map(|s| s.size));
+                }
+                sizes
+            }
+        });
+        let mut off = 0;
+        while let Some(b) = c.next_owned_batch().unwrap() {
+            let len = b.len();
+            tx.send((off, b)).unwrap();
+            off += len;
+        }
+        drop(tx);
+        assert_eq!(checker.join().unwrap(), want);
+        // one buffer all along, of the size asked for
+        assert_eq!(c.into_buffer().len(), 2 * block + p.max_chunk_size());
     }
 
     #[test]
@@ -479,17 +576,25 @@ mod tests {
     }
 
     #[test]
-    fn bytes_read_bounds_what_the_buffers_hold() {
+    fn bytes_read_bounds_what_the_buffer_holds() {
         let d = data(3, 5 << 20);
         let mut c = ParallelChunker::new(&ChunkerParams::DEFAULT, 0, &d[..], 1)
             .unwrap()
-            .with_block(1 << 20);
+            .with_block(1 << 20)
+            .with_buffer(vec![0xee; 32 << 20]);
         assert_eq!(c.bytes_read(), 0);
         let first = c.next_batch().unwrap().unwrap().data.len() as u64;
         assert!(c.bytes_read() >= first && c.bytes_read() % (1 << 20) == 0);
         while c.next_batch().unwrap().is_some() {}
         assert_eq!(c.bytes_read(), d.len() as u64);
-        assert!(c.into_buffers().iter().all(|b| b.len() <= d.len()));
+        let buf = c.into_buffer();
+        assert_eq!(
+            buf.len(),
+            32 << 20,
+            "a buffer large enough is used as it is"
+        );
+        assert_eq!(&buf[..d.len()], &d[..]);
+        assert!(buf[d.len()..].iter().all(|&b| b == 0xee));
     }
 
     proptest! {

@@ -3,23 +3,29 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
 
 use rayon::prelude::*;
 
-use super::read_up_to;
-
-/// Appends up to `n` bytes of input to a buffer.
+/// Reads blocks of input into a buffer.
 pub trait BlockSource {
-    /// Appends up to `n` bytes to `buf`; fewer only at the end of the input. `parts` is how
-    /// many threads may share the read.
-    fn read_block(&mut self, buf: &mut Vec<u8>, n: usize, parts: usize) -> io::Result<usize>;
+    /// Fills `buf`; short only at the end of the input. `parts` is how many threads may
+    /// share the read.
+    fn read_block(&mut self, buf: &mut [u8], parts: usize) -> io::Result<usize>;
 }
 
 impl<R: Read> BlockSource for R {
-    fn read_block(&mut self, buf: &mut Vec<u8>, n: usize, _parts: usize) -> io::Result<usize> {
-        read_up_to(self, buf, n)
+    fn read_block(&mut self, buf: &mut [u8], _parts: usize) -> io::Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.read(&mut buf[done..]) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
     }
 }
 
@@ -27,8 +33,7 @@ impl<R: Read> BlockSource for R {
 const MIN_PART: usize = 256 << 10;
 
 /// A regular file read by position: a block is split among the chunking threads, each
-/// copying its part out of the page cache straight into the buffer's unused capacity (no
-/// zeroing first). On one thread the copy is a third of what chunking a cached file costs,
+/// copying its part out of the page cache straight into the buffer. On one thread the copy is a third of what chunking a cached file costs,
 /// so a single reading thread holds back all the others.
 ///
 /// The file's own offset does not move while it is read; [`into_inner`](Self::into_inner)
@@ -53,16 +58,14 @@ impl PositionalFile {
 }
 
 impl BlockSource for PositionalFile {
-    fn read_block(&mut self, buf: &mut Vec<u8>, n: usize, parts: usize) -> io::Result<usize> {
-        buf.reserve(n);
+    fn read_block(&mut self, buf: &mut [u8], parts: usize) -> io::Result<usize> {
+        let n = buf.len();
         let part = n.div_ceil(parts.max(1)).max(MIN_PART);
         let (file, base) = (&self.file, self.offset);
-        let spare = &mut buf.spare_capacity_mut()[..n];
         let got: Vec<io::Result<usize>> = if part >= n {
-            vec![read_full_at(file, spare, base)]
+            vec![read_full_at(file, buf, base)]
         } else {
-            spare
-                .par_chunks_mut(part)
+            buf.par_chunks_mut(part)
                 .enumerate()
                 .map(|(i, s)| read_full_at(file, s, base + (i * part) as u64))
                 .collect()
@@ -77,15 +80,13 @@ impl BlockSource for PositionalFile {
                 break;
             }
         }
-        // SAFETY: the first `filled` bytes of the spare capacity were written by `pread`.
-        unsafe { buf.set_len(buf.len() + filled) };
         self.offset += filled as u64;
         Ok(filled)
     }
 }
 
 /// Fills `buf` from `offset` on; short only at the end of the file.
-fn read_full_at(file: &File, buf: &mut [MaybeUninit<u8>], mut offset: u64) -> io::Result<usize> {
+fn read_full_at(file: &File, buf: &mut [u8], mut offset: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
         let rest = &mut buf[done..];
@@ -130,18 +131,19 @@ mod tests {
         for parts in [1, 2, 3, 8] {
             for n in [4099, MIN_PART - 1, MIN_PART * 3 + 17, 4 << 20] {
                 let mut src = PositionalFile::new(file_with(&d)).unwrap();
-                let mut buf = b"kept".to_vec();
+                let mut buf = vec![0u8; 4 + d.len() + n];
+                buf[..4].copy_from_slice(b"kept");
+                let mut len = 4;
                 loop {
-                    let before = buf.len();
-                    let got = src.read_block(&mut buf, n, parts).unwrap();
-                    assert_eq!(buf.len(), before + got);
+                    let got = src.read_block(&mut buf[len..len + n], parts).unwrap();
+                    len += got;
                     if got < n {
                         break;
                     }
                 }
                 assert_eq!(&buf[..4], b"kept");
-                assert_eq!(&buf[4..], &d[..], "parts={parts} n={n}");
-                assert_eq!(src.read_block(&mut buf, n, parts).unwrap(), 0);
+                assert_eq!(&buf[4..len], &d[..], "parts={parts} n={n}");
+                assert_eq!(src.read_block(&mut buf[len..len + n], parts).unwrap(), 0);
             }
         }
     }
@@ -152,8 +154,8 @@ mod tests {
         let mut f = file_with(&d);
         f.seek(SeekFrom::Start(1000)).unwrap();
         let mut src = PositionalFile::new(f).unwrap();
-        let mut buf = Vec::new();
-        assert_eq!(src.read_block(&mut buf, 600_000, 2).unwrap(), 600_000);
+        let mut buf = vec![0u8; 600_000];
+        assert_eq!(src.read_block(&mut buf, 2).unwrap(), 600_000);
         assert_eq!(buf, &d[1000..601_000]);
         let mut f = src.into_inner().unwrap();
         assert_eq!(f.stream_position().unwrap(), 601_000);
@@ -192,7 +194,7 @@ mod tests {
         // A directory opens but cannot be read.
         let dir = tempfile::tempdir().unwrap();
         let mut src = PositionalFile::new(File::open(dir.path()).unwrap()).unwrap();
-        let e = src.read_block(&mut Vec::new(), 1 << 20, 2).unwrap_err();
+        let e = src.read_block(&mut [0u8; 4096], 2).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EISDIR));
     }
 }

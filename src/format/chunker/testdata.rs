@@ -4,7 +4,7 @@ use std::io::{self, Read};
 
 /// Deterministic bytes in stretches of `stretch`: zero runs, a constant byte, low-entropy
 /// and random stretches in turn, so cuts fall in every kind of data.
-pub(super) fn mixed(seed: u64, len: usize, stretch: usize) -> Vec<u8> {
+pub(crate) fn mixed(seed: u64, len: usize, stretch: usize) -> Vec<u8> {
     let mut s = seed | 1;
     (0..len)
         .map(|i| {
