@@ -257,6 +257,19 @@ pub struct FileEntry {
     pub chunks: Vec<ChunkRef>,
 }
 
+impl FileEntry {
+    /// The entry of a file read or confirmed in this run.
+    pub fn fresh(inode: u64, size: u64, cmtime_ns: i64, chunks: Vec<ChunkRef>) -> Self {
+        FileEntry {
+            inode,
+            size,
+            cmtime_ns,
+            age: 0,
+            chunks,
+        }
+    }
+}
+
 /// borg's `--files-cache` modes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FilesCacheMode {
@@ -383,47 +396,52 @@ impl FilesCache {
         Some(&e.chunks)
     }
 
-    /// Remembers a file read (or confirmed) in this run.
-    pub fn memorize(
-        &mut self,
-        key: FileKey,
-        inode: u64,
-        size: u64,
-        cmtime_ns: i64,
-        chunks: Vec<ChunkRef>,
-    ) {
-        if self.mode.disabled {
-            return;
-        }
-        self.entries.insert(
-            key,
-            FileEntry {
-                inode,
-                size,
-                cmtime_ns,
-                age: 0,
-                chunks,
-            },
-        );
-    }
-
-    /// Writes the entries worth keeping: fresh ones with a c/mtime safely in the past,
-    /// and aged ones below the TTL.
-    pub fn save(&self, cache: &CacheDir) -> Result<(), CacheError> {
+    /// Writes the cache for the next run: `fresh`, the files read or confirmed in this run
+    /// (age 0; those changed too recently to be trusted are left out), and the loaded
+    /// entries they do not replace, below the TTL. Encoded straight from `fresh` and the
+    /// loaded table, without a table of all entries (for a large tree, that table and the
+    /// slack of its growth were the largest allocation of the run).
+    pub fn save(
+        mut self,
+        cache: &CacheDir,
+        fresh: Vec<(FileKey, FileEntry)>,
+    ) -> Result<(), CacheError> {
         if self.mode.disabled {
             return Ok(());
         }
-        let keep = self.entries.iter().filter(|(_, e)| {
-            (e.age == 0 && e.cmtime_ns < self.trust_before) || (e.age > 0 && e.age < self.ttl)
-        });
-        let data = encode_files(keep);
+        for (k, _) in &fresh {
+            self.entries.remove(k);
+        }
+        let data = self.encode(&fresh);
         let p = cache.dir.join("files");
         crate::fsutil::save_file(&p, &data).map_err(io_err(&p))
     }
+
+    /// The cache file [`save`](Self::save) writes, the loaded entries already without
+    /// those `fresh` replaces.
+    fn encode(&self, fresh: &[(FileKey, FileEntry)]) -> Vec<u8> {
+        let trusted = |e: &FileEntry| e.cmtime_ns < self.trust_before;
+        let keep = fresh
+            .iter()
+            .filter(|(_, e)| trusted(e))
+            .map(|(k, e)| (k, e))
+            .chain(self.entries.iter().filter(|(_, e)| e.age < self.ttl));
+        encode_files(keep.clone().map(|(_, e)| encoded_len(e)).sum(), keep)
+    }
 }
 
-fn encode_files<'a>(entries: impl Iterator<Item = (&'a FileKey, &'a FileEntry)>) -> Vec<u8> {
-    let mut out = FILES_MAGIC.to_vec();
+/// Bytes of one entry in the cache file.
+fn encoded_len(e: &FileEntry) -> usize {
+    16 + 8 + 8 + 8 + 1 + 4 + e.chunks.len() * (32 + 4 + 4)
+}
+
+/// The cache file of `entries`, `len` bytes of them (see [`encoded_len`]).
+fn encode_files<'a>(
+    len: usize,
+    entries: impl Iterator<Item = (&'a FileKey, &'a FileEntry)>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(FILES_MAGIC.len() + len + 8);
+    out.extend_from_slice(FILES_MAGIC);
     for (k, e) in entries {
         out.extend_from_slice(k);
         out.extend_from_slice(&e.inode.to_le_bytes());
@@ -511,6 +529,16 @@ mod tests {
         assert!(decode_entries(&b[..b.len() - 1]).is_none());
     }
 
+    fn entry(inode: u64, size: u64, cmtime_ns: i64, age: u8, chunks: &[ChunkRef]) -> FileEntry {
+        FileEntry {
+            inode,
+            size,
+            cmtime_ns,
+            age,
+            chunks: chunks.to_vec(),
+        }
+    }
+
     #[test]
     fn files_cache_modes_and_ageing() {
         let mut fc = FilesCache::new(FilesCacheMode::default(), 20, 200);
@@ -526,14 +554,13 @@ mod tests {
             a,
             "the source tag is part of the key"
         );
-        fc.memorize(a, 1, 5, 100, c.clone());
-        fc.memorize(b, 2, 5, 200, c.clone());
+        fc.entries.insert(a, entry(1, 5, 100, 1, &c));
         assert_eq!(fc.lookup(&a, 1, 5, 100), Some(&c[..]));
         assert_eq!(fc.lookup(&a, 9, 5, 100), None);
         assert_eq!(fc.lookup(&a, 1, 6, 100), None);
         assert_eq!(fc.lookup(&a, 1, 5, 101), None);
-        let data = encode_files(fc.entries.iter().filter(|(_, e)| e.cmtime_ns < 200));
-        let back = decode_files(&data).unwrap();
+        let fresh = vec![(b, entry(2, 5, 200, 0, &c))];
+        let back = decode_files(&fc.encode(&fresh)).unwrap();
         assert_eq!(
             back.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
             [a],
@@ -542,5 +569,37 @@ mod tests {
         assert!("ctime,mtime".parse::<FilesCacheMode>().is_err());
         assert!("mtime,size".parse::<FilesCacheMode>().unwrap().mtime);
         assert!("bogus".parse::<FilesCacheMode>().is_err());
+    }
+
+    #[test]
+    fn saved_cache_holds_fresh_entries_and_loaded_ones_they_do_not_replace() {
+        let c = [ChunkRef {
+            id: [2; 32],
+            size: 7,
+            csize: 8,
+        }];
+        let mut fc = FilesCache::new(FilesCacheMode::default(), 3, 1000);
+        let [kept, replaced, expired, new] = [b"k", b"r", b"e", b"n"].map(|p| file_key(b"", p));
+        fc.entries.insert(kept, entry(1, 1, 10, 2, &c));
+        fc.entries.insert(replaced, entry(2, 2, 20, 1, &c));
+        fc.entries.insert(expired, entry(3, 3, 30, 3, &c));
+        let fresh = vec![
+            (replaced, entry(4, 4, 40, 0, &c)),
+            (new, entry(5, 5, 50, 0, &c[..0])),
+        ];
+        for (k, _) in &fresh {
+            fc.entries.remove(k);
+        }
+        let data = fc.encode(&fresh);
+        let mut back = decode_files(&data).unwrap();
+        back.sort_by_key(|(k, _)| *k);
+        let mut want = vec![
+            (kept, entry(1, 1, 10, 2, &c)),
+            (replaced, entry(4, 4, 40, 0, &c)),
+            (new, entry(5, 5, 50, 0, &[])),
+        ];
+        want.sort_by_key(|(k, _)| *k);
+        assert_eq!(back, want);
+        assert_eq!(data.capacity(), data.len(), "reserved exactly");
     }
 }

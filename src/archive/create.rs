@@ -19,7 +19,9 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
 
 use super::bufpool;
-use super::cache::{file_key, CacheDir, CacheError, FileKey, FilesCache, FilesCacheMode};
+use super::cache::{
+    file_key, CacheDir, CacheError, FileEntry, FileKey, FilesCache, FilesCacheMode,
+};
 use super::checkpoint::{Checkpointer, Totals};
 use super::dropbehind::DropBehind;
 use super::fsmeta::{self, FsMeta, MetaOptions};
@@ -160,7 +162,7 @@ pub type AclMap = Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
 /// A last check before the commit.
 pub type PreCommit = Box<dyn FnOnce() -> Result<(), String> + Send>;
 /// A files-cache entry to remember after the commit: key, inode, size, c/mtime, chunks.
-type Memo = (FileKey, u64, u64, i64, Vec<ChunkRef>);
+type Memo = (FileKey, FileEntry);
 
 /// Per-item status line (borg's `--list` letters).
 pub type StatusFn<'a> = &'a (dyn Fn(char, &str) + Sync);
@@ -720,7 +722,10 @@ fn process_file(sh: &Shared, job: &FileJob) -> Result<FileOutcome, StoreError> {
                         .stats
                         .files_unchanged
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    memorize = Some((key, meta.ino, meta.size, cmtime, refs.clone()));
+                    memorize = Some((
+                        key,
+                        FileEntry::fresh(meta.ino, meta.size, cmtime, refs.clone()),
+                    ));
                     chunks = Some(refs);
                 }
             }
@@ -765,7 +770,10 @@ fn process_file(sh: &Shared, job: &FileJob) -> Result<FileOutcome, StoreError> {
                 status = 'C';
                 warning = Some(format!("{shown}: file changed while we backed it up"));
             } else if !job.special {
-                memorize = Some((key, meta.ino, meta.size, cmtime, refs.clone()));
+                memorize = Some((
+                    key,
+                    FileEntry::fresh(meta.ino, meta.size, cmtime, refs.clone()),
+                ));
             }
             refs
         }
@@ -1463,14 +1471,12 @@ fn create_inner(
         })
         .collect();
     cache.save_chunks(&session.manifest_id, &all, Some((&archive_ref.id, &share)))?;
-    let mut files = Arc::try_unwrap(sh)
+    drop((all, share));
+    let files = Arc::try_unwrap(sh)
         .ok()
         .and_then(|s| Arc::try_unwrap(s.files).ok())
         .unwrap_or_else(|| FilesCache::new(FilesCacheMode::default(), 20, trust_before));
-    for (k, ino, size, cm, chunks) in sink_out.memorize {
-        files.memorize(k, ino, size, cm, chunks);
-    }
-    files.save(&cache)?;
+    files.save(&cache, sink_out.memorize)?;
     Ok(CreateResult {
         name: name.into(),
         id: archive_ref.id,
