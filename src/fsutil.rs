@@ -1,8 +1,23 @@
 //! Small file-system helpers shared by the I/O layers.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
+
+/// Reads until `buf` is full or the input ends; returns the bytes read (fewer than
+/// `buf.len()` only at the end of the input).
+pub fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
 
 /// borg's `SaveFile`: write a temp file beside `path`, fsync it, rename it over `path`,
 /// fsync the directory — readers see the old or the new content, never a mix.

@@ -402,24 +402,23 @@ impl FilesCache {
     /// loaded table, without a table of all entries (for a large tree, that table and the
     /// slack of its growth were the largest allocation of the run).
     pub fn save(
-        mut self,
+        self,
         cache: &CacheDir,
         fresh: Vec<(FileKey, FileEntry)>,
     ) -> Result<(), CacheError> {
         if self.mode.disabled {
             return Ok(());
         }
-        for (k, _) in &fresh {
-            self.entries.remove(k);
-        }
         let data = self.encode(&fresh);
         let p = cache.dir.join("files");
         crate::fsutil::save_file(&p, &data).map_err(io_err(&p))
     }
 
-    /// The cache file [`save`](Self::save) writes, the loaded entries already without
-    /// those `fresh` replaces.
-    fn encode(&self, fresh: &[(FileKey, FileEntry)]) -> Vec<u8> {
+    /// The cache file [`save`](Self::save) writes.
+    fn encode(mut self, fresh: &[(FileKey, FileEntry)]) -> Vec<u8> {
+        for (k, _) in fresh {
+            self.entries.remove(k);
+        }
         let trusted = |e: &FileEntry| e.cmtime_ns < self.trust_before;
         let keep = fresh
             .iter()
@@ -587,9 +586,6 @@ mod tests {
             (replaced, entry(4, 4, 40, 0, &c)),
             (new, entry(5, 5, 50, 0, &c[..0])),
         ];
-        for (k, _) in &fresh {
-            fc.entries.remove(k);
-        }
         let data = fc.encode(&fresh);
         let mut back = decode_files(&data).unwrap();
         back.sort_by_key(|(k, _)| *k);

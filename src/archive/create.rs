@@ -161,7 +161,7 @@ pub type IdMap = Arc<dyn Fn(u32, u32) -> (u32, u32) + Send + Sync>;
 pub type AclMap = Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
 /// A last check before the commit.
 pub type PreCommit = Box<dyn FnOnce() -> Result<(), String> + Send>;
-/// A files-cache entry to remember after the commit: key, inode, size, c/mtime, chunks.
+/// A files-cache entry to remember after the commit.
 type Memo = (FileKey, FileEntry);
 
 /// Per-item status line (borg's `--list` letters).

@@ -8,7 +8,6 @@ use std::collections::{BTreeSet, HashSet};
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -19,6 +18,7 @@ use crate::archive::read::{
     for_each_chunk, for_each_selected, strip_components, ArchiveRef, ReadError, Selector,
 };
 use crate::format::objects::{ChunkId, Item};
+use crate::fsutil::read_full;
 use crate::session::Session;
 
 #[derive(Clone, Debug, Default)]
@@ -444,19 +444,6 @@ fn compare_content(
         emit(Finding::Content(path.to_vec(), at), sum);
     }
     Ok(())
-}
-
-fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match f.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(k) => got += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }
 
 #[cfg(test)]

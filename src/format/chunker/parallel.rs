@@ -289,23 +289,21 @@ impl<R: BlockSource> ParallelChunker<R> {
                 block = tail;
             }
             let wrap = self.len + block > end;
-            if wrap && self.arena.len() < wanted {
-                // more room asked for than this buffer has
+            // a wrap into a buffer smaller than the room asked for moves to a larger one
+            let free = if wrap {
+                self.arena.len() >= wanted
+                    && self.arena.wait_unpinned(&(0..rest + block), self.patience)
+            } else {
+                self.arena
+                    .wait_unpinned(&(self.len..self.len + block), self.patience)
+            };
+            if !free {
                 self.relocate(wanted);
             } else if wrap {
-                if self.arena.wait_unpinned(&(0..rest + block), self.patience) {
-                    // SAFETY: this chunker is the only writer and no batch pins the front;
-                    // the rest was never handed out, so nothing pins it either.
-                    unsafe { self.arena.copy_within(s..self.len, 0) };
-                    self.rebase(rest);
-                } else {
-                    self.relocate(wanted);
-                }
-            } else if !self
-                .arena
-                .wait_unpinned(&(self.len..self.len + block), self.patience)
-            {
-                self.relocate(wanted);
+                // SAFETY: this chunker is the only writer and no batch pins the front; the
+                // rest was never handed out, so nothing pins it either.
+                unsafe { self.arena.copy_within(s..self.len, 0) };
+                self.rebase(rest);
             }
         }
         let at = self.len;

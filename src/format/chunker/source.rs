@@ -16,16 +16,7 @@ pub trait BlockSource {
 
 impl<R: Read> BlockSource for R {
     fn read_block(&mut self, buf: &mut [u8], _parts: usize) -> io::Result<usize> {
-        let mut done = 0;
-        while done < buf.len() {
-            match self.read(&mut buf[done..]) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(done)
+        crate::fsutil::read_full(self, buf)
     }
 }
 

@@ -5,11 +5,12 @@
 //! (LE; the CRC covers everything after itself). Tags: PUT 0, DELETE 1, COMMIT 2.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::fsio::{safe_unlink, sync_dir};
+use crate::fsutil::read_full;
 
 pub const MAGIC: &[u8; 8] = b"BORG_SEG";
 pub const ATTIC_MAGIC: &[u8; 8] = b"ATTICSEG";
@@ -332,19 +333,6 @@ pub fn iter_entries_with_data(
         )?;
         offset += size as u64;
     }
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// Reads the PUT at `offset` of an open segment; with `read_data` checks its CRC and
