@@ -98,6 +98,10 @@ pub fn lanes() -> usize {
 /// can never be split across lanes. The digests equal [`Blake2b256`]'s.
 pub struct Lanes {
     states: Vec<blake2b_simd::State>,
+    /// Fed a copy of a live lane's block whenever exactly three lanes have input: the
+    /// 4-way kernel with one lane wasted hashes three inputs 1.5× as fast as the 2-way and
+    /// 1-way kernels that `update_many` would run them in otherwise.
+    spare: blake2b_simd::State,
 }
 
 impl Lanes {
@@ -112,6 +116,7 @@ impl Lanes {
         let mut params = blake2b_simd::Params::new();
         params.hash_length(32);
         Lanes {
+            spare: params.to_state(),
             states: prefixes
                 .iter()
                 .map(|p| {
@@ -126,7 +131,15 @@ impl Lanes {
     /// Feeds `inputs[i]` to state `i`, all at once; states beyond `inputs` and empty
     /// inputs stay as they are.
     pub fn update<T: AsRef<[u8]>>(&mut self, inputs: &[T]) {
-        blake2b_simd::many::update_many(self.states.iter_mut().zip(inputs));
+        let mut live = inputs.iter().map(AsRef::as_ref).filter(|i| !i.is_empty());
+        let first = live.next();
+        if lanes() >= 4 && live.count() == 2 {
+            let pad = first.expect("three live inputs");
+            let jobs = self.states.iter_mut().zip(inputs.iter().map(AsRef::as_ref));
+            blake2b_simd::many::update_many(jobs.chain([(&mut self.spare, pad)]));
+        } else {
+            blake2b_simd::many::update_many(self.states.iter_mut().zip(inputs));
+        }
     }
 
     /// The digest of every state, in order.
@@ -209,6 +222,34 @@ mod tests {
         lanes.update(&b);
         for (d, got) in inputs.iter().zip(lanes.finalize()) {
             assert_eq!(got, digest(Implementation::Scalar, &[&key, d]));
+        }
+    }
+
+    #[test]
+    fn three_live_lanes_equal_one_at_a_time() {
+        // Steps with exactly three lanes of input (the padded 4-way case) among empty
+        // ones: the pad (the first live input) shorter than a block, then as long as the
+        // others; then lanes running out.
+        let key = [0x44u8; 128];
+        for lens in [
+            [0usize, 90, 40_000, 0, 70_001],
+            [5, 100_000, 0, 40_000, 66_000],
+        ] {
+            let inputs: Vec<Vec<u8>> = lens
+                .iter()
+                .map(|&n| (0..n).map(|i| (i * 7 + n) as u8).collect())
+                .collect();
+            let mut lanes = Lanes::new(inputs.len(), &key);
+            for step in [(0, 16_000), (16_000, 40_000), (40_000, 100_000)] {
+                let blocks: Vec<&[u8]> = inputs
+                    .iter()
+                    .map(|d| &d[step.0.min(d.len())..step.1.min(d.len())])
+                    .collect();
+                lanes.update(&blocks);
+            }
+            for (d, got) in inputs.iter().zip(lanes.finalize()) {
+                assert_eq!(got, digest(Implementation::Scalar, &[&key, d]));
+            }
         }
     }
 

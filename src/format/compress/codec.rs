@@ -149,6 +149,10 @@ pub(super) fn lz4_at(data: &[u8], out: &mut Vec<u8>, at: usize) -> usize {
     let body = at + HEADER_LEN;
     let room = body + lz4_flex::block::get_maximum_output_size(data.len());
     if out.len() < room {
+        // exactly: doubling a recycled envelope would take it past what the store keeps
+        // (an 8 MiB chunk's room after a 5 MiB one's), and it would be dropped and
+        // faulted in afresh for the next large chunk
+        out.reserve_exact(room - out.len());
         out.resize(room, 0);
     }
     match lz4_flex::block::compress_into(data, &mut out[body..room]) {

@@ -391,3 +391,19 @@ proptest! {
         prop_assert_eq!(decompress(&c.compress(&data)).unwrap(), data);
     }
 }
+
+#[test]
+fn lz4_room_grows_to_what_a_chunk_needs() {
+    // A recycled envelope grows for a larger chunk to its worst case, not to twice its
+    // capacity: the store keeps buffers up to a bound just above the largest chunk's.
+    let mut out = vec![0u8; 41 + 2 + 5_000_000];
+    let data = noise(8 << 20);
+    let end = Compression::Lz4.compress_reusing(&data, &mut out, 41);
+    let room = 41 + 2 + lz4_flex::block::get_maximum_output_size(data.len());
+    assert!(
+        out.capacity() <= room + (64 << 10),
+        "capacity {} for {room}",
+        out.capacity()
+    );
+    assert_eq!(decompress(&out[41..end]).unwrap(), data);
+}
