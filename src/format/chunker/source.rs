@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 
 use rayon::prelude::*;
 
@@ -24,8 +24,9 @@ impl<R: Read> BlockSource for R {
 const MIN_PART: usize = 256 << 10;
 
 /// A regular file read by position: a block is split among the chunking threads, each
-/// copying its part out of the page cache straight into the buffer. On one thread the copy is a third of what chunking a cached file costs,
-/// so a single reading thread holds back all the others.
+/// copying its part out of the page cache straight into the buffer. On one thread the copy
+/// is a third of what chunking a cached file costs, so a single reading thread holds back
+/// all the others.
 ///
 /// The file's own offset does not move while it is read; [`into_inner`](Self::into_inner)
 /// sets it to where reading stopped.
@@ -80,23 +81,14 @@ impl BlockSource for PositionalFile {
 fn read_full_at(file: &File, buf: &mut [u8], mut offset: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
-        let rest = &mut buf[done..];
-        let at = libc::off_t::try_from(offset)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file offset too large"))?;
-        // SAFETY: `rest` is valid for writes of `rest.len()` bytes; pread writes no more.
-        let r = unsafe { libc::pread(file.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len(), at) };
-        match r {
-            0 => break,
-            r if r > 0 => {
-                done += r as usize;
-                offset += r as u64;
+        match file.read_at(&mut buf[done..], offset) {
+            Ok(0) => break,
+            Ok(n) => {
+                done += n;
+                offset += n as u64;
             }
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(done)
