@@ -26,6 +26,7 @@
 #
 # Environment: BENCH_DIR (data set; default /var/tmp/proxborg-bench, reused while its
 # parameters match), REPO_DIR (repositories; default /dev/shm), SCALE_MIB, ROUNDS, SEED,
+# CHUNK_REPS (chunker runs per program and round; default 5),
 # SCENARIOS (subset of "chunker ceiling first rerun stdin image remote"), COMPRESSIONS (for "first"; the
 # other scenarios use the first one), ENCRYPTION (default repokey-blake2), OURS (a prebuilt
 # proxborg-native; default: cargo build --release), BORG (default .compat-env/borg-1.4.5/bin/borg).
@@ -41,11 +42,13 @@ fi
 if ((SMOKE)); then
     SCALE_MIB=${SCALE_MIB:-24}
     ROUNDS=${ROUNDS:-1}
+    CHUNK_REPS=${CHUNK_REPS:-1}
 else
     SCALE_MIB=${SCALE_MIB:-2048}
     ROUNDS=${ROUNDS:-3}
 fi
 SEED=${SEED:-1}
+CHUNK_REPS=${CHUNK_REPS:-5}
 SCENARIOS=${SCENARIOS:-"chunker ceiling first rerun stdin image remote"}
 COMPRESSIONS=${COMPRESSIONS:-"lz4 none zstd,3"}
 ENCRYPTION=${ENCRYPTION:-repokey-blake2}
@@ -259,15 +262,20 @@ one_round() {
         chunker)
             local f
             f=$(find "$data/tree/random" -type f -printf '%s %p\n' | sort -n | tail -1 | cut -d' ' -f2)
-            if [ "$prog" = borg ]; then
-                warm "$f"
-                chunk_line borg "$(dirname "$BORG")/python" compat/py/bench_chunker.py "$f" default
-            else
-                warm "$f"
-                chunk_line ours-1 "$OURS" benchmark chunk --threads 1 "$f"
-                warm "$f"
-                chunk_line "ours-$(nproc)" "$OURS" benchmark chunk "$f"
-            fi
+            # runs of well under a second: several per round, so that a median is not
+            # at the mercy of one run's clock (borg's chunker alone varied 600-960 MB/s)
+            local rep
+            for ((rep = 0; rep < CHUNK_REPS; rep++)); do
+                if [ "$prog" = borg ]; then
+                    warm "$f"
+                    chunk_line borg "$(dirname "$BORG")/python" compat/py/bench_chunker.py "$f" default
+                else
+                    warm "$f"
+                    chunk_line ours-1 "$OURS" benchmark chunk --threads 1 "$f"
+                    warm "$f"
+                    chunk_line "ours-$(nproc)" "$OURS" benchmark chunk "$f"
+                fi
+            done
             ;;
         ceiling)
             if [ "$prog" = ours ]; then
@@ -315,7 +323,7 @@ done
 echo
 echo "$ENCRYPTION; data: tree $((tree_bytes / 1000000)) MB ($(find "$data/tree" -type f | wc -l) files), stream $((stream_bytes / 1000000)) MB, image $((image_bytes / 1000000)) MB; medians of $ROUNDS alternating rounds; $(nproc) cpus; repos in $REPO_DIR"
 if [ -s "$work/chunker" ]; then
-    echo "chunker (buzhash default on $(awk '{print int($3 / 1e6); exit}' "$work/chunker") MB of random data): median MB/s (wall / cpu) and speed-up over borg"
+    echo "chunker (buzhash default on $(awk '{print int($3 / 1e6); exit}' "$work/chunker") MB of random data, $((ROUNDS * CHUNK_REPS)) runs each): median MB/s (wall / cpu) and speed-up over borg"
     bmed=$(awk '$1 == "borg" {print $3 / $4 / 1e6}' "$work/chunker" | median)
     for who in borg ours-1 "ours-$(nproc)"; do
         if [ "$(awk -v w="$who" '$1 == w {print $2}' "$work/chunker" | sort -u | wc -l)" -gt 1 ]; then

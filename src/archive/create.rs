@@ -438,9 +438,9 @@ const GROUP_BYTES: usize = 1 << 20;
 /// [`GROUP_BYTES`] of data, the groups in parallel when there are several. Within a group
 /// the key hashes side by side (see [`ChunkStore::store_many`]): a lane whose chunk ends
 /// takes the next, so a group of many small chunks keeps every lane busy. Large chunks
-/// (default buzhash, fixed blocks) go one per group: a thread holds the envelopes of a
-/// whole group at once, and single chunks leave the pool free to balance text against
-/// random data.
+/// (default buzhash, fixed blocks) go two per group: their ids and MACs fill four lanes,
+/// and the two envelopes share one buffer where they fit it (see
+/// [`ChunkStore::store_many`]), so a thread holds no more envelope memory than for one.
 fn store_chunks(store: &ChunkStore, chunks: &[(Allocation, usize, &[u8])]) -> Stored {
     let groups = groups_of(chunks, GROUP_BYTES);
     if groups.len() == 1 {
@@ -453,20 +453,22 @@ fn store_chunks(store: &ChunkStore, chunks: &[(Allocation, usize, &[u8])]) -> St
     Ok(stored.concat())
 }
 
-/// Splits `chunks` into consecutive groups of at most `max` bytes of data chunks each (a
-/// larger chunk alone); all-zero chunks cost nothing and join the group at hand.
+/// Splits `chunks` into consecutive groups of at most `max` bytes of data chunks each, or
+/// of two data chunks where two are larger; all-zero chunks cost nothing and join the group
+/// at hand.
 fn groups_of(chunks: &[(Allocation, usize, &[u8])], max: usize) -> Vec<std::ops::Range<usize>> {
     let mut groups = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
+    let (mut start, mut bytes, mut n) = (0, 0, 0);
     for (i, c) in chunks.iter().enumerate() {
         if c.0 != Allocation::Data {
             continue;
         }
-        if bytes > 0 && bytes + c.1 > max {
+        if n >= 2 && bytes + c.1 > max {
             groups.push(start..i);
-            (start, bytes) = (i, 0);
+            (start, bytes, n) = (i, 0, 0);
         }
         bytes += c.1;
+        n += 1;
     }
     groups.push(start..chunks.len());
     groups
@@ -1640,7 +1642,8 @@ mod tests {
         ]);
         assert_eq!(groups_of(&c, 10), vec![0..4, 4..6]);
         assert_eq!(groups_of(&c, 100), vec![0..6]);
-        assert_eq!(groups_of(&c, 1), vec![0..1, 1..3, 3..4, 4..5, 5..6]);
+        // large chunks go in pairs (the zeros join the group at hand)
+        assert_eq!(groups_of(&c, 1), vec![0..3, 3..5, 5..6]);
         assert_eq!(groups_of(&sizes(&[(Alloc, 8)]), 1), vec![0..1]);
         assert_eq!(groups_of(&[], 1), vec![0..0]);
     }

@@ -11,6 +11,7 @@
 //! RSS 3-8 MiB lower) and bounds memory by the workers alone.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -22,7 +23,7 @@ use crate::format::compress::Compression;
 use crate::format::crypto::Key;
 use crate::format::objects::ChunkRef;
 use crate::repo::ObjectId;
-use crate::session::{seal_and_id_many_into, seal_many_into, NonceAllocator, SharedRepo};
+use crate::session::{seal_and_id_many_into, seal_many_into, NonceAllocator, Outs, SharedRepo};
 
 const SHARDS: usize = 64;
 /// An envelope buffer larger than this (a chunk beyond borg's largest chunker maximum,
@@ -53,16 +54,17 @@ pub enum StoreError {
     TooLarge(usize),
 }
 
-/// A sealed envelope: the first `len` bytes of `buf`, which keeps its length beyond for
-/// the next chunk encoded into it (see [`seal_many_into`]).
+/// A sealed envelope: `range` of `buf`, which keeps its length beyond for the next chunk
+/// encoded into it (see [`seal_many_into`]). Envelopes sealed side by side may share one
+/// buffer; it is recycled once the last of them is put.
 struct Envelope {
-    buf: Vec<u8>,
-    len: usize,
+    buf: Arc<Vec<u8>>,
+    range: Range<usize>,
 }
 
 impl Envelope {
     fn bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
+        &self.buf[self.range.clone()]
     }
 }
 
@@ -98,12 +100,16 @@ pub struct ChunkStore {
     dry_run: bool,
 }
 
-/// The envelopes sealed in `bufs`, `lens[i]` bytes of each.
-fn sealed(bufs: Vec<Vec<u8>>, lens: Vec<usize>) -> Vec<Envelope> {
-    bufs.into_iter()
-        .zip(lens)
-        .map(|(buf, len)| Envelope { buf, len })
-        .collect()
+/// The most an envelope of a chunk of `len` bytes may take of its buffer: the envelope and
+/// compression headers and LZ4's worst case (borg's other codecs store incompressible
+/// data as `none`, smaller than that).
+fn envelope_room(len: usize) -> usize {
+    64 + len + len / 255 + 16
+}
+
+/// Whether the envelopes of `datas` fit one buffer that the pool keeps.
+fn fits_one_buffer(datas: &[&[u8]]) -> bool {
+    datas.iter().map(|d| envelope_room(d.len())).sum::<usize>() <= KEEP_BUF
 }
 
 fn shard_of(id: &ObjectId) -> usize {
@@ -274,7 +280,7 @@ impl ChunkStore {
             // those of chunks found stored already are not needed
             for (i, e) in envelopes.iter_mut().enumerate() {
                 if !mine.contains(&i) {
-                    self.recycle(e.take().expect("one envelope per chunk").buf);
+                    self.recycle(e.take().expect("one envelope per chunk"));
                 }
             }
         }
@@ -286,6 +292,16 @@ impl ChunkStore {
                     .collect(),
                 None => {
                     let datas: Vec<&[u8]> = mine.iter().map(|&i| chunks[i]).collect();
+                    if !fits_one_buffer(&datas) {
+                        // one at a time: a thread never holds more than one large buffer
+                        for &i in &mine {
+                            let envelope = self
+                                .encode(&ids[i], &[chunks[i]])
+                                .map(|mut e| e.pop().expect("one envelope"));
+                            out[i] = Some(self.settle(ids[i], chunks[i].len(), envelope, true));
+                        }
+                        return self.finish(out, &ids, chunks);
+                    }
                     match self.encode(&ids[mine[0]], &datas) {
                         Ok(envelopes) => envelopes.into_iter().map(Ok).collect(),
                         Err(e) => mine.iter().map(|_| Err(e.clone())).collect(),
@@ -296,6 +312,17 @@ impl ChunkStore {
                 out[i] = Some(self.settle(ids[i], chunks[i].len(), envelope, true));
             }
         }
+        self.finish(out, &ids, chunks)
+    }
+
+    /// The results of [`store_many`](Self::store_many): those settled, and references to
+    /// the chunks stored already (once they are in the repository).
+    fn finish(
+        &self,
+        out: Vec<Option<Result<ChunkRef, StoreError>>>,
+        ids: &[ObjectId],
+        chunks: &[&[u8]],
+    ) -> Vec<Result<ChunkRef, StoreError>> {
         out.into_iter()
             .enumerate()
             .map(|(i, r)| r.unwrap_or_else(|| self.reference(ids[i], chunks[i], true)))
@@ -307,6 +334,7 @@ impl ChunkStore {
     fn encode_first(&self, chunks: &[&[u8]]) -> bool {
         self.key.macs_in_lanes()
             && chunks.len() * 2 <= blake2::lanes()
+            && fits_one_buffer(chunks)
             && chunks
                 .iter()
                 .all(|c| c.len() <= crate::format::MAX_DATA_SIZE)
@@ -392,7 +420,7 @@ impl ChunkStore {
     ) -> Result<ChunkRef, StoreError> {
         let sh = &self.shards[shard_of(&id)];
         let put = envelope.and_then(|envelope| {
-            let csize = envelope.len as u32;
+            let csize = envelope.range.len() as u32;
             self.put(id, envelope).map(|()| csize)
         });
         match put {
@@ -428,17 +456,17 @@ impl ChunkStore {
     /// faulted in) and sealed in place: no separate payload buffer, no copy. `id` names
     /// the first chunk in an error.
     fn encode(&self, id: &ObjectId, datas: &[&[u8]]) -> Result<Vec<Envelope>, StoreError> {
-        let mut bufs = self.envelope_buffers(datas);
-        let lens = seal_many_into(
-            &self.key,
-            &self.nonces,
-            &self.compression,
-            datas,
-            !self.dry_run,
-            &mut bufs,
-        )
-        .map_err(|e| StoreError::Seal(*id, e.to_string()))?;
-        Ok(sealed(bufs, lens))
+        self.sealed(datas, |outs| {
+            seal_many_into(
+                &self.key,
+                &self.nonces,
+                &self.compression,
+                datas,
+                !self.dry_run,
+                outs,
+            )
+            .map_err(|e| StoreError::Seal(*id, e.to_string()))
+        })
     }
 
     /// [`encode`](Self::encode) that hashes the ids beside the MACs and returns them.
@@ -446,22 +474,46 @@ impl ChunkStore {
         &self,
         datas: &[&[u8]],
     ) -> Result<(Vec<ObjectId>, Vec<Envelope>), StoreError> {
-        let mut bufs = self.envelope_buffers(datas);
-        let (ids, lens) = seal_and_id_many_into(
-            &self.key,
-            &self.nonces,
-            &self.compression,
-            datas,
-            !self.dry_run,
-            &mut bufs,
-        )
-        .map_err(|e| StoreError::Seal(self.key.id_hash(datas[0]), e.to_string()))?;
-        Ok((ids, sealed(bufs, lens)))
+        let mut ids = Vec::new();
+        let envelopes = self.sealed(datas, |outs| {
+            let (i, ranges) = seal_and_id_many_into(
+                &self.key,
+                &self.nonces,
+                &self.compression,
+                datas,
+                !self.dry_run,
+                outs,
+            )
+            .map_err(|e| StoreError::Seal(self.key.id_hash(datas[0]), e.to_string()))?;
+            ids = i;
+            Ok(ranges)
+        })?;
+        Ok((ids, envelopes))
     }
 
-    /// A buffer for each envelope, recycled for large chunks.
-    fn envelope_buffers(&self, datas: &[&[u8]]) -> Vec<Vec<u8>> {
-        datas
+    /// The envelopes `seal` puts into buffers for `datas`: all in one recycled buffer
+    /// when together they fit a buffer the pool keeps (two chunks sealed side by side then
+    /// hold one buffer, as one chunk alone does), else each in its own, recycled for large
+    /// chunks.
+    fn sealed(
+        &self,
+        datas: &[&[u8]],
+        seal: impl FnOnce(Outs<'_>) -> Result<Vec<Range<usize>>, StoreError>,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        let room: usize = datas.iter().map(|d| envelope_room(d.len())).sum();
+        if datas.len() > 1 && room >= POOLED_MIN && fits_one_buffer(datas) {
+            let mut buf = self.spare.try_recv().unwrap_or_default();
+            let ranges = seal(Outs::One(&mut buf))?;
+            let buf = Arc::new(buf);
+            return Ok(ranges
+                .into_iter()
+                .map(|range| Envelope {
+                    buf: buf.clone(),
+                    range,
+                })
+                .collect());
+        }
+        let mut bufs: Vec<Vec<u8>> = datas
             .iter()
             .map(|d| {
                 if d.len() >= POOLED_MIN {
@@ -470,12 +522,25 @@ impl ChunkStore {
                     Vec::new()
                 }
             })
-            .collect()
+            .collect();
+        let ranges = seal(Outs::Each(&mut bufs))?;
+        Ok(bufs
+            .into_iter()
+            .zip(ranges)
+            .map(|(buf, range)| Envelope {
+                buf: Arc::new(buf),
+                range,
+            })
+            .collect())
     }
 
-    /// Keeps an envelope buffer no longer needed for reuse, unless the pool is full or
-    /// the buffer is too small or too large to be worth keeping.
-    fn recycle(&self, buf: Vec<u8>) {
+    /// Keeps the buffer of an envelope no longer needed for reuse once no other envelope
+    /// shares it, unless the pool is full or the buffer is too small or too large to be
+    /// worth keeping.
+    fn recycle(&self, envelope: Envelope) {
+        let Ok(buf) = Arc::try_unwrap(envelope.buf) else {
+            return;
+        };
         if (POOLED_MIN..=KEEP_BUF).contains(&buf.capacity()) {
             let _ = self.spare_tx.try_send(buf);
         }
@@ -492,7 +557,7 @@ impl ChunkStore {
             .lock()
             .map_err(|_| "repository lock poisoned".to_string())
             .and_then(|mut r| r.put(&id, envelope.bytes()).map_err(|e| e.to_string()));
-        self.recycle(envelope.buf);
+        self.recycle(envelope);
         r.map_err(|e| {
             let mut first = self.first_error.lock().expect("first error lock");
             StoreError::Write(first.get_or_insert(e).clone())
@@ -551,6 +616,8 @@ mod tests {
     /// A repository in memory whose puts take `delay` and fail with `fail` once set.
     struct Recording {
         ids: Arc<Mutex<HashSet<ObjectId>>>,
+        /// What was put, by id.
+        objects: Objects,
         delay: Duration,
         fail: Option<&'static str>,
         started: crossbeam_channel::Sender<()>,
@@ -572,13 +639,14 @@ mod tests {
         fn contains(&mut self, id: &ObjectId) -> RepoResult<bool> {
             Ok(self.ids.lock().unwrap().contains(id))
         }
-        fn put(&mut self, id: &ObjectId, _: &[u8]) -> RepoResult<()> {
+        fn put(&mut self, id: &ObjectId, data: &[u8]) -> RepoResult<()> {
             let _ = self.started.try_send(());
             std::thread::sleep(self.delay);
             match self.fail {
                 Some(why) => Err(RepoError::Other(why.into())),
                 None => {
                     self.ids.lock().unwrap().insert(*id);
+                    self.objects.lock().unwrap().insert(*id, data.to_vec());
                     Ok(())
                 }
             }
@@ -626,10 +694,29 @@ mod tests {
         Arc<Mutex<HashSet<ObjectId>>>,
         crossbeam_channel::Receiver<()>,
     ) {
+        let (s, ids, on_start, _) = recording_store(delay, fail);
+        (s, ids, on_start)
+    }
+
+    /// What was put, by id.
+    type Objects = Arc<Mutex<HashMap<ObjectId, Vec<u8>>>>;
+
+    /// A store, its put ids, a receiver told when each put starts, and what was put.
+    type Recorded = (
+        Arc<ChunkStore>,
+        Arc<Mutex<HashSet<ObjectId>>>,
+        crossbeam_channel::Receiver<()>,
+        Objects,
+    );
+
+    /// [`store`], and what was put.
+    fn recording_store(delay: Duration, fail: Option<&'static str>) -> Recorded {
         let ids = Arc::new(Mutex::new(HashSet::new()));
+        let objects = Objects::default();
         let (started, on_start) = crossbeam_channel::unbounded();
         let repo: SharedRepo = Arc::new(Mutex::new(Box::new(Recording {
             ids: ids.clone(),
+            objects: objects.clone(),
             delay,
             fail,
             started,
@@ -642,7 +729,7 @@ mod tests {
         ));
         let key = Arc::new(Key::plaintext([7; 32]));
         let s = ChunkStore::new(repo, key, nonces, Compression::None, [], false);
-        (Arc::new(s), ids, on_start)
+        (Arc::new(s), ids, on_start, objects)
     }
 
     #[test]
@@ -794,5 +881,103 @@ mod tests {
         assert!(ids.lock().unwrap().is_empty());
         // the failed chunks are not in the index: a later archive would reference them
         assert!(s.entries().is_empty());
+    }
+
+    /// An encrypting lz4 store over `plain`'s repository, with its own nonce file in
+    /// `dir`, on the path that encodes new chunks before their lookup.
+    fn encrypting(plain: &ChunkStore, key: &Arc<Key>, dir: &std::path::Path) -> ChunkStore {
+        let nonces = Arc::new(NonceAllocator::new(
+            plain.repo.clone(),
+            dir.join("nonce"),
+            None,
+        ));
+        let s = ChunkStore::new(
+            plain.repo.clone(),
+            key.clone(),
+            nonces,
+            Compression::Lz4,
+            [],
+            false,
+        );
+        s.new_streak.store(NEW_STREAK, Ordering::Relaxed);
+        s
+    }
+
+    /// `n` bytes: text-like (lz4 halves it) or, with `noise`, incompressible.
+    fn bytes(seed: u64, n: usize, noise: bool) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..n)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                match noise {
+                    true => x as u8,
+                    false => b"the quick brown fox "[(i + (x % 3) as usize) % 20],
+                }
+            })
+            .collect()
+    }
+
+    /// Asserts that `refs` were put as envelopes that open to `chunks`.
+    fn assert_put(objects: &Objects, key: &Key, refs: &[ChunkRef], chunks: &[&[u8]]) {
+        let objects = objects.lock().unwrap();
+        for (r, c) in refs.iter().zip(chunks) {
+            let envelope = &objects[&r.id];
+            assert_eq!(r.csize as usize, envelope.len());
+            assert_eq!(r.id, key.id_hash(c));
+            let payload = key.open_with_id(&r.id, envelope).unwrap();
+            assert_eq!(crate::format::compress::decompress(&payload).unwrap(), *c);
+        }
+    }
+
+    #[test]
+    fn a_pair_of_chunks_is_sealed_into_one_buffer() {
+        let key = Arc::new(Key::generate(
+            crate::format::crypto::KeyMode::RepokeyBlake2,
+            [7; 32],
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let (plain, _, _, objects) = recording_store(Duration::ZERO, None);
+        let s = encrypting(&plain, &key, dir.path());
+        for round in 0..3u64 {
+            // a compressible chunk and an incompressible one, then the other way round
+            let (a, b) = (
+                bytes(round, 600_000, round == 1),
+                bytes(round + 9, 700_001, round != 1),
+            );
+            let pair = [&a[..], &b[..]];
+            assert!(fits_one_buffer(&pair) && s.encode_first(&pair));
+            let refs: Vec<ChunkRef> = s
+                .store_many(&pair)
+                .into_iter()
+                .map(|r| r.unwrap())
+                .collect();
+            assert_put(&objects, &key, &refs, &pair);
+            // one buffer held both envelopes, and it is back in the pool
+            assert_eq!(s.spare.len(), 1, "round {round}");
+        }
+    }
+
+    #[test]
+    fn a_pair_too_large_for_one_buffer_is_sealed_one_at_a_time() {
+        let key = Arc::new(Key::generate(
+            crate::format::crypto::KeyMode::RepokeyBlake2,
+            [7; 32],
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let (plain, _, _, objects) = recording_store(Duration::ZERO, None);
+        let s = encrypting(&plain, &key, dir.path());
+        let (a, b) = (bytes(1, 5 << 20, true), bytes(2, 4 << 20, false));
+        let pair = [&a[..], &b[..]];
+        assert!(!fits_one_buffer(&pair) && !s.encode_first(&pair));
+        let refs: Vec<ChunkRef> = s
+            .store_many(&pair)
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_put(&objects, &key, &refs, &pair);
+        // the second was sealed into the buffer the first was put from
+        assert_eq!(s.spare.len(), 1);
     }
 }

@@ -20,7 +20,7 @@ use proxborg::format::blake2::lanes;
 use proxborg::format::chunker::{chunk_sizes, is_zero, ChunkerParams};
 use proxborg::format::compress::Compression;
 use proxborg::format::crypto::{Key, KeyMaterial, KeyMode};
-use proxborg::session::{seal_and_id_many_with, seal_many_with};
+use proxborg::session::{seal_and_id_many_with, seal_many_with, Outs};
 
 #[derive(Args, Debug)]
 pub struct PipelineArgs {
@@ -85,7 +85,7 @@ const BATCH_BYTES: usize = 1 << 20;
 
 impl Run {
     /// The per-chunk work on one file's bytes, timed on this thread's CPU clock.
-    fn process(&self, data: &[u8], envelopes: &mut Vec<Vec<u8>>) {
+    fn process(&self, data: &[u8], envelopes: &mut Vec<u8>) {
         let t = thread_cpu_ns();
         let sizes = chunk_sizes(&self.params, self.key.chunk_seed(), data);
         let (mut off, mut bytes, mut batch) = (0, 0, Vec::new());
@@ -109,16 +109,15 @@ impl Run {
     /// One group: ids side by side, dedup, then the new chunks sealed side by side; or,
     /// as `create` does on new data, a group too small to fill the hash lanes with ids
     /// encoded first, its ids hashed beside the MACs.
-    fn process_batch(&self, batch: &[&[u8]], envelopes: &mut Vec<Vec<u8>>) {
+    fn process_batch(&self, batch: &[&[u8]], envelopes: &mut Vec<u8>) {
         let (zeros, data): (Vec<&[u8]>, Vec<&[u8]>) = batch.iter().partition(|c| is_zero(c));
         let next = |blocks| Ok::<_, Infallible>(self.next_iv.fetch_add(blocks, Ordering::Relaxed));
         let early = self.key.macs_in_lanes() && !data.is_empty() && data.len() * 2 <= lanes();
         let mut ids = if early {
-            envelopes.resize_with(envelopes.len().max(data.len()), Vec::new);
-            let outs = &mut envelopes[..data.len()];
-            let Ok((ids, lens)) =
+            let outs = Outs::One(envelopes);
+            let Ok((ids, at)) =
                 seal_and_id_many_with(&self.key, &self.compression, &data, outs, next);
-            crc(outs, &lens);
+            crc(envelopes, &at);
             ids
         } else {
             self.key.id_hashes(&data)
@@ -138,17 +137,16 @@ impl Run {
                 .filter(|c| !early || is_zero(c))
                 .collect()
         };
-        envelopes.resize_with(envelopes.len().max(fresh.len()), Vec::new);
-        let outs = &mut envelopes[..fresh.len()];
-        let Ok(lens) = seal_many_with(&self.key, &self.compression, &fresh, outs, next);
-        crc(outs, &lens);
+        let outs = Outs::One(envelopes);
+        let Ok(at) = seal_many_with(&self.key, &self.compression, &fresh, outs, next);
+        crc(envelopes, &at);
     }
 }
 
-/// The segment CRC of each envelope, `lens[i]` bytes of `bufs[i]`.
-fn crc(bufs: &[Vec<u8>], lens: &[usize]) {
-    for (b, &len) in bufs.iter().zip(lens) {
-        std::hint::black_box(crc32fast::hash(&b[..len]));
+/// The segment CRC of each envelope in `buf`.
+fn crc(buf: &[u8], at: &[std::ops::Range<usize>]) {
+    for r in at {
+        std::hint::black_box(crc32fast::hash(&buf[r.clone()]));
     }
 }
 

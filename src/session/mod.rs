@@ -7,6 +7,7 @@ pub mod nonce;
 pub mod security;
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -21,21 +22,30 @@ use crate::repo::{ObjectId, RepoError, Repository, MANIFEST_ID};
 pub use nonce::{NonceAllocator, NonceError};
 pub use security::{SecurityDir, SecurityError};
 
-/// Compresses each of `plaintexts` into its `outs` buffer behind room for the envelope
-/// header, reserves a fresh counter range for it, and seals them all in place together
-/// (BLAKE2b MACs side by side, see [`Key::seal_many_in_place`]): the payload is never
-/// copied. Returns each envelope's length: it is `outs[i][..len]`, and the buffer keeps
-/// its length beyond (see [`Compression::compress_reusing`]), so a recycled buffer is not
-/// zeroed again. Without `reserve` nothing is reserved and counter 0 is used: only for
-/// envelopes that are never written (a dry run).
+/// Where sealed envelopes go.
+pub enum Outs<'a> {
+    /// Envelope `i` at the start of buffer `i`.
+    Each(&'a mut [Vec<u8>]),
+    /// All of them back to back in one buffer: chunks sealed side by side then take one
+    /// recycled buffer between them instead of one each.
+    One(&'a mut Vec<u8>),
+}
+
+/// Compresses each of `plaintexts` into `outs` behind room for the envelope header,
+/// reserves a fresh counter range for it, and seals them all in place together (BLAKE2b
+/// MACs side by side, see [`Key::seal_many_in_place`]): the payload is never copied.
+/// Returns where each envelope lies in its buffer; a buffer keeps its length beyond (see
+/// [`Compression::compress_reusing`]), so a recycled buffer is not zeroed again. Without
+/// `reserve` nothing is reserved and counter 0 is used: only for envelopes that are never
+/// written (a dry run).
 pub fn seal_many_into(
     key: &Key,
     nonces: &NonceAllocator,
     compression: &Compression,
     plaintexts: &[&[u8]],
     reserve: bool,
-    outs: &mut [Vec<u8>],
-) -> std::result::Result<Vec<usize>, NonceError> {
+    outs: Outs<'_>,
+) -> std::result::Result<Vec<Range<usize>>, NonceError> {
     seal_many_with(
         key,
         compression,
@@ -65,12 +75,12 @@ pub fn seal_many_with<E>(
     key: &Key,
     compression: &Compression,
     plaintexts: &[&[u8]],
-    outs: &mut [Vec<u8>],
+    mut outs: Outs<'_>,
     iv_for: impl FnMut(u64) -> std::result::Result<u64, E>,
-) -> std::result::Result<Vec<usize>, E> {
-    let (ivs, lens) = compress_all(key, compression, plaintexts, outs, iv_for)?;
-    key.seal_many_in_place(&mut envelopes(outs, &lens), &ivs);
-    Ok(lens)
+) -> std::result::Result<Vec<Range<usize>>, E> {
+    let (ivs, ranges) = compress_all(key, compression, plaintexts, &mut outs, iv_for)?;
+    key.seal_many_in_place(&mut envelopes(outs, &ranges), &ivs);
+    Ok(ranges)
 }
 
 /// [`seal_many_into`] that also returns the id of each plaintext, hashed beside the MACs
@@ -82,8 +92,8 @@ pub fn seal_and_id_many_into(
     compression: &Compression,
     plaintexts: &[&[u8]],
     reserve: bool,
-    outs: &mut [Vec<u8>],
-) -> std::result::Result<(Vec<ObjectId>, Vec<usize>), NonceError> {
+    outs: Outs<'_>,
+) -> std::result::Result<(Vec<ObjectId>, Vec<Range<usize>>), NonceError> {
     seal_and_id_many_with(
         key,
         compression,
@@ -98,44 +108,71 @@ pub fn seal_and_id_many_with<E>(
     key: &Key,
     compression: &Compression,
     plaintexts: &[&[u8]],
-    outs: &mut [Vec<u8>],
+    mut outs: Outs<'_>,
     iv_for: impl FnMut(u64) -> std::result::Result<u64, E>,
-) -> std::result::Result<(Vec<ObjectId>, Vec<usize>), E> {
-    let (ivs, lens) = compress_all(key, compression, plaintexts, outs, iv_for)?;
-    let ids = key.seal_and_id_many(&mut envelopes(outs, &lens), &ivs, plaintexts);
-    Ok((ids, lens))
+) -> std::result::Result<(Vec<ObjectId>, Vec<Range<usize>>), E> {
+    let (ivs, ranges) = compress_all(key, compression, plaintexts, &mut outs, iv_for)?;
+    let ids = key.seal_and_id_many(&mut envelopes(outs, &ranges), &ivs, plaintexts);
+    Ok((ids, ranges))
 }
 
-/// Compresses each plaintext into its `outs` buffer behind room for the envelope header;
-/// returns the counter each envelope is to be sealed with, and its length.
+/// Compresses each plaintext into `outs` behind room for the envelope header; returns the
+/// counter each envelope is to be sealed with, and where it lies.
 fn compress_all<E>(
     key: &Key,
     compression: &Compression,
     plaintexts: &[&[u8]],
-    outs: &mut [Vec<u8>],
+    outs: &mut Outs<'_>,
     mut iv_for: impl FnMut(u64) -> std::result::Result<u64, E>,
-) -> std::result::Result<(Vec<u64>, Vec<usize>), E> {
-    assert_eq!(plaintexts.len(), outs.len(), "one envelope per chunk");
-    let header = key.envelope_header_len();
-    let mut ivs = Vec::with_capacity(outs.len());
-    let mut lens = Vec::with_capacity(outs.len());
-    for (plaintext, out) in plaintexts.iter().zip(outs.iter_mut()) {
-        if out.len() < header {
-            out.resize(header, 0);
-        }
-        let len = compression.compress_reusing(plaintext, out, header);
-        ivs.push(iv_for(key.cipher_blocks(len - header))?);
-        lens.push(len);
+) -> std::result::Result<(Vec<u64>, Vec<Range<usize>>), E> {
+    if let Outs::Each(bufs) = outs {
+        assert_eq!(
+            plaintexts.len(),
+            bufs.len(),
+            "one envelope buffer per chunk"
+        );
     }
-    Ok((ivs, lens))
+    let header = key.envelope_header_len();
+    let mut ivs = Vec::with_capacity(plaintexts.len());
+    let mut ranges: Vec<Range<usize>> = Vec::with_capacity(plaintexts.len());
+    for (i, plaintext) in plaintexts.iter().enumerate() {
+        let (out, start) = match outs {
+            Outs::Each(bufs) => (&mut bufs[i], 0),
+            Outs::One(buf) => (&mut **buf, ranges.last().map_or(0, |r| r.end)),
+        };
+        let at = start + header;
+        if out.len() < at {
+            out.resize(at, 0);
+        }
+        let end = compression.compress_reusing(plaintext, out, at);
+        ivs.push(iv_for(key.cipher_blocks(end - at))?);
+        ranges.push(start..end);
+    }
+    Ok((ivs, ranges))
 }
 
-/// The envelopes in `outs`, `lens[i]` bytes of each.
-fn envelopes<'a>(outs: &'a mut [Vec<u8>], lens: &[usize]) -> Vec<&'a mut [u8]> {
-    outs.iter_mut()
-        .zip(lens)
-        .map(|(o, &len)| &mut o[..len])
-        .collect()
+/// The envelopes in `outs`, at `ranges`.
+fn envelopes<'a>(outs: Outs<'a>, ranges: &[Range<usize>]) -> Vec<&'a mut [u8]> {
+    match outs {
+        Outs::Each(bufs) => bufs
+            .iter_mut()
+            .zip(ranges)
+            .map(|(b, r)| &mut b[r.clone()])
+            .collect(),
+        Outs::One(buf) => {
+            // disjoint and in order: split them off one after the other
+            let (mut rest, mut at) = (&mut buf[..], 0);
+            ranges
+                .iter()
+                .map(|r| {
+                    let (_, tail) = std::mem::take(&mut rest).split_at_mut(r.start - at);
+                    let (envelope, tail) = tail.split_at_mut(r.len());
+                    (rest, at) = (tail, r.end);
+                    envelope
+                })
+                .collect()
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -455,17 +492,16 @@ impl Session {
 
     /// Compresses (lz4, like borg's metadata), seals with a fresh counter range.
     pub fn seal(&self, plaintext: &[u8], compression: &Compression) -> Result<Vec<u8>> {
-        let mut out = [Vec::new()];
-        let lens = seal_many_into(
+        let mut out = Vec::new();
+        let at = seal_many_into(
             &self.key,
             &self.nonces,
             compression,
             &[plaintext],
             true,
-            &mut out,
+            Outs::One(&mut out),
         )?;
-        let [mut out] = out;
-        out.truncate(lens[0]);
+        out.truncate(at[0].end);
         Ok(out)
     }
 
@@ -550,5 +586,63 @@ impl Session {
             ));
         }
         Ok(plain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::crypto::KeyMode;
+
+    #[test]
+    fn envelopes_in_one_buffer_equal_envelopes_each_in_its_own() {
+        let key = Key::generate(KeyMode::RepokeyBlake2, [3; 32]);
+        let text: Vec<u8> = b"a line of text, again and again; "
+            .iter()
+            .cycle()
+            .take(300_000)
+            .copied()
+            .collect();
+        let noise: Vec<u8> = (0..200_001u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let plaintexts = [&text[..], &noise[..], b"x"];
+        for compression in [Compression::Lz4, Compression::None] {
+            let counter = |start: u64| {
+                let mut next = start;
+                move |blocks: u64| {
+                    next += blocks;
+                    Ok::<_, std::convert::Infallible>(next - blocks)
+                }
+            };
+            let mut each = vec![Vec::new(); 3];
+            let Ok((ids, at)) = seal_and_id_many_with(
+                &key,
+                &compression,
+                &plaintexts,
+                Outs::Each(&mut each),
+                counter(5),
+            );
+            // a recycled buffer: longer than needed, and not zeroed
+            let mut one = vec![0xee; 2 << 20];
+            let Ok((ids_one, at_one)) = seal_and_id_many_with(
+                &key,
+                &compression,
+                &plaintexts,
+                Outs::One(&mut one),
+                counter(5),
+            );
+            assert_eq!(ids, ids_one);
+            assert_eq!(at_one[0].start, 0);
+            for i in 0..3 {
+                assert_eq!(at[i].start, 0);
+                assert_eq!(each[i][at[i].clone()], one[at_one[i].clone()], "{i}");
+                if i > 0 {
+                    assert_eq!(at_one[i].start, at_one[i - 1].end, "back to back");
+                }
+                let payload = key.open(&one[at_one[i].clone()]).unwrap();
+                assert_eq!(compress::decompress(&payload).unwrap(), plaintexts[i]);
+            }
+        }
     }
 }

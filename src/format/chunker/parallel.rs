@@ -196,7 +196,8 @@ impl<R: BlockSource> ParallelChunker<R> {
             .unwrap_or_default()
     }
 
-    /// The next chunks: as many as the buffered input allows, at least one; `None` at the
+    /// The next chunks: as many as the buffered input allows, at least two unless the input
+    /// ends first (a consumer hashes a pair of large chunks in four lanes); `None` at the
     /// end. After an error the chunker is finished.
     pub fn next_batch(&mut self) -> io::Result<Option<Batch<'_>>> {
         Ok(self.advance()?.map(|first| Batch {
@@ -231,7 +232,9 @@ impl<R: BlockSource> ParallelChunker<R> {
         self.eof
     }
 
-    /// Cuts the next batch into `spans`; returns where it starts in `buf`.
+    /// Cuts the next batch into `spans`; returns where it starts in `buf`. With one chunk cut
+    /// it reads on from the batch's start, so the batch stays in one piece when the read
+    /// moves the buffered input.
     fn advance(&mut self) -> io::Result<Option<usize>> {
         self.spans.clear();
         if self.done {
@@ -253,14 +256,17 @@ impl<R: BlockSource> ParallelChunker<R> {
                 self.start += n;
                 continue;
             }
-            if self.eof || !self.spans.is_empty() {
+            if self.eof || self.spans.len() >= 2 {
                 break;
             }
+            let cut = self.start - first;
+            self.start = first;
             if let Err(e) = self.fill() {
                 self.done = true;
                 return Err(e);
             }
             first = self.start;
+            self.start += cut;
         }
         if self.spans.is_empty() {
             self.done = true;
