@@ -79,7 +79,7 @@ fn walk(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 /// Chunks of a file taken together, as `create` groups them for the store (up to 1 MiB
-/// of chunks, or one larger chunk): their ids, and the MACs of the new ones, are computed
+/// of chunks, or two larger ones): their ids, and the MACs of the new ones, are computed
 /// side by side.
 const BATCH_BYTES: usize = 1 << 20;
 
@@ -90,7 +90,7 @@ impl Run {
         let sizes = chunk_sizes(&self.params, self.key.chunk_seed(), data);
         let (mut off, mut bytes, mut batch) = (0, 0, Vec::new());
         for size in &sizes {
-            if !batch.is_empty() && bytes + size > BATCH_BYTES {
+            if batch.len() >= 2 && bytes + size > BATCH_BYTES {
                 self.process_batch(&batch, envelopes);
                 (bytes, batch) = (0, Vec::new());
             }
