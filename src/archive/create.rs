@@ -557,6 +557,8 @@ fn chunk_parallel<R: Read>(
     let mut chunker = chunker
         .with_block(READ_BLOCK)
         .with_room(ROOM_PER_BATCH * in_flight_alone())
+        // large chunks are stored in pairs (see `store_chunks`)
+        .with_min_batch(2)
         .with_buffer(bufpool::take().unwrap_or_default());
     let (tx, rx) = crossbeam_channel::unbounded::<(usize, Stored)>();
     let mut results = BatchResults::default();

@@ -107,6 +107,8 @@ pub struct ParallelChunker<R> {
     room: usize,
     /// See [`PATIENCE`].
     patience: Duration,
+    /// See [`with_min_batch`](Self::with_min_batch).
+    min_batch: usize,
     start: usize,
     /// Ends of the chunks after `start` that are already known, in order.
     ends: VecDeque<usize>,
@@ -138,6 +140,7 @@ impl<R: BlockSource> ParallelChunker<R> {
             len: 0,
             room: 0,
             patience: PATIENCE,
+            min_batch: 1,
             cutter,
             start: 0,
             ends: VecDeque::new(),
@@ -154,6 +157,16 @@ impl<R: BlockSource> ParallelChunker<R> {
     /// more to share. A chunk longer than a block is simply read in several fills.
     pub fn with_block(mut self, bytes: usize) -> Self {
         self.block = bytes.max(MIN_BLOCK);
+        self
+    }
+
+    /// Hands out batches of at least `chunks` chunks unless the input ends first (a
+    /// consumer that hashes two large chunks side by side). A chunk cut while the batch is
+    /// short is kept in the buffer across the next read, so the buffer must take it too:
+    /// a ring with little room (see [`with_room`](Self::with_room)) then moves to a new
+    /// buffer more often.
+    pub fn with_min_batch(mut self, chunks: usize) -> Self {
+        self.min_batch = chunks.max(1);
         self
     }
 
@@ -196,9 +209,9 @@ impl<R: BlockSource> ParallelChunker<R> {
             .unwrap_or_default()
     }
 
-    /// The next chunks: as many as the buffered input allows, at least two unless the input
-    /// ends first (a consumer hashes a pair of large chunks in four lanes); `None` at the
-    /// end. After an error the chunker is finished.
+    /// The next chunks: as many as the buffered input allows, at least one (see
+    /// [`with_min_batch`](Self::with_min_batch)); `None` at the end. After an error the
+    /// chunker is finished.
     pub fn next_batch(&mut self) -> io::Result<Option<Batch<'_>>> {
         Ok(self.advance()?.map(|first| Batch {
             data: &self.buffered()[first..self.start],
@@ -232,9 +245,9 @@ impl<R: BlockSource> ParallelChunker<R> {
         self.eof
     }
 
-    /// Cuts the next batch into `spans`; returns where it starts in `buf`. With one chunk cut
-    /// it reads on from the batch's start, so the batch stays in one piece when the read
-    /// moves the buffered input.
+    /// Cuts the next batch into `spans`; returns where it starts in `buf`. With too few
+    /// chunks cut it reads on from the batch's start, so the batch stays in one piece when
+    /// the read moves the buffered input.
     fn advance(&mut self) -> io::Result<Option<usize>> {
         self.spans.clear();
         if self.done {
@@ -256,7 +269,7 @@ impl<R: BlockSource> ParallelChunker<R> {
                 self.start += n;
                 continue;
             }
-            if self.eof || self.spans.len() >= 2 {
+            if self.eof || self.spans.len() >= self.min_batch {
                 break;
             }
             let cut = self.start - first;
@@ -480,34 +493,42 @@ mod tests {
         let d = data(11, 40 << 20);
         let p = ChunkerParams::DEFAULT;
         let want = chunk_sizes(&p, 5, &d);
-        for keep in [1usize, 3] {
-            for room in [0, 4] {
-                // batches kept on the reading thread are never dropped while it waits: it
-                // reads on in place where it can, and moves to a new buffer where it cannot
-                let mut c = ParallelChunker::new(&p, 5, &d[..], 1)
-                    .unwrap()
-                    .with_block(1 << 20)
-                    .with_room(room);
-                c.patience = Duration::from_millis(1);
-                let mut alive: VecDeque<(usize, OwnedBatch)> = VecDeque::new();
-                let (mut off, mut sizes) = (0, Vec::new());
-                while let Some(b) = c.next_owned_batch().unwrap() {
-                    sizes.extend(b.spans.iter().map(|s| s.size));
-                    let len = b.len();
-                    alive.push_back((off, b));
-                    off += len;
-                    while alive.len() > keep {
-                        let (at, b) = alive.pop_front().unwrap();
-                        check_batch(&d, at, &b);
-                    }
+        for (keep, room, min_batch) in [
+            (1usize, 0, 1),
+            (3, 0, 1),
+            (1, 4, 1),
+            (3, 4, 1),
+            (3, 0, 2),
+            (3, 4, 2),
+        ] {
+            // batches kept on the reading thread are never dropped while it waits: it
+            // reads on in place where it can, and moves to a new buffer where it cannot
+            let mut c = ParallelChunker::new(&p, 5, &d[..], 1)
+                .unwrap()
+                .with_block(1 << 20)
+                .with_room(room)
+                .with_min_batch(min_batch);
+            c.patience = Duration::from_millis(1);
+            let mut alive: VecDeque<(usize, OwnedBatch)> = VecDeque::new();
+            let (mut off, mut sizes) = (0, Vec::new());
+            while let Some(b) = c.next_owned_batch().unwrap() {
+                // a short batch only at the end of the input
+                assert!(b.spans.len() >= min_batch || off + b.len() == d.len());
+                sizes.extend(b.spans.iter().map(|s| s.size));
+                let len = b.len();
+                alive.push_back((off, b));
+                off += len;
+                while alive.len() > keep {
+                    let (at, b) = alive.pop_front().unwrap();
+                    check_batch(&d, at, &b);
                 }
-                for (at, b) in &alive {
-                    check_batch(&d, *at, b);
-                }
-                drop(alive);
-                assert_eq!(sizes, want, "keep={keep} room={room}");
-                assert!(!c.into_buffer().is_empty());
             }
+            for (at, b) in &alive {
+                check_batch(&d, *at, b);
+            }
+            drop(alive);
+            assert_eq!(sizes, want, "keep={keep} room={room} min_batch={min_batch}");
+            assert!(!c.into_buffer().is_empty());
         }
     }
 
