@@ -107,9 +107,14 @@ fn envelope_room(len: usize) -> usize {
     64 + len + len / 255 + 16
 }
 
+/// The most the envelopes of `datas` may take of one buffer, back to back.
+fn room_of(datas: &[&[u8]]) -> usize {
+    datas.iter().map(|d| envelope_room(d.len())).sum()
+}
+
 /// Whether the envelopes of `datas` fit one buffer that the pool keeps.
 fn fits_one_buffer(datas: &[&[u8]]) -> bool {
-    datas.iter().map(|d| envelope_room(d.len())).sum::<usize>() <= KEEP_BUF
+    room_of(datas) <= KEEP_BUF
 }
 
 fn shard_of(id: &ObjectId) -> usize {
@@ -500,8 +505,7 @@ impl ChunkStore {
         datas: &[&[u8]],
         seal: impl FnOnce(Outs<'_>) -> Result<Vec<Range<usize>>, StoreError>,
     ) -> Result<Vec<Envelope>, StoreError> {
-        let room: usize = datas.iter().map(|d| envelope_room(d.len())).sum();
-        if datas.len() > 1 && room >= POOLED_MIN && fits_one_buffer(datas) {
+        if datas.len() > 1 && (POOLED_MIN..=KEEP_BUF).contains(&room_of(datas)) {
             let mut buf = self.spare.try_recv().unwrap_or_default();
             let ranges = seal(Outs::One(&mut buf))?;
             let buf = Arc::new(buf);
@@ -931,8 +935,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_pair_of_chunks_is_sealed_into_one_buffer() {
+    /// A repokey-blake2 key, the nonce file's directory, an [`encrypting`] store and what
+    /// it puts.
+    fn pair_store() -> (Arc<Key>, tempfile::TempDir, ChunkStore, Objects) {
         let key = Arc::new(Key::generate(
             crate::format::crypto::KeyMode::RepokeyBlake2,
             [7; 32],
@@ -940,6 +945,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (plain, _, _, objects) = recording_store(Duration::ZERO, None);
         let s = encrypting(&plain, &key, dir.path());
+        (key, dir, s, objects)
+    }
+
+    /// Stores `pair` at once and asserts that both were put as envelopes that open to them.
+    fn store_pair(s: &ChunkStore, key: &Key, objects: &Objects, pair: &[&[u8]]) {
+        let refs: Vec<ChunkRef> = s.store_many(pair).into_iter().map(|r| r.unwrap()).collect();
+        assert_put(objects, key, &refs, pair);
+    }
+
+    #[test]
+    fn a_pair_of_chunks_is_sealed_into_one_buffer() {
+        let (key, _dir, s, objects) = pair_store();
         for round in 0..3u64 {
             // a compressible chunk and an incompressible one, then the other way round
             let (a, b) = (
@@ -948,12 +965,7 @@ mod tests {
             );
             let pair = [&a[..], &b[..]];
             assert!(fits_one_buffer(&pair) && s.encode_first(&pair));
-            let refs: Vec<ChunkRef> = s
-                .store_many(&pair)
-                .into_iter()
-                .map(|r| r.unwrap())
-                .collect();
-            assert_put(&objects, &key, &refs, &pair);
+            store_pair(&s, &key, &objects, &pair);
             // one buffer held both envelopes, and it is back in the pool
             assert_eq!(s.spare.len(), 1, "round {round}");
         }
@@ -961,22 +973,11 @@ mod tests {
 
     #[test]
     fn a_pair_too_large_for_one_buffer_is_sealed_one_at_a_time() {
-        let key = Arc::new(Key::generate(
-            crate::format::crypto::KeyMode::RepokeyBlake2,
-            [7; 32],
-        ));
-        let dir = tempfile::tempdir().unwrap();
-        let (plain, _, _, objects) = recording_store(Duration::ZERO, None);
-        let s = encrypting(&plain, &key, dir.path());
+        let (key, _dir, s, objects) = pair_store();
         let (a, b) = (bytes(1, 5 << 20, true), bytes(2, 4 << 20, false));
         let pair = [&a[..], &b[..]];
         assert!(!fits_one_buffer(&pair) && !s.encode_first(&pair));
-        let refs: Vec<ChunkRef> = s
-            .store_many(&pair)
-            .into_iter()
-            .map(|r| r.unwrap())
-            .collect();
-        assert_put(&objects, &key, &refs, &pair);
+        store_pair(&s, &key, &objects, &pair);
         // the second was sealed into the buffer the first was put from
         assert_eq!(s.spare.len(), 1);
     }
