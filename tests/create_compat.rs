@@ -283,6 +283,65 @@ fn chunks_hashed_beside_their_macs_match_borg() {
     stored_as_borg_stores(&env, &repo, &src, &params);
 }
 
+/// Files up to 4 MiB are read whole in groups and their chunks stored together, each file
+/// still cut as an input of its own: tiny, empty and all-zero files, files of one and of
+/// several chunks, random and text, exactly 4 MiB (read whole) and one byte more
+/// (streamed). borg verifies every id and MAC, extracts the same bytes, and finds every
+/// chunk already stored when it backs up the same files with the same parameters: with
+/// borg's default chunker and with one that cuts each medium file into many chunks.
+#[test]
+fn files_read_whole_in_groups_match_borg() {
+    let env = TestEnv::new();
+    let src = env.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let text = |seed: usize, len: usize| -> Vec<u8> {
+        let mut t = Vec::with_capacity(len + 64);
+        for i in 0.. {
+            if t.len() >= len {
+                break;
+            }
+            t.extend_from_slice(
+                format!("line {i} of text {seed}: {}\n", i * seed % 101).as_bytes(),
+            );
+        }
+        t.truncate(len);
+        t
+    };
+    for i in 0..40u64 {
+        common::write_file(
+            &src,
+            &format!("tiny{i:02}"),
+            &common::prng_bytes(i, (i * 73) as usize),
+        );
+    }
+    let sizes = [300_000, 700_000, 1 << 20, 2_500_000, 3_900_000];
+    for (i, &n) in sizes.iter().enumerate() {
+        common::write_file(
+            &src,
+            &format!("random{i}"),
+            &common::prng_bytes(100 + i as u64, n),
+        );
+        common::write_file(&src, &format!("text{i}"), &text(i + 1, n));
+    }
+    common::write_file(&src, "zeros", &vec![0; 1 << 20]);
+    common::write_file(&src, "whole-4m", &common::prng_bytes(200, 4 << 20));
+    common::write_file(
+        &src,
+        "streamed-4m1",
+        &common::prng_bytes(201, (4 << 20) + 1),
+    );
+    for params in ["19,23,21,4095", "16,20,17,4095"] {
+        let repo = env
+            .path()
+            .join(format!("repo-{params}"))
+            .display()
+            .to_string();
+        ok(env.ours().args(["init", "-e", "repokey-blake2", &repo]));
+        let args = ["-C", "lz4", "--chunker-params", params];
+        stored_as_borg_stores(&env, &repo, &src, &args);
+    }
+}
+
 /// Backs up `src` (a directory of the test env) with `create_args`, checks the repository
 /// with every borg (ids and MACs), extracts and compares, and has borg 1.4 back up the same
 /// data with the same arguments: only metadata (item chunks, the archive object) may be new.
@@ -325,8 +384,13 @@ fn items_in_borg_order() {
         let dir = src.join(format!("d{d}"));
         std::fs::create_dir_all(dir.join("sub")).unwrap();
         for i in 0..70 {
-            // more files than a group holds, some larger than a group's small files
-            let len = if i % 23 == 5 { 700_000 } else { 100 + i * 37 };
+            // more files than a group holds, some read whole in their group, and one
+            // larger than a group's files, streamed alone between groups
+            let len = match i {
+                50 => 5 << 20,
+                i if i % 23 == 5 => 700_000,
+                i => 100 + i * 37,
+            };
             let data: Vec<u8> = (0..len).map(|j| (j * 31 + i + d) as u8).collect();
             std::fs::write(dir.join(format!("f{i:02}")), data).unwrap();
             if i % 17 == 3 {

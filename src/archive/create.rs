@@ -35,6 +35,8 @@ use crate::format::objects::{ArchiveMeta, ChunkRef, Item, ManifestArchive};
 use crate::repo::ObjectId;
 use crate::session::{Session, SessionError};
 
+mod whole;
+
 /// Items the walker may run ahead of the slowest unfinished file.
 const LOOKAHEAD: usize = 4096;
 /// Bytes of chunk data one file worker hands to the pool at once.
@@ -199,11 +201,9 @@ struct Job {
     reply: Sender<Vec<FileOutcome>>,
 }
 
-/// Regular files up to this size join a group of small files.
-const SMALL_FILE: u64 = 256 << 10;
-/// A group of small files ends at this many files or bytes.
+/// A group of files ends at this many files, or before it holds more than
+/// [`whole::READ_BYTES`].
 const GROUP_FILES: usize = 32;
-const GROUP_FILE_BYTES: u64 = 1 << 20;
 
 struct FileOutcome {
     item: Option<Item>,
@@ -431,16 +431,17 @@ fn store_batch(store: &ChunkStore, batch: &OwnedBatch) -> Stored {
     store_chunks(store, &chunks)
 }
 
-/// Bytes of data chunks stored side by side at most (see [`store_chunks`]).
-const GROUP_BYTES: usize = 1 << 20;
+/// Bytes of data chunks stored side by side at most (see [`store_chunks`]): their
+/// envelopes fit one buffer the store keeps.
+const GROUP_BYTES: usize = 8 << 20;
 
 /// Stores consecutive chunks `(allocation, size, bytes)` in groups of up to
 /// [`GROUP_BYTES`] of data, the groups in parallel when there are several. Within a group
 /// the key hashes side by side (see [`ChunkStore::store_many`]): a lane whose chunk ends
-/// takes the next, so a group of many small chunks keeps every lane busy. Large chunks
-/// (default buzhash, fixed blocks) go two per group: their ids and MACs fill four lanes,
-/// and the two envelopes share one buffer where they fit it (see
-/// [`ChunkStore::store_many`]), so a thread holds no more envelope memory than for one.
+/// takes the next, so a group of several chunks keeps every lane busy. Chunks larger than
+/// half a group go two per group; the envelopes of a group share one buffer where they fit
+/// it (see [`ChunkStore::store_many`]), so a thread holds no more envelope memory than for
+/// one of borg's largest chunks.
 fn store_chunks(store: &ChunkStore, chunks: &[(Allocation, usize, &[u8])]) -> Stored {
     let groups = groups_of(chunks, GROUP_BYTES);
     if groups.len() == 1 {
@@ -659,15 +660,43 @@ fn stat_changed(a: &std::fs::Metadata, b: &std::fs::Metadata, how: FilesChanged)
     }
 }
 
-fn process_file(sh: &Shared, job: &FileJob) -> Result<FileOutcome, StoreError> {
-    let opts = &sh.opts;
-    let warn = |status: char, msg: String| FileOutcome {
+/// A regular file opened for backup whose contents must be read (not in the files cache,
+/// or its chunks gone).
+struct OpenFile {
+    file: std::fs::File,
+    st: std::fs::Metadata,
+    item: Item,
+    key: FileKey,
+    ino: u64,
+    /// The size fstat gave when the file was opened, as the files cache records it.
+    size: u64,
+    cmtime: i64,
+    status: char,
+    shown: String,
+    special: bool,
+}
+
+/// What opening a file for backup came to.
+enum Opened {
+    /// Nothing to read: an error, or unchanged contents found in the files cache.
+    Done(Box<FileOutcome>),
+    Read(Box<OpenFile>),
+}
+
+/// An outcome with only a warning (the file is left out).
+fn skipped(status: char, msg: String) -> FileOutcome {
+    FileOutcome {
         item: None,
         status,
         warning: Some(msg),
         memorize: None,
         input: None,
-    };
+    }
+}
+
+/// Opens `job`'s file, reads its metadata and looks it up in the files cache.
+fn open_file(sh: &Shared, job: &FileJob) -> Opened {
+    let opts = &sh.opts;
     let shown = job.fs_path.display().to_string();
     let mut oo = std::fs::OpenOptions::new();
     oo.read(true);
@@ -685,35 +714,36 @@ fn process_file(sh: &Shared, job: &FileJob) -> Result<FileOutcome, StoreError> {
             oo.read(true).custom_flags(flags);
             match oo.open(&job.fs_path) {
                 Ok(f) => f,
-                Err(e) => return Ok(warn('E', format!("{shown}: open: {e}"))),
+                Err(e) => {
+                    return Opened::Done(Box::new(skipped('E', format!("{shown}: open: {e}"))))
+                }
             }
         }
-        Err(e) => return Ok(warn('E', format!("{shown}: open: {e}"))),
+        Err(e) => return Opened::Done(Box::new(skipped('E', format!("{shown}: open: {e}")))),
     };
     let st = match file.metadata() {
         Ok(m) => m,
-        Err(e) => return Ok(warn('E', format!("{shown}: fstat: {e}"))),
+        Err(e) => return Opened::Done(Box::new(skipped('E', format!("{shown}: fstat: {e}")))),
     };
     if st.ino() != job.ino || st.dev() != job.dev {
-        return Ok(warn(
+        return Opened::Done(Box::new(skipped(
             'E',
             format!("{shown}: file inode changed (race condition), skipping file"),
-        ));
+        )));
     }
     let meta = match fsmeta::read_meta_fd(std::os::fd::AsFd::as_fd(&file), &job.fs_path, &opts.meta)
     {
         Ok(m) => m,
-        Err(e) => return Ok(warn('E', format!("{shown}: {e}"))),
+        Err(e) => return Opened::Done(Box::new(skipped('E', format!("{shown}: {e}")))),
     };
     let mut item = item_from_meta(job.arch_path.clone(), &meta, opts);
+    item.hardlink_master = Some(job.hardlink_master);
     if job.special {
         item.mode = libc::S_IFREG | (item.mode & 0o7777);
     }
     let mut status = 'A';
-    let mut memorize = None;
     let key = file_key(&opts.cache_tag, &job.arch_path);
     let cmtime = sh.files.cmtime(meta.ctime_ns, meta.mtime_ns);
-    let mut chunks = None;
     if !job.special {
         if let Some(cached) = sh.files.lookup(&key, meta.ino, meta.size, cmtime) {
             status = 'M';
@@ -721,77 +751,121 @@ fn process_file(sh: &Shared, job: &FileJob) -> Result<FileOutcome, StoreError> {
                 let refs: Option<Vec<ChunkRef>> =
                     cached.iter().map(|c| sh.store.incref(&c.id)).collect();
                 if let Some(refs) = refs {
-                    status = 'U';
                     sh.store
                         .stats
                         .files_unchanged
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    memorize = Some((
-                        key,
-                        FileEntry::fresh(meta.ino, meta.size, cmtime, refs.clone()),
-                    ));
-                    chunks = Some(refs);
+                    let memo = FileEntry::fresh(meta.ino, meta.size, cmtime, refs.clone());
+                    return Opened::Done(Box::new(with_chunks(
+                        item,
+                        'U',
+                        refs,
+                        Some((key, memo)),
+                        None,
+                    )));
                 }
             }
         }
     }
-    let mut warning = None;
-    let mut input = None;
-    let chunks = match chunks {
-        Some(c) => c,
-        None => {
-            let behind = DropBehind::new(std::os::fd::AsFd::as_fd(&file));
-            let sparse = opts.sparse && !job.special;
-            let track = sh.inflight.as_ref().map(|f| f.register(item.clone()));
-            input = track.as_ref().map(Tracker::id);
-            let ctx = InputCtx {
-                store: &sh.store,
-                behind: Some(&behind),
-                track: track.as_ref(),
-                cancel: opts.cancel.as_deref(),
-            };
-            let read = chunk_input(&opts.chunker, sh.seed, &file, &ctx, |chunker| match sparse
-                .then(|| crate::format::chunker::sparse_map(&file))
-            {
-                Some(Ok(Some(map))) => chunker.with_sparse_map(map),
-                _ => chunker,
-            })?;
-            let refs = match read {
-                Ok(r) => r,
-                Err(e) => {
-                    return Ok(FileOutcome {
-                        input,
-                        ..warn('E', format!("{shown}: read: {e}"))
-                    })
-                }
-            };
-            let st2 = file.metadata();
-            let changed = match &st2 {
-                Ok(st2) => !job.special && stat_changed(&st, st2, opts.files_changed),
-                Err(_) => false,
-            };
-            if changed {
-                status = 'C';
-                warning = Some(format!("{shown}: file changed while we backed it up"));
-            } else if !job.special {
-                memorize = Some((
-                    key,
-                    FileEntry::fresh(meta.ino, meta.size, cmtime, refs.clone()),
-                ));
-            }
-            refs
-        }
-    };
+    Opened::Read(Box::new(OpenFile {
+        file,
+        st,
+        item,
+        key,
+        ino: meta.ino,
+        size: meta.size,
+        cmtime,
+        status,
+        shown,
+        special: job.special,
+    }))
+}
+
+/// The outcome of a file stored as `chunks`.
+fn with_chunks(
+    mut item: Item,
+    status: char,
+    chunks: Vec<ChunkRef>,
+    memorize: Option<Memo>,
+    input: Option<u64>,
+) -> FileOutcome {
     item.size = Some(chunks.iter().map(|c| c.size as u64).sum());
     item.chunks = Some(chunks);
-    item.hardlink_master = Some(job.hardlink_master);
-    Ok(FileOutcome {
+    FileOutcome {
         item: Some(item),
         status,
-        warning,
+        warning: None,
         memorize,
         input,
-    })
+    }
+}
+
+impl OpenFile {
+    /// Streams the file through the chunker into the store.
+    fn read_streaming(self, sh: &Shared) -> Result<FileOutcome, StoreError> {
+        let opts = &sh.opts;
+        let behind = DropBehind::new(std::os::fd::AsFd::as_fd(&self.file));
+        let sparse = opts.sparse && !self.special;
+        let track = sh.inflight.as_ref().map(|f| f.register(self.item.clone()));
+        let input = track.as_ref().map(Tracker::id);
+        let ctx = InputCtx {
+            store: &sh.store,
+            behind: Some(&behind),
+            track: track.as_ref(),
+            cancel: opts.cancel.as_deref(),
+        };
+        let file = &self.file;
+        let read = chunk_input(&opts.chunker, sh.seed, file, &ctx, |chunker| {
+            match sparse.then(|| crate::format::chunker::sparse_map(file)) {
+                Some(Ok(Some(map))) => chunker.with_sparse_map(map),
+                _ => chunker,
+            }
+        })?;
+        drop(behind);
+        Ok(self.finish(sh, read, input))
+    }
+
+    /// The outcome once the contents were read (`read`: their chunks, or the read error);
+    /// `input` if the input was tracked for checkpoints.
+    fn finish(
+        self,
+        sh: &Shared,
+        read: Result<Vec<ChunkRef>, std::io::Error>,
+        input: Option<u64>,
+    ) -> FileOutcome {
+        let refs = match read {
+            Ok(r) => r,
+            Err(e) => {
+                return FileOutcome {
+                    input,
+                    ..skipped('E', format!("{}: read: {e}", self.shown))
+                }
+            }
+        };
+        let changed = match self.file.metadata() {
+            Ok(st2) => !self.special && stat_changed(&self.st, &st2, sh.opts.files_changed),
+            Err(_) => false,
+        };
+        if changed {
+            let warning = format!("{}: file changed while we backed it up", self.shown);
+            return FileOutcome {
+                warning: Some(warning),
+                ..with_chunks(self.item, 'C', refs, None, input)
+            };
+        }
+        let memorize = (!self.special).then(|| {
+            let entry = FileEntry::fresh(self.ino, self.size, self.cmtime, refs.clone());
+            (self.key, entry)
+        });
+        with_chunks(self.item, self.status, refs, memorize, input)
+    }
+}
+
+fn process_file(sh: &Shared, job: &FileJob) -> Result<FileOutcome, StoreError> {
+    match open_file(sh, job) {
+        Opened::Done(outcome) => Ok(*outcome),
+        Opened::Read(open) => open.read_streaming(sh),
+    }
 }
 
 fn worker_loop(sh: Arc<Shared>, jobs: Receiver<Job>, fatal: Arc<Mutex<Option<StoreError>>>) {
@@ -802,21 +876,15 @@ fn worker_loop(sh: Arc<Shared>, jobs: Receiver<Job>, fatal: Arc<Mutex<Option<Sto
         memorize: None,
         input: None,
     };
+    let stop = || fatal.lock().expect("fatal lock").is_some();
     for job in jobs {
-        let mut outcomes = Vec::with_capacity(job.files.len());
-        for file in &job.files {
-            if fatal.lock().expect("fatal lock").is_some() {
-                outcomes.push(failed());
-                continue;
+        let outcomes = match whole::process_group(&sh, &job.files, stop, failed) {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                fatal.lock().expect("fatal lock").get_or_insert(e);
+                job.files.iter().map(|_| failed()).collect()
             }
-            match process_file(&sh, file) {
-                Ok(out) => outcomes.push(out),
-                Err(e) => {
-                    fatal.lock().expect("fatal lock").get_or_insert(e);
-                    outcomes.push(failed());
-                }
-            }
-        }
+        };
         let _ = job.reply.send(outcomes);
     }
 }
@@ -826,7 +894,7 @@ struct Walker<'a> {
     sh: Arc<Shared>,
     slots: Sender<Slot>,
     jobs: Sender<Job>,
-    /// Small files not yet handed to a worker, and their bytes (see [`SMALL_FILE`]).
+    /// Files not yet handed to a worker, and their bytes (see [`whole::WHOLE_FILE`]).
     group: Vec<FileJob>,
     group_bytes: u64,
     hardlinks: HashMap<(u64, u64), Vec<u8>>,
@@ -1121,14 +1189,17 @@ impl Walker<'_> {
             hardlink_master: master,
             special,
         };
-        if special || st.len() > SMALL_FILE {
+        if special || st.len() > whole::WHOLE_FILE {
             self.flush();
             self.send_job(vec![job]);
             return;
         }
+        if self.group_bytes + st.len() > whole::READ_BYTES {
+            self.flush();
+        }
         self.group.push(job);
         self.group_bytes += st.len();
-        if self.group.len() >= GROUP_FILES || self.group_bytes >= GROUP_FILE_BYTES {
+        if self.group.len() >= GROUP_FILES {
             self.flush();
         }
     }

@@ -172,6 +172,35 @@ impl Tracker {
     }
 }
 
+/// Stores several whole inputs at once with `store`, which returns their chunks one input
+/// after the other, `counts[i]` of them for `trackers[i]`: each input's one batch. A
+/// checkpoint waits until they are stored, as for any batch; call it on the reading thread.
+pub fn store_inputs<E>(
+    trackers: &[Tracker],
+    counts: &[usize],
+    store: impl FnOnce() -> Result<Vec<ChunkRef>, E>,
+) -> Result<Vec<ChunkRef>, E> {
+    assert_eq!(trackers.len(), counts.len(), "one count per input");
+    let Some(first) = trackers.first() else {
+        return store();
+    };
+    // one gate for all: while it is held no checkpoint starts, so none waits on the rest
+    let gate = first.begin(0);
+    let stored = store();
+    if let Ok(refs) = &stored {
+        let mut st = first.inflight.lock();
+        let mut at = 0;
+        for (t, &n) in trackers.iter().zip(counts) {
+            if let Some(input) = st.inputs.get_mut(&t.id) {
+                input.batches.insert(0, refs[at..at + n].to_vec());
+            }
+            at += n;
+        }
+    }
+    drop(gate);
+    stored
+}
+
 /// A batch being stored; a checkpoint waits until it ends (or is dropped on failure).
 pub struct Batch {
     tracker: Tracker,
@@ -303,5 +332,36 @@ mod tests {
         let parts = pauser.join().unwrap();
         assert_eq!(parts.len(), 1);
         assert_eq!(parts[0].chunks, Some(vec![chunk(1)]));
+    }
+
+    #[test]
+    fn inputs_stored_together_each_get_their_own_chunks() {
+        let inflight = Arc::new(Inflight::default());
+        let (a, b, c) = (
+            inflight.register(file("a")),
+            inflight.register(file("b")),
+            inflight.register(file("c")),
+        );
+        let refs = vec![chunk(1), chunk(2), chunk(3)];
+        let trackers = [a.clone(), b.clone(), c.clone()];
+        let got = store_inputs(&trackers, &[2, 0, 1], || Ok::<_, ()>(refs.clone()));
+        assert_eq!(got, Ok(refs));
+        inflight.pause();
+        let parts = inflight.part_items();
+        inflight.resume();
+        let paths: Vec<&[u8]> = parts.iter().map(|p| p.path.as_slice()).collect();
+        assert_eq!(paths, [&b"a.borg_part_1"[..], b"c.borg_part_1"]);
+        assert_eq!(parts[0].chunks, Some(vec![chunk(1), chunk(2)]));
+        assert_eq!(parts[1].chunks, Some(vec![chunk(3)]));
+
+        // a failed store records nothing and leaves no batch busy
+        let d = inflight.register(file("d"));
+        assert_eq!(
+            store_inputs(&[d], &[1], || Err::<Vec<ChunkRef>, _>("full")),
+            Err("full")
+        );
+        inflight.pause();
+        assert!(inflight.part_items().is_empty());
+        inflight.resume();
     }
 }

@@ -335,10 +335,11 @@ impl ChunkStore {
     }
 
     /// Whether [`store_many`](Self::store_many) encodes `chunks` before looking them up:
-    /// BLAKE2b MACs in lanes, lanes to spare beside the ids, and a run of new chunks.
+    /// BLAKE2b MACs in lanes, too few chunks for their ids alone to keep the lanes busy
+    /// (ids and MACs together are twice as many jobs), and a run of new chunks.
     fn encode_first(&self, chunks: &[&[u8]]) -> bool {
         self.key.macs_in_lanes()
-            && chunks.len() * 2 <= blake2::lanes()
+            && chunks.len() <= blake2::lanes()
             && fits_one_buffer(chunks)
             && chunks
                 .iter()

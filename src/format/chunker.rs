@@ -224,6 +224,29 @@ enum End {
     Open { scanned: usize },
 }
 
+/// Cuts whole inputs held in memory where the buzhash chunkers cut them as streams, its
+/// tables built once for many inputs (a group of small files read whole).
+#[derive(Clone)]
+pub struct SliceCutter(Cutter);
+
+impl SliceCutter {
+    /// `None` unless `params` are valid buzhash parameters.
+    pub fn new(params: &ChunkerParams, seed: u32) -> Option<SliceCutter> {
+        Cutter::new(params, seed).map(SliceCutter)
+    }
+
+    /// Sizes of the consecutive chunks of `data`, one whole input (none when it is empty).
+    pub fn sizes(&self, data: &[u8]) -> Vec<usize> {
+        let mut sizes = Vec::new();
+        let mut start = 0;
+        while let End::At(end) = self.0.end_of(data, start, 0, true) {
+            sizes.push(end - start);
+            start = end;
+        }
+        sizes
+    }
+}
+
 /// Sizes of the consecutive chunks `params` cut `data` into (no sparse handling: the fixed
 /// chunker yields its header and then blocks). Used for in-memory streams such as the
 /// archive's items.
@@ -237,13 +260,8 @@ pub fn chunk_sizes(params: &ChunkerParams, seed: u32, data: &[u8]) -> Vec<usize>
     let mut sizes = Vec::new();
     match *params {
         ChunkerParams::Buzhash { .. } => {
-            let Some(c) = Cutter::new(params, seed) else {
-                return sizes;
-            };
-            let mut start = 0;
-            while let End::At(end) = c.end_of(data, start, 0, true) {
-                sizes.push(end - start);
-                start = end;
+            if let Some(c) = SliceCutter::new(params, seed) {
+                sizes = c.sizes(data);
             }
         }
         ChunkerParams::Fixed {

@@ -498,7 +498,10 @@ impl Key {
     }
 
     /// Encrypts `bufs` and MACs them in lanes, with the ids of `plaintexts` (if any) in
-    /// further lanes; returns those ids.
+    /// further lanes; returns those ids. Each MAC and id is a job; the longest start first
+    /// and a lane whose job ends takes the next, so with more jobs than lanes every lane
+    /// stays busy until the last jobs (envelopes and chunks differ in length several
+    /// times over). A MAC job encrypts each block just before it hashes it, in cache.
     fn seal_in_lanes(
         &self,
         bufs: &mut [&mut [u8]],
@@ -515,28 +518,39 @@ impl Key {
         let iv_bytes: Vec<[u8; 8]> = ivs.iter().map(|iv| iv.to_be_bytes()).collect();
         lanes.update(&iv_bytes);
         let mut ciphers: Vec<Aes256Ctr> = ivs.iter().map(|&iv| self.ctr(iv)).collect();
-        let payload_len = |b: &[u8]| b.len() - AES_OVERHEAD;
-        let longest = bufs
+        // job j: the MAC of bufs[j]'s payload, then the id of plaintexts[j - bufs.len()]
+        let macs = bufs.len();
+        let lens: Vec<usize> = bufs
             .iter()
-            .map(|b| payload_len(b))
+            .map(|b| b.len() - AES_OVERHEAD)
             .chain(plaintexts.iter().map(|p| p.len()))
-            .max()
-            .unwrap_or(0);
-        let mut from = 0;
-        while from < longest {
-            // this step's block of each payload and plaintext (empty once it has ended)
-            let step = |len: usize| from.min(len)..len.min(from + FUSE_BLOCK);
-            for (buf, cipher) in bufs.iter_mut().zip(ciphers.iter_mut()) {
-                let r = step(payload_len(buf));
-                cipher.apply_keystream(&mut buf[AES_OVERHEAD..][r]);
+            .collect();
+        let mut queue: Vec<usize> = (0..lens.len()).filter(|&j| lens[j] > 0).collect();
+        queue.sort_by_key(|&j| std::cmp::Reverse(lens[j]));
+        let mut queue = queue.into_iter();
+        let mut pos = vec![0; lens.len()];
+        let mut active: Vec<usize> = Vec::with_capacity(blake2::lanes());
+        loop {
+            active.retain(|&j| pos[j] < lens[j]);
+            active.extend(queue.by_ref().take(blake2::lanes() - active.len()));
+            if active.is_empty() {
+                break;
             }
-            let blocks: Vec<&[u8]> = bufs
-                .iter()
-                .map(|b| &b[AES_OVERHEAD..][step(payload_len(b))])
-                .chain(plaintexts.iter().map(|p| &p[step(p.len())]))
-                .collect();
+            let step = |j: usize| pos[j]..lens[j].min(pos[j] + FUSE_BLOCK);
+            for &j in active.iter().filter(|&&j| j < macs) {
+                ciphers[j].apply_keystream(&mut bufs[j][AES_OVERHEAD..][step(j)]);
+            }
+            let mut blocks: Vec<&[u8]> = vec![&[]; lens.len()];
+            for &j in &active {
+                blocks[j] = match j < macs {
+                    true => &bufs[j][AES_OVERHEAD..][step(j)],
+                    false => &plaintexts[j - macs][step(j)],
+                };
+            }
             lanes.update(&blocks);
-            from += FUSE_BLOCK;
+            for &j in &active {
+                pos[j] = lens[j].min(pos[j] + FUSE_BLOCK);
+            }
         }
         let mut digests = lanes.finalize();
         let ids = digests.split_off(bufs.len());
