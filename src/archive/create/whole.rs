@@ -44,8 +44,8 @@ struct Group<'a> {
 }
 
 /// Processes a job's files in order: those small enough are read whole and stored
-/// together, the others as single files are. `stop` tells that the run failed (the
-/// files left get no outcome of their own).
+/// together, the others as single files are. Once `stop` tells that the run failed, the
+/// files left get `stopped`'s outcome instead of being read.
 pub(super) fn process_group(
     sh: &Shared,
     files: &[FileJob],
