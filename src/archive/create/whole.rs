@@ -8,9 +8,10 @@ use std::io::Seek;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 
-use super::{
-    bufpool, open_file, skipped, store_chunks, FileJob, FileOutcome, OpenFile, Opened, Shared,
-};
+use super::file::{open_file, process_file, skipped, OpenFile, Opened};
+use super::input::store_chunks;
+use super::{FileJob, FileOutcome, Shared};
+use crate::archive::bufpool;
 use crate::archive::dropbehind::DropBehind;
 use crate::archive::inflight::{store_inputs, Tracker};
 use crate::archive::store::StoreError;
@@ -58,7 +59,7 @@ pub(super) fn process_group(
             .iter()
             .map(|f| match stop() {
                 true => Ok(stopped()),
-                false => super::process_file(sh, f),
+                false => process_file(sh, f),
             })
             .collect();
     };
