@@ -15,6 +15,8 @@ use crate::archive::inflight::Tracker;
 use crate::archive::store::StoreError;
 use crate::format::objects::{ChunkRef, Item};
 
+/// Whether a file changed while it was read, by the timestamp `how` names (borg's
+/// `--files-changed`).
 fn stat_changed(a: &std::fs::Metadata, b: &std::fs::Metadata, how: FilesChanged) -> bool {
     match how {
         FilesChanged::Disabled => false,
