@@ -42,6 +42,16 @@ pub enum Allocation {
     Hole,
 }
 
+impl Allocation {
+    /// Of bytes read: `Alloc` when they are all zero, else `Data`.
+    pub fn of(bytes: &[u8]) -> Allocation {
+        match is_zero(bytes) {
+            true => Allocation::Alloc,
+            false => Allocation::Data,
+        }
+    }
+}
+
 /// One chunk of input.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Chunk {

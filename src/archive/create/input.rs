@@ -81,7 +81,7 @@ pub(super) struct InputCtx<'a> {
 
 impl InputCtx<'_> {
     /// Counts `n` bytes the chunker took from its input, and lets the page cache drop them.
-    fn consumed(&self, n: usize) {
+    pub(super) fn consumed(&self, n: usize) {
         self.store
             .stats
             .bytes_read
@@ -100,7 +100,7 @@ impl InputCtx<'_> {
     }
 
     /// An error once the run is cancelled: the input ends there, as a read error would.
-    fn check_cancel(&self) -> std::io::Result<()> {
+    pub(super) fn check_cancel(&self) -> std::io::Result<()> {
         match self.cancel {
             Some(c) if c.load(Ordering::Relaxed) => Err(std::io::Error::new(
                 std::io::ErrorKind::Interrupted,

@@ -6,16 +6,15 @@
 
 use std::io::Seek;
 use std::ops::Range;
-use std::sync::atomic::Ordering;
 
 use super::file::{open_file, process_file, skipped, OpenFile, Opened};
-use super::input::store_chunks;
+use super::input::{store_chunks, InputCtx};
 use super::{FileJob, FileOutcome, Shared};
 use crate::archive::bufpool;
 use crate::archive::dropbehind::DropBehind;
 use crate::archive::inflight::{store_inputs, Tracker};
 use crate::archive::store::StoreError;
-use crate::format::chunker::{is_zero, Allocation, SliceCutter};
+use crate::format::chunker::{Allocation, SliceCutter};
 use crate::fsutil::read_full;
 
 /// Regular files up to this size go into groups and are read whole.
@@ -113,17 +112,65 @@ impl Group<'_> {
             .collect())
     }
 
-    /// Reads the file at `at` (`size` bytes when opened) into the buffer, after storing
-    /// what the buffer holds if it would grow beyond [`READ_BYTES`].
+    /// Reads the file at `at` (`size` bytes when opened) into the buffer, counted and let
+    /// go from the page cache as a streamed input is (see [`InputCtx`]).
     fn read(&mut self, at: usize, open: Box<OpenFile>, size: usize) -> Result<(), StoreError> {
-        if let Some(e) = self.cancelled() {
-            self.outcomes[at] = Some(skipped('E', format!("{}: read: {e}", open.shown)));
-            return Ok(());
+        let sh = self.sh;
+        let read = {
+            let behind = DropBehind::new(std::os::fd::AsFd::as_fd(&open.file));
+            let ctx = InputCtx {
+                store: &sh.store,
+                behind: Some(&behind),
+                track: None,
+                cancel: sh.opts.cancel.as_deref(),
+            };
+            match ctx.check_cancel() {
+                Err(e) => Err(e),
+                Ok(()) => {
+                    let read = self.read_into(&open.file, size)?;
+                    // a file that grew is counted as it is streamed
+                    if let Some(&n) = read.as_ref().ok().filter(|&&n| n <= size) {
+                        ctx.consumed(n);
+                    }
+                    read
+                }
+            }
+        };
+        let from = self.filled;
+        match read {
+            Ok(n) if n <= size => {
+                self.filled += n;
+                self.pending.push(Read {
+                    at,
+                    open,
+                    bytes: from..from + n,
+                });
+            }
+            // it grew since fstat: streamed instead
+            Ok(_) => {
+                self.outcomes[at] = Some(match (&open.file).rewind() {
+                    Ok(()) => open.read_streaming(sh)?,
+                    Err(e) => skipped('E', format!("{}: seek: {e}", open.shown)),
+                });
+            }
+            Err(e) => {
+                self.outcomes[at] = Some(skipped('E', format!("{}: read: {e}", open.shown)));
+            }
         }
+        Ok(())
+    }
+
+    /// Reads `file` into the buffer after the files it holds, up to one byte more than its
+    /// `size` when opened (to tell that it grew); first stores those files if the buffer
+    /// would grow beyond [`READ_BYTES`].
+    fn read_into(
+        &mut self,
+        file: &std::fs::File,
+        size: usize,
+    ) -> Result<std::io::Result<usize>, StoreError> {
         if self.filled + size > READ_BYTES as usize {
             self.store()?;
         }
-        // one byte more than fstat said: a file that grew since is streamed instead
         let (from, to) = (self.filled, self.filled + size + 1);
         if self.buf.len() < to {
             if self.buf.is_empty() {
@@ -133,44 +180,8 @@ impl Group<'_> {
                 self.buf.resize(to, 0);
             }
         }
-        let read = read_full(&mut &open.file, &mut self.buf[from..to]);
-        drop(DropBehind::new(std::os::fd::AsFd::as_fd(&open.file)));
-        let n = match read {
-            Ok(n) if n <= size => n,
-            Ok(_) => {
-                let outcome = match (&open.file).rewind() {
-                    Ok(()) => open.read_streaming(self.sh)?,
-                    Err(e) => skipped('E', format!("{}: seek: {e}", open.shown)),
-                };
-                self.outcomes[at] = Some(outcome);
-                return Ok(());
-            }
-            Err(e) => {
-                self.outcomes[at] = Some(skipped('E', format!("{}: read: {e}", open.shown)));
-                return Ok(());
-            }
-        };
-        self.sh
-            .store
-            .stats
-            .bytes_read
-            .fetch_add(n as u64, Ordering::Relaxed);
-        self.filled += n;
         self.high = self.high.max(to);
-        self.pending.push(Read {
-            at,
-            open,
-            bytes: from..from + n,
-        });
-        Ok(())
-    }
-
-    /// The error a read ends with once the run is cancelled.
-    fn cancelled(&self) -> Option<&'static str> {
-        let cancel = self.sh.opts.cancel.as_deref()?;
-        cancel
-            .load(Ordering::Relaxed)
-            .then_some("interrupted by a signal")
+        Ok(read_full(&mut &*file, &mut self.buf[from..to]))
     }
 
     /// Stores the files read so far, each cut as an input of its own, all their chunks
@@ -189,10 +200,7 @@ impl Group<'_> {
             for &size in &sizes {
                 let bytes = &data[at..at + size];
                 at += size;
-                chunks.push(match is_zero(bytes) {
-                    true => (Allocation::Alloc, size, &[][..]),
-                    false => (Allocation::Data, size, bytes),
-                });
+                chunks.push((Allocation::of(bytes), size, bytes));
             }
             counts.push(sizes.len());
         }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::arena::{Arena, Pin};
-use super::{is_zero, speculate, Allocation, BlockSource, ChunkerParams, Cutter, End};
+use super::{speculate, Allocation, BlockSource, ChunkerParams, Cutter, End};
 
 /// Bytes read from the input at once by a lone chunking thread: small enough that what was
 /// read is still in cache when it is searched (16 MiB chunked a file from the page cache
@@ -260,11 +260,7 @@ impl<R: BlockSource> ParallelChunker<R> {
                 self.spans.push(Span {
                     offset: self.start - first,
                     size: n,
-                    allocation: if is_zero(bytes) {
-                        Allocation::Alloc
-                    } else {
-                        Allocation::Data
-                    },
+                    allocation: Allocation::of(bytes),
                 });
                 self.start += n;
                 continue;
@@ -418,8 +414,8 @@ pub fn parallel_chunk_sizes(
 
 #[cfg(test)]
 mod tests {
-    use super::super::chunk_sizes;
     use super::super::testdata::{mixed, Dribble};
+    use super::super::{chunk_sizes, is_zero};
     use super::*;
     use proptest::prelude::*;
     use std::io::Read;
