@@ -22,6 +22,7 @@ use crate::archive::fsmeta::{self, IdNames};
 use crate::archive::read::{
     for_each_chunk, for_each_selected, ArchiveRef, HardlinkMaster, ReadError, Selector,
 };
+use crate::format::chunker::is_zero;
 use crate::format::objects::Item;
 use crate::session::Session;
 
@@ -141,13 +142,6 @@ pub fn item_uid_gid(item: &Item, numeric_ids: bool) -> (u32, u32) {
         .and_then(|g| ids.gid(g))
         .unwrap_or(item.gid);
     (uid, gid)
-}
-
-/// Whether a chunk is all zeros (`--sparse` turns it into a hole). Chunks are at most a
-/// few MiB; comparing 8 bytes at a time keeps this far below the cost of decrypting them.
-fn is_zero(data: &[u8]) -> bool {
-    let (body, tail) = data.split_at(data.len() / 8 * 8);
-    body.chunks_exact(8).all(|w| w == [0u8; 8]) && tail.iter().all(|&b| b == 0)
 }
 
 /// Restores archived items below one destination directory.
