@@ -8,6 +8,7 @@ pub mod archive;
 pub mod backup;
 pub mod format;
 pub mod fsutil;
+pub mod hugepages;
 pub mod location;
 pub mod paths;
 pub mod placeholders;

@@ -177,6 +177,8 @@ impl Group<'_> {
                 self.buf = bufpool::take().unwrap_or_default();
             }
             if self.buf.len() < to {
+                // room for a whole group at once: one allocation, advised once
+                crate::hugepages::reserve(&mut self.buf, to.max(READ_BYTES as usize + 1));
                 self.buf.resize(to, 0);
             }
         }

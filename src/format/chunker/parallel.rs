@@ -339,7 +339,9 @@ impl<R: BlockSource> ParallelChunker<R> {
     /// the old one alive while they pin it.
     fn relocate(&mut self, size: usize) {
         let rest = self.len - self.start;
-        let fresh = Arena::new(vec![0u8; size]);
+        let buf = vec![0u8; size];
+        crate::hugepages::advise(&buf);
+        let fresh = Arena::new(buf);
         // SAFETY: the new arena is not shared yet; the rest of the old one is never pinned
         // and only this chunker writes to it.
         unsafe {
