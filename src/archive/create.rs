@@ -33,6 +33,9 @@ mod file;
 mod input;
 mod whole;
 
+pub use input::GROUP_BYTES;
+pub use whole::{READ_BYTES, WHOLE_FILE};
+
 use file::worker_loop;
 use input::{chunk_input, InputCtx};
 
@@ -201,7 +204,7 @@ struct Job {
 
 /// A group of files ends at this many files, or before it holds more than
 /// [`whole::READ_BYTES`].
-const GROUP_FILES: usize = 32;
+pub const GROUP_FILES: usize = 32;
 
 struct FileOutcome {
     item: Option<Item>,

@@ -16,6 +16,7 @@ use clap::Args;
 use rayon::prelude::*;
 
 use super::Outcome;
+use proxborg::archive::create::{GROUP_BYTES, GROUP_FILES, READ_BYTES, WHOLE_FILE};
 use proxborg::format::blake2::lanes;
 use proxborg::format::chunker::{chunk_sizes, is_zero, ChunkerParams};
 use proxborg::format::compress::Compression;
@@ -78,32 +79,89 @@ fn walk(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// Chunks of a file taken together, as `create` groups them for the store (up to 1 MiB
-/// of chunks, or two larger ones): their ids, and the MACs of the new ones, are computed
-/// side by side.
-const BATCH_BYTES: usize = 1 << 20;
+/// Chunks of a file larger than [`WHOLE_FILE`] taken together: `create` reads such a file
+/// in blocks of about one chunk and stores what each block completes, at least two chunks
+/// (see its `input` module), so the model stores up to 1 MiB of chunks or two larger ones.
+const STREAM_BATCH_BYTES: usize = 1 << 20;
+
+/// What one task of the model processes: files read whole together, as `create`'s walker
+/// groups them (up to [`GROUP_FILES`] files of at most [`WHOLE_FILE`] bytes, at most
+/// [`READ_BYTES`] together), or one larger file.
+fn units(data: &[Vec<u8>]) -> Vec<Vec<usize>> {
+    let (mut units, mut group, mut bytes) = (Vec::new(), Vec::new(), 0);
+    for (i, d) in data.iter().enumerate() {
+        let len = d.len() as u64;
+        if len > WHOLE_FILE {
+            if !group.is_empty() {
+                units.push(std::mem::take(&mut group));
+            }
+            units.push(vec![i]);
+            bytes = 0;
+            continue;
+        }
+        if bytes + len > READ_BYTES && !group.is_empty() {
+            units.push(std::mem::take(&mut group));
+            bytes = 0;
+        }
+        group.push(i);
+        bytes += len;
+        if group.len() >= GROUP_FILES {
+            units.push(std::mem::take(&mut group));
+            bytes = 0;
+        }
+    }
+    if !group.is_empty() {
+        units.push(group);
+    }
+    units
+}
+
+/// Consecutive runs of `chunks` of at most `max` bytes each, or of two chunks where two
+/// are larger.
+fn batches<'a>(chunks: &[&'a [u8]], max: usize) -> Vec<Vec<&'a [u8]>> {
+    let (mut out, mut batch, mut bytes) = (Vec::new(), Vec::new(), 0);
+    for c in chunks {
+        if batch.len() >= 2 && bytes + c.len() > max {
+            out.push(std::mem::take(&mut batch));
+            bytes = 0;
+        }
+        batch.push(*c);
+        bytes += c.len();
+    }
+    if !batch.is_empty() {
+        out.push(batch);
+    }
+    out
+}
 
 impl Run {
-    /// The per-chunk work on one file's bytes, timed on this thread's CPU clock.
-    fn process(&self, data: &[u8], envelopes: &mut Vec<u8>) {
+    /// The per-chunk work on one unit (see [`units`]), timed on this thread's CPU clock:
+    /// each file cut on its own, the chunks of files read whole stored together in groups
+    /// of up to [`GROUP_BYTES`], a larger file's in [`STREAM_BATCH_BYTES`].
+    fn process(&self, files: &[&[u8]], envelopes: &mut Vec<u8>) {
         let t = thread_cpu_ns();
-        let sizes = chunk_sizes(&self.params, self.key.chunk_seed(), data);
-        let (mut off, mut bytes, mut batch) = (0, 0, Vec::new());
-        for size in &sizes {
-            if batch.len() >= 2 && bytes + size > BATCH_BYTES {
-                self.process_batch(&batch, envelopes);
-                (bytes, batch) = (0, Vec::new());
+        let mut chunks: Vec<&[u8]> = Vec::new();
+        for data in files {
+            let mut off = 0;
+            for size in chunk_sizes(&self.params, self.key.chunk_seed(), data) {
+                chunks.push(&data[off..off + size]);
+                off += size;
             }
-            batch.push(&data[off..off + size]);
-            (off, bytes) = (off + size, bytes + size);
+            self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         }
-        if !batch.is_empty() {
+        let whole = files.iter().all(|d| d.len() as u64 <= WHOLE_FILE);
+        let max = if whole {
+            GROUP_BYTES
+        } else {
+            STREAM_BATCH_BYTES
+        };
+        for batch in batches(&chunks, max) {
             self.process_batch(&batch, envelopes);
         }
         self.cpu_ns
             .fetch_add(thread_cpu_ns() - t, Ordering::Relaxed);
-        self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-        self.chunks.fetch_add(sizes.len() as u64, Ordering::Relaxed);
+        self.chunks
+            .fetch_add(chunks.len() as u64, Ordering::Relaxed);
     }
 
     /// One group: ids side by side, dedup, then the new chunks sealed side by side; or,
@@ -112,7 +170,7 @@ impl Run {
     fn process_batch(&self, batch: &[&[u8]], envelopes: &mut Vec<u8>) {
         let (zeros, data): (Vec<&[u8]>, Vec<&[u8]>) = batch.iter().partition(|c| is_zero(c));
         let next = |blocks| Ok::<_, Infallible>(self.next_iv.fetch_add(blocks, Ordering::Relaxed));
-        let early = self.key.macs_in_lanes() && !data.is_empty() && data.len() * 2 <= lanes();
+        let early = self.key.macs_in_lanes() && !data.is_empty() && data.len() <= lanes();
         let mut ids = if early {
             let outs = Outs::One(envelopes);
             let Ok((ids, at)) =
@@ -206,8 +264,11 @@ pub fn run(args: PipelineArgs) -> Result<Outcome> {
         chunks: AtomicU64::new(0),
     };
     let t = Instant::now();
-    data.par_iter()
-        .for_each_init(Vec::new, |envelope, d| run.process(d, envelope));
+    let units = units(&data);
+    units.par_iter().for_each_init(Vec::new, |envelope, u| {
+        let files: Vec<&[u8]> = u.iter().map(|&i| data[i].as_slice()).collect();
+        run.process(&files, envelope)
+    });
     let wall = t.elapsed().as_secs_f64();
     let cpu = run.cpu_ns.load(Ordering::Relaxed) as f64 / 1e9;
     let bytes = run.bytes.load(Ordering::Relaxed);
@@ -220,4 +281,41 @@ pub fn run(args: PipelineArgs) -> Result<Outcome> {
         bytes as f64 / wall.max(1e-9) / 1e6,
     );
     Ok(Outcome::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_group_files_as_the_walker_does() {
+        let mib = |n: u64| vec![0u8; (n << 20) as usize];
+        let data = vec![
+            mib(3),
+            mib(3),
+            mib(3), // would pass READ_BYTES: a new group
+            mib(5), // larger than WHOLE_FILE: alone, ending the group before
+            vec![1u8; 10],
+        ];
+        assert_eq!(units(&data), vec![vec![0, 1], vec![2], vec![3], vec![4]]);
+        let many: Vec<Vec<u8>> = (0..GROUP_FILES + 1).map(|_| vec![1u8]).collect();
+        let u = units(&many);
+        assert_eq!(u.len(), 2);
+        assert_eq!(u[0].len(), GROUP_FILES);
+    }
+
+    #[test]
+    fn batches_hold_up_to_max_bytes_or_two_chunks() {
+        let (a, b, c) = ([0u8; 3], [0u8; 4], [0u8; 9]);
+        let chunks: Vec<&[u8]> = vec![&a, &a, &b, &c, &a];
+        let lens = |max| -> Vec<Vec<usize>> {
+            batches(&chunks, max)
+                .iter()
+                .map(|b| b.iter().map(|c| c.len()).collect())
+                .collect()
+        };
+        assert_eq!(lens(10), vec![vec![3, 3, 4], vec![9, 3]]);
+        assert_eq!(lens(1), vec![vec![3, 3], vec![4, 9], vec![3]]);
+        assert!(batches(&[], 1).is_empty());
+    }
 }

@@ -144,7 +144,7 @@ fn store_batch(store: &ChunkStore, batch: &OwnedBatch) -> Stored {
 
 /// Bytes of data chunks stored side by side at most (see [`store_chunks`]): their
 /// envelopes fit one buffer the store keeps.
-const GROUP_BYTES: usize = 8 << 20;
+pub const GROUP_BYTES: usize = 8 << 20;
 
 /// Stores consecutive chunks `(allocation, size, bytes)` in groups of up to
 /// [`GROUP_BYTES`] of data, the groups in parallel when there are several. Within a group

@@ -18,10 +18,10 @@ use crate::format::chunker::{Allocation, SliceCutter};
 use crate::fsutil::read_full;
 
 /// Regular files up to this size go into groups and are read whole.
-pub(super) const WHOLE_FILE: u64 = 4 << 20;
+pub const WHOLE_FILE: u64 = 4 << 20;
 /// Bytes of file contents a group holds before they are stored (the walker makes groups
 /// about this large; a file that grew since may make one larger).
-pub(super) const READ_BYTES: u64 = 8 << 20;
+pub const READ_BYTES: u64 = 8 << 20;
 
 /// A file read whole, waiting to be stored with the others.
 struct Read {
