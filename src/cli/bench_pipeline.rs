@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use super::Outcome;
 use proxborg::archive::create::{GROUP_BYTES, GROUP_FILES, READ_BYTES, WHOLE_FILE};
-use proxborg::format::blake2::lanes;
+use proxborg::archive::store::fits_one_buffer;
 use proxborg::format::chunker::{chunk_sizes, is_zero, ChunkerParams};
 use proxborg::format::compress::Compression;
 use proxborg::format::crypto::{Key, KeyMaterial, KeyMode};
@@ -165,12 +165,12 @@ impl Run {
     }
 
     /// One group: ids side by side, dedup, then the new chunks sealed side by side; or,
-    /// as `create` does on new data, a group too small to fill the hash lanes with ids
-    /// encoded first, its ids hashed beside the MACs.
+    /// as `create` does on new data, a group whose envelopes fit one buffer encoded first,
+    /// its ids hashed beside the MACs.
     fn process_batch(&self, batch: &[&[u8]], envelopes: &mut Vec<u8>) {
         let (zeros, data): (Vec<&[u8]>, Vec<&[u8]>) = batch.iter().partition(|c| is_zero(c));
         let next = |blocks| Ok::<_, Infallible>(self.next_iv.fetch_add(blocks, Ordering::Relaxed));
-        let early = self.key.macs_in_lanes() && !data.is_empty() && data.len() <= lanes();
+        let early = self.key.macs_in_lanes() && !data.is_empty() && fits_one_buffer(&data);
         let mut ids = if early {
             let outs = Outs::One(envelopes);
             let Ok((ids, at)) =
