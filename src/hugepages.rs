@@ -32,9 +32,16 @@ pub fn reserve(buf: &mut Vec<u8>, len: usize) {
     advise(buf);
 }
 
+/// The system's (base) page size: what `madvise` ranges are aligned to.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
+}
+
 #[cfg(target_os = "linux")]
 fn advise_range(start: usize, len: usize) {
-    let page = 4096;
+    let page = page_size();
     let (from, to) = (start / page * page, (start + len) / page * page);
     // SAFETY: [from, to) covers whole pages of live mappings (the allocation's, its start
     // rounded down to a page); MADV_HUGEPAGE changes how the kernel backs them, never what

@@ -5,6 +5,8 @@
 
 use std::sync::Mutex;
 
+use crate::hugepages::page_size;
+
 /// Buffers up to this capacity are kept; larger ones are freed.
 const KEEP_CAPACITY: usize = 64 << 20;
 /// Buffers kept, for all workers together: one per input chunked at once (a file on
@@ -60,12 +62,6 @@ fn release_tail(buf: &mut [u8], keep: usize, filled: usize) {
             libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_DONTNEED);
         }
     }
-}
-
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
 }
 
 #[cfg(test)]
