@@ -33,8 +33,8 @@ mod file;
 mod input;
 mod whole;
 
-pub use input::GROUP_BYTES;
-pub use whole::{READ_BYTES, WHOLE_FILE};
+pub use input::{groups_of, GROUP_BYTES};
+pub use whole::{FileGroups, GROUP_FILES, READ_BYTES, WHOLE_FILE};
 
 use file::worker_loop;
 use input::{chunk_input, InputCtx};
@@ -202,10 +202,6 @@ struct Job {
     reply: Sender<Vec<FileOutcome>>,
 }
 
-/// A group of files ends at this many files, or before it holds more than
-/// [`whole::READ_BYTES`].
-pub const GROUP_FILES: usize = 32;
-
 struct FileOutcome {
     item: Option<Item>,
     status: char,
@@ -314,9 +310,8 @@ struct Walker<'a> {
     sh: Arc<Shared>,
     slots: Sender<Slot>,
     jobs: Sender<Job>,
-    /// Files not yet handed to a worker, and their bytes (see [`whole::WHOLE_FILE`]).
-    group: Vec<FileJob>,
-    group_bytes: u64,
+    /// Files not yet handed to a worker (see [`whole::WHOLE_FILE`]).
+    group: FileGroups<FileJob>,
     hardlinks: HashMap<(u64, u64), Vec<u8>>,
     skip_inodes: std::collections::HashSet<(u64, u64)>,
     status: StatusFn<'a>,
@@ -342,8 +337,7 @@ impl Walker<'_> {
     /// Hands the group of small files gathered so far to a worker: before any other slot,
     /// so that slots stay in traversal order, and when the walk pauses.
     fn flush(&mut self) {
-        let group = std::mem::take(&mut self.group);
-        self.group_bytes = 0;
+        let group = self.group.take();
         self.send_job(group);
     }
 
@@ -614,13 +608,8 @@ impl Walker<'_> {
             self.send_job(vec![job]);
             return;
         }
-        if self.group_bytes + st.len() > whole::READ_BYTES {
-            self.flush();
-        }
-        self.group.push(job);
-        self.group_bytes += st.len();
-        if self.group.len() >= GROUP_FILES {
-            self.flush();
+        if let Some(full) = self.group.push(job, st.len()) {
+            self.send_job(full);
         }
     }
 }
@@ -811,8 +800,7 @@ fn create_inner(
             sh: sh.clone(),
             slots: slot_tx,
             jobs: job_tx,
-            group: Vec::new(),
-            group_bytes: 0,
+            group: FileGroups::default(),
             hardlinks: HashMap::new(),
             skip_inodes: Default::default(),
             status,

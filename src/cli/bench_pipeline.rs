@@ -16,9 +16,9 @@ use clap::Args;
 use rayon::prelude::*;
 
 use super::Outcome;
-use proxborg::archive::create::{GROUP_BYTES, GROUP_FILES, READ_BYTES, WHOLE_FILE};
+use proxborg::archive::create::{groups_of, FileGroups, GROUP_BYTES, WHOLE_FILE};
 use proxborg::archive::store::fits_one_buffer;
-use proxborg::format::chunker::{chunk_sizes, is_zero, ChunkerParams};
+use proxborg::format::chunker::{chunk_sizes, Allocation, ChunkerParams};
 use proxborg::format::compress::Compression;
 use proxborg::format::crypto::{Key, KeyMaterial, KeyMode};
 use proxborg::session::{seal_and_id_many_with, seal_many_with, Outs};
@@ -84,54 +84,23 @@ fn walk(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 /// (see its `input` module), so the model stores up to 1 MiB of chunks or two larger ones.
 const STREAM_BATCH_BYTES: usize = 1 << 20;
 
-/// What one task of the model processes: files read whole together, as `create`'s walker
-/// groups them (up to [`GROUP_FILES`] files of at most [`WHOLE_FILE`] bytes, at most
-/// [`READ_BYTES`] together), or one larger file.
+/// What one task of the model processes: files read whole together, grouped as
+/// `create`'s walker groups them (see [`FileGroups`]), or one file larger than
+/// [`WHOLE_FILE`].
 fn units(data: &[Vec<u8>]) -> Vec<Vec<usize>> {
-    let (mut units, mut group, mut bytes) = (Vec::new(), Vec::new(), 0);
+    let (mut units, mut groups) = (Vec::new(), FileGroups::default());
     for (i, d) in data.iter().enumerate() {
         let len = d.len() as u64;
         if len > WHOLE_FILE {
-            if !group.is_empty() {
-                units.push(std::mem::take(&mut group));
-            }
+            units.push(groups.take());
             units.push(vec![i]);
-            bytes = 0;
-            continue;
-        }
-        if bytes + len > READ_BYTES && !group.is_empty() {
-            units.push(std::mem::take(&mut group));
-            bytes = 0;
-        }
-        group.push(i);
-        bytes += len;
-        if group.len() >= GROUP_FILES {
-            units.push(std::mem::take(&mut group));
-            bytes = 0;
+        } else {
+            units.extend(groups.push(i, len));
         }
     }
-    if !group.is_empty() {
-        units.push(group);
-    }
+    units.push(groups.take());
+    units.retain(|u| !u.is_empty());
     units
-}
-
-/// Consecutive runs of `chunks` of at most `max` bytes each, or of two chunks where two
-/// are larger.
-fn batches<'a>(chunks: &[&'a [u8]], max: usize) -> Vec<Vec<&'a [u8]>> {
-    let (mut out, mut batch, mut bytes) = (Vec::new(), Vec::new(), 0);
-    for c in chunks {
-        if batch.len() >= 2 && bytes + c.len() > max {
-            out.push(std::mem::take(&mut batch));
-            bytes = 0;
-        }
-        batch.push(*c);
-        bytes += c.len();
-    }
-    if !batch.is_empty() {
-        out.push(batch);
-    }
-    out
 }
 
 impl Run {
@@ -140,11 +109,12 @@ impl Run {
     /// of up to [`GROUP_BYTES`], a larger file's in [`STREAM_BATCH_BYTES`].
     fn process(&self, files: &[&[u8]], envelopes: &mut Vec<u8>) {
         let t = thread_cpu_ns();
-        let mut chunks: Vec<&[u8]> = Vec::new();
+        let mut chunks: Vec<(Allocation, usize, &[u8])> = Vec::new();
         for data in files {
             let mut off = 0;
             for size in chunk_sizes(&self.params, self.key.chunk_seed(), data) {
-                chunks.push(&data[off..off + size]);
+                let c = &data[off..off + size];
+                chunks.push((Allocation::of(c), size, c));
                 off += size;
             }
             self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -155,8 +125,8 @@ impl Run {
         } else {
             STREAM_BATCH_BYTES
         };
-        for batch in batches(&chunks, max) {
-            self.process_batch(&batch, envelopes);
+        for r in groups_of(&chunks, max) {
+            self.process_batch(&chunks[r], envelopes);
         }
         self.cpu_ns
             .fetch_add(thread_cpu_ns() - t, Ordering::Relaxed);
@@ -167,8 +137,15 @@ impl Run {
     /// One group: ids side by side, dedup, then the new chunks sealed side by side; or,
     /// as `create` does on new data, a group whose envelopes fit one buffer encoded first,
     /// its ids hashed beside the MACs.
-    fn process_batch(&self, batch: &[&[u8]], envelopes: &mut Vec<u8>) {
-        let (zeros, data): (Vec<&[u8]>, Vec<&[u8]>) = batch.iter().partition(|c| is_zero(c));
+    fn process_batch(&self, batch: &[(Allocation, usize, &[u8])], envelopes: &mut Vec<u8>) {
+        let of = |zero: bool| -> Vec<&[u8]> {
+            batch
+                .iter()
+                .filter(|c| (c.0 != Allocation::Data) == zero)
+                .map(|c| c.2)
+                .collect()
+        };
+        let (zeros, data) = (of(true), of(false));
         let next = |blocks| Ok::<_, Infallible>(self.next_iv.fetch_add(blocks, Ordering::Relaxed));
         let early = self.key.macs_in_lanes() && !data.is_empty() && fits_one_buffer(&data);
         let mut ids = if early {
@@ -189,10 +166,11 @@ impl Run {
             data.iter()
                 .chain(&zeros)
                 .zip(&ids)
-                .filter(|(_, id)| seen.insert(**id))
-                .map(|(c, _)| *c)
-                // sealed already, but for zeros
-                .filter(|c| !early || is_zero(c))
+                .enumerate()
+                .filter(|(_, (_, id))| seen.insert(**id))
+                // sealed already, but for zeros (after the data chunks)
+                .filter(|&(i, _)| !early || i >= data.len())
+                .map(|(_, (c, _))| *c)
                 .collect()
         };
         let outs = Outs::One(envelopes);
@@ -286,6 +264,7 @@ pub fn run(args: PipelineArgs) -> Result<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proxborg::archive::create::GROUP_FILES;
 
     #[test]
     fn units_group_files_as_the_walker_does() {
@@ -306,16 +285,19 @@ mod tests {
 
     #[test]
     fn batches_hold_up_to_max_bytes_or_two_chunks() {
-        let (a, b, c) = ([0u8; 3], [0u8; 4], [0u8; 9]);
-        let chunks: Vec<&[u8]> = vec![&a, &a, &b, &c, &a];
+        // the model batches a unit's chunks with create's own rule
+        let (a, b, c) = ([1u8; 3], [1u8; 4], [1u8; 9]);
+        let chunks: Vec<(Allocation, usize, &[u8])> = [&a[..], &a, &b, &c, &a]
+            .iter()
+            .map(|c| (Allocation::Data, c.len(), *c))
+            .collect();
         let lens = |max| -> Vec<Vec<usize>> {
-            batches(&chunks, max)
-                .iter()
-                .map(|b| b.iter().map(|c| c.len()).collect())
+            groups_of(&chunks, max)
+                .into_iter()
+                .map(|r| chunks[r].iter().map(|c| c.1).collect())
                 .collect()
         };
         assert_eq!(lens(10), vec![vec![3, 3, 4], vec![9, 3]]);
         assert_eq!(lens(1), vec![vec![3, 3], vec![4, 9], vec![3]]);
-        assert!(batches(&[], 1).is_empty());
     }
 }

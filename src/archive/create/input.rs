@@ -168,7 +168,7 @@ pub(super) fn store_chunks(store: &ChunkStore, chunks: &[(Allocation, usize, &[u
 /// Splits `chunks` into consecutive groups of at most `max` bytes of data chunks each, or
 /// of two data chunks where two are larger; all-zero chunks cost nothing and join the group
 /// at hand.
-fn groups_of(chunks: &[(Allocation, usize, &[u8])], max: usize) -> Vec<std::ops::Range<usize>> {
+pub fn groups_of(chunks: &[(Allocation, usize, &[u8])], max: usize) -> Vec<std::ops::Range<usize>> {
     let mut groups = Vec::new();
     let (mut start, mut bytes, mut n) = (0, 0, 0);
     for (i, c) in chunks.iter().enumerate() {

@@ -23,6 +23,48 @@ pub const WHOLE_FILE: u64 = 4 << 20;
 /// about this large; a file that grew since may make one larger).
 pub const READ_BYTES: u64 = 8 << 20;
 
+/// A group of files ends at this many files, or before it holds more than [`READ_BYTES`].
+pub const GROUP_FILES: usize = 32;
+
+/// Files up to [`WHOLE_FILE`] gathered, in walk order, into the groups a worker reads
+/// whole: a group ends at [`GROUP_FILES`] files, or before it would hold more than
+/// [`READ_BYTES`].
+pub struct FileGroups<T> {
+    files: Vec<T>,
+    bytes: u64,
+}
+
+impl<T> Default for FileGroups<T> {
+    fn default() -> Self {
+        FileGroups {
+            files: Vec::new(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<T> FileGroups<T> {
+    /// Adds a file of `len` bytes; returns the group this completes, if any: the group
+    /// before when the file does not fit it, or the group with the file when that makes
+    /// it full.
+    pub fn push(&mut self, file: T, len: u64) -> Option<Vec<T>> {
+        let before = (self.bytes + len > READ_BYTES).then(|| self.take());
+        self.files.push(file);
+        self.bytes += len;
+        // a group the file began holds one file, never full
+        debug_assert!(before.is_none() || self.files.len() < GROUP_FILES);
+        before
+            .filter(|g| !g.is_empty())
+            .or_else(|| (self.files.len() >= GROUP_FILES).then(|| self.take()))
+    }
+
+    /// The files gathered so far (none, maybe), as a group of their own.
+    pub fn take(&mut self) -> Vec<T> {
+        self.bytes = 0;
+        std::mem::take(&mut self.files)
+    }
+}
+
 /// A file read whole, waiting to be stored with the others.
 struct Read {
     /// The file's place in its job.
@@ -225,5 +267,30 @@ impl Group<'_> {
         }
         self.filled = 0;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_end_at_their_file_count_or_before_their_bytes() {
+        let mut g = FileGroups::<usize>::default();
+        let third = READ_BYTES / 3;
+        assert_eq!(g.push(0, third), None);
+        assert_eq!(g.push(1, third), None);
+        assert_eq!(g.push(2, third), None);
+        // the fourth third does not fit: the three before go, it begins the next group
+        assert_eq!(g.push(3, third), Some(vec![0, 1, 2]));
+        assert_eq!(g.take(), vec![3]);
+        assert_eq!(g.take(), Vec::<usize>::new());
+        // a group that is full goes with the file that filled it
+        let full: Vec<Option<Vec<usize>>> = (0..GROUP_FILES).map(|i| g.push(i, 1)).collect();
+        assert!(full[..GROUP_FILES - 1].iter().all(Option::is_none));
+        assert_eq!(full[GROUP_FILES - 1], Some((0..GROUP_FILES).collect()));
+        // a file larger than a group alone still gets a group
+        assert_eq!(g.push(7, READ_BYTES + 1), None);
+        assert_eq!(g.take(), vec![7]);
     }
 }
