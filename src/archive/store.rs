@@ -100,10 +100,10 @@ pub struct ChunkStore {
 }
 
 /// The most an envelope of a chunk of `len` bytes may take of its buffer: the envelope and
-/// compression headers and LZ4's worst case (borg's other codecs store incompressible
-/// data as `none`, smaller than that).
+/// compression headers and the chunk (borg's deciding codecs store data they cannot shrink
+/// as `none`, and LZ4 is given no more room than that).
 fn envelope_room(len: usize) -> usize {
-    64 + len + len / 255 + 16
+    64 + len
 }
 
 /// The most the envelopes of `datas` may take of one buffer, back to back.

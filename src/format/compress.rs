@@ -188,8 +188,8 @@ impl Compression {
     /// Writes the compressed payload into `out` from `at` on (`out` holds at least `at`
     /// bytes) and returns where it ends. Bytes of `out` past `at`, left from an earlier
     /// use of the buffer, are overwritten or stay past the end, and `out` keeps its
-    /// length: LZ4 needs its worst-case output size as room, and a recycled buffer that
-    /// keeps it is not zeroed again for every chunk (4% of an image backup's CPU).
+    /// length: LZ4 needs the input's size as room, and a recycled buffer that keeps it is
+    /// not zeroed again for every chunk (4% of an image backup's CPU).
     pub fn compress_reusing(&self, data: &[u8], out: &mut Vec<u8>, at: usize) -> usize {
         match self {
             Compression::Lz4 => codec::lz4_at(data, out, at),
