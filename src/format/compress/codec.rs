@@ -160,7 +160,7 @@ pub(super) fn lz4_at(data: &[u8], out: &mut Vec<u8>, at: usize) -> usize {
         out.reserve_exact(room - out.len());
         out.resize(room, 0);
     }
-    let smaller = &mut out[body..room.saturating_sub(1).max(body)];
+    let smaller = &mut out[body..body + data.len().saturating_sub(1)];
     match lz4::block::compress_to_buffer(data, None, false, smaller) {
         Ok(n) if n < data.len() => {
             out[at..body].copy_from_slice(&HDR_LZ4);
