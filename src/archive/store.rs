@@ -116,6 +116,27 @@ pub fn fits_one_buffer(datas: &[&[u8]]) -> bool {
     room_of(datas) <= KEEP_BUF
 }
 
+/// Which of the chunks of `lens` bytes [`ChunkStore::store_many`] seals while it hashes
+/// the ids of all of them (on new data), in order: all whose envelopes fit one buffer
+/// together, else the largest that do, at least one. The ids of the others hash beside
+/// those MACs in lanes that the group's ids alone would leave idle (a pair of large
+/// chunks: three lanes, then one MAC alone, where it was two ids and then each MAC alone),
+/// and their MACs follow.
+pub fn sealed_with_ids(lens: &[usize]) -> Vec<usize> {
+    let mut by_size: Vec<usize> = (0..lens.len()).collect();
+    by_size.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
+    let (mut room, mut take) = (0, Vec::new());
+    for i in by_size {
+        let r = envelope_room(lens[i]);
+        if take.is_empty() || room + r <= KEEP_BUF {
+            room += r;
+            take.push(i);
+        }
+    }
+    take.sort_unstable();
+    take
+}
+
 fn shard_of(id: &ObjectId) -> usize {
     id[0] as usize % SHARDS
 }
@@ -250,20 +271,20 @@ impl ChunkStore {
 
     /// Stores several chunks as [`store`](Self::store) stores each, with their ids and the
     /// MACs of the new ones computed side by side (see [`Key::id_hashes`]); results in
-    /// the order of `chunks`. While chunks keep coming new (see [`NEW_STREAK`]), a group
-    /// whose envelopes fit one buffer is encoded first, its ids hashed beside the MACs,
-    /// and the envelopes of chunks found stored already are dropped.
+    /// the order of `chunks`. While chunks keep coming new (see [`NEW_STREAK`]), chunks are
+    /// encoded first, their ids hashed beside the MACs (all of the group's ids, beside the
+    /// MACs of those whose envelopes fit one buffer, see [`sealed_with_ids`]), and the
+    /// envelopes of chunks found stored already are dropped.
     pub fn store_many(&self, chunks: &[&[u8]]) -> Vec<Result<ChunkRef, StoreError>> {
         let (ids, mut early) = if self.encode_first(chunks) {
-            match self.encode_with_ids(chunks) {
-                Ok((ids, envelopes)) => (
-                    ids,
-                    Some(envelopes.into_iter().map(Some).collect::<Vec<_>>()),
-                ),
+            let lens: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+            match self.encode_with_ids(chunks, &sealed_with_ids(&lens)) {
+                Ok(done) => done,
                 Err(e) => return vec![Err(e); chunks.len()],
             }
         } else {
-            (self.key.id_hashes(chunks), None)
+            let none = std::iter::repeat_with(|| None).take(chunks.len());
+            (self.key.id_hashes(chunks), none.collect())
         };
         let mut out: Vec<Option<Result<ChunkRef, StoreError>>> = vec![None; chunks.len()];
         // Claim all before waiting on any: a chunk repeated within the group waits for
@@ -280,41 +301,40 @@ impl ChunkStore {
             mine.len(),
             out.iter().filter(|o| o.is_none()).count() - mine.len(),
         );
-        if let Some(envelopes) = &mut early {
-            // those of chunks found stored already are not needed
-            for (i, e) in envelopes.iter_mut().enumerate() {
-                if !mine.contains(&i) {
-                    self.recycle(e.take().expect("one envelope per chunk"));
+        // envelopes of chunks found stored already are not needed; those sealed of new
+        // ones are put first, so that their buffer is free for the rest
+        let mut rest = Vec::new();
+        for (i, envelope) in early.iter_mut().enumerate() {
+            match (envelope.take(), mine.contains(&i)) {
+                (Some(e), true) => {
+                    out[i] = Some(self.settle(ids[i], chunks[i].len(), Ok(e), true));
                 }
+                (Some(e), false) => self.recycle(e),
+                (None, true) => rest.push(i),
+                (None, false) => {}
             }
         }
-        if !mine.is_empty() {
-            let envelopes: Vec<Result<Envelope, StoreError>> = match &mut early {
-                Some(envelopes) => mine
-                    .iter()
-                    .map(|&i| Ok(envelopes[i].take().expect("one envelope per chunk")))
-                    .collect(),
-                None => {
-                    let datas: Vec<&[u8]> = mine.iter().map(|&i| chunks[i]).collect();
-                    if !fits_one_buffer(&datas) {
-                        // one at a time: a thread never holds more than one large buffer
-                        for &i in &mine {
-                            let envelope = self
-                                .encode(&ids[i], &[chunks[i]])
-                                .map(|mut e| e.pop().expect("one envelope"));
-                            out[i] = Some(self.settle(ids[i], chunks[i].len(), envelope, true));
-                        }
-                        return self.finish(out, &ids, chunks);
-                    }
-                    match self.encode(&ids[mine[0]], &datas) {
-                        Ok(envelopes) => envelopes.into_iter().map(Ok).collect(),
-                        Err(e) => mine.iter().map(|_| Err(e.clone())).collect(),
-                    }
-                }
-            };
-            for (&i, envelope) in mine.iter().zip(envelopes) {
+        if rest.is_empty() {
+            return self.finish(out, &ids, chunks);
+        }
+        let datas: Vec<&[u8]> = rest.iter().map(|&i| chunks[i]).collect();
+        if !fits_one_buffer(&datas) {
+            // one at a time: a thread never holds more than one large buffer
+            for &i in &rest {
+                let envelope = self
+                    .encode(&ids[i], &[chunks[i]])
+                    .map(|mut e| e.pop().expect("one envelope"));
                 out[i] = Some(self.settle(ids[i], chunks[i].len(), envelope, true));
             }
+            return self.finish(out, &ids, chunks);
+        }
+        let envelopes: Vec<Result<Envelope, StoreError>> = match self.encode(&ids[rest[0]], &datas)
+        {
+            Ok(envelopes) => envelopes.into_iter().map(Ok).collect(),
+            Err(e) => rest.iter().map(|_| Err(e.clone())).collect(),
+        };
+        for (&i, envelope) in rest.iter().zip(envelopes) {
+            out[i] = Some(self.settle(ids[i], chunks[i].len(), envelope, true));
         }
         self.finish(out, &ids, chunks)
     }
@@ -334,14 +354,14 @@ impl ChunkStore {
     }
 
     /// Whether [`store_many`](Self::store_many) encodes `chunks` before looking them up:
-    /// BLAKE2b MACs in lanes, envelopes that fit one buffer, and a run of new chunks. Ids
-    /// and MACs then share one pass over the lanes, whose jobs run out once; hashed in two
-    /// passes, each pass ends in lanes idling while its longest jobs finish (on a first
-    /// backup, 2% fewer instructions and a third less of the slow 2-way kernel than with
-    /// groups of up to four chunks encoded first).
+    /// BLAKE2b MACs in lanes and a run of new chunks. Ids and MACs then share one pass
+    /// over the lanes, whose jobs run out once; hashed in two passes, each pass ends in
+    /// lanes idling while its longest jobs finish (on a first backup, 2% fewer
+    /// instructions and a third less of the slow 2-way kernel than with groups of up to
+    /// four chunks encoded first).
     fn encode_first(&self, chunks: &[&[u8]]) -> bool {
         self.key.macs_in_lanes()
-            && fits_one_buffer(chunks)
+            && !chunks.is_empty()
             && chunks
                 .iter()
                 .all(|c| c.len() <= crate::format::MAX_DATA_SIZE)
@@ -476,26 +496,42 @@ impl ChunkStore {
         })
     }
 
-    /// [`encode`](Self::encode) that hashes the ids beside the MACs and returns them.
+    /// [`encode`](Self::encode) of the chunks at `sealed` that hashes the ids of all
+    /// `chunks` beside their MACs; returns the ids and the envelopes, in the order of
+    /// `chunks` (none for those not sealed).
     fn encode_with_ids(
         &self,
-        datas: &[&[u8]],
-    ) -> Result<(Vec<ObjectId>, Vec<Envelope>), StoreError> {
-        let mut ids = Vec::new();
-        let envelopes = self.sealed(datas, |outs| {
+        chunks: &[&[u8]],
+        sealed: &[usize],
+    ) -> Result<(Vec<ObjectId>, Vec<Option<Envelope>>), StoreError> {
+        let others: Vec<usize> = (0..chunks.len()).filter(|i| !sealed.contains(i)).collect();
+        let of = |at: &[usize]| -> Vec<&[u8]> { at.iter().map(|&i| chunks[i]).collect() };
+        let (datas, id_only) = (of(sealed), of(&others));
+        let mut hashed = Vec::new();
+        let envelopes = self.sealed(&datas, |outs| {
             let (i, ranges) = seal_and_id_many_into(
                 &self.key,
                 &self.nonces,
                 &self.compression,
-                datas,
+                &datas,
+                &id_only,
                 !self.dry_run,
                 outs,
             )
             .map_err(|e| StoreError::Seal(self.key.id_hash(datas[0]), e.to_string()))?;
-            ids = i;
+            hashed = i;
             Ok(ranges)
         })?;
-        Ok((ids, envelopes))
+        let mut ids = vec![ObjectId::default(); chunks.len()];
+        for (&i, id) in sealed.iter().chain(&others).zip(hashed) {
+            ids[i] = id;
+        }
+        let mut out: Vec<Option<Envelope>> =
+            std::iter::repeat_with(|| None).take(chunks.len()).collect();
+        for (&i, e) in sealed.iter().zip(envelopes) {
+            out[i] = Some(e);
+        }
+        Ok((ids, out))
     }
 
     /// The envelopes `seal` puts into buffers for `datas`: all in one recycled buffer
@@ -981,13 +1017,36 @@ mod tests {
     }
 
     #[test]
-    fn a_pair_too_large_for_one_buffer_is_sealed_one_at_a_time() {
+    fn a_pair_too_large_for_one_buffer_seals_the_larger_beside_both_ids() {
         let (key, _dir, s, objects) = pair_store();
-        let (a, b) = (bytes(1, 5 << 20, true), bytes(2, 4 << 20, false));
+        let (a, b) = (bytes(1, 4 << 20, false), bytes(2, 5 << 20, true));
         let pair = [&a[..], &b[..]];
-        assert!(!fits_one_buffer(&pair) && !s.encode_first(&pair));
+        assert!(!fits_one_buffer(&pair) && s.encode_first(&pair));
+        assert_eq!(sealed_with_ids(&[a.len(), b.len()]), vec![1]);
         store_pair(&s, &key, &objects, &pair);
-        // the second was sealed into the buffer the first was put from
+        // the first was sealed afterwards, into the buffer the second was put from
         assert_eq!(s.spare.len(), 1);
+        // without a run of new chunks: ids first, then sealed one at a time
+        s.new_streak.store(0, Ordering::Relaxed);
+        let (c, d) = (bytes(3, 5 << 20, true), bytes(4, 4 << 20, false));
+        let pair = [&c[..], &d[..]];
+        assert!(!s.encode_first(&pair));
+        store_pair(&s, &key, &objects, &pair);
+        assert_eq!(s.spare.len(), 1);
+    }
+
+    #[test]
+    fn the_largest_chunks_that_fit_one_buffer_are_sealed_beside_the_ids() {
+        let mib = |n: usize| n << 20;
+        assert_eq!(sealed_with_ids(&[mib(1), mib(2), mib(3)]), vec![0, 1, 2]);
+        assert_eq!(sealed_with_ids(&[mib(4), mib(5)]), vec![1]);
+        // 5 and 3 MiB fit; 4 MiB more would not, nor would 1 MiB after the 3
+        assert_eq!(
+            sealed_with_ids(&[mib(5), mib(4), mib(1), mib(3)]),
+            vec![0, 3]
+        );
+        // one at least, even beyond a buffer
+        assert_eq!(sealed_with_ids(&[mib(10)]), vec![0]);
+        assert!(sealed_with_ids(&[]).is_empty());
     }
 }

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use super::Outcome;
 use proxborg::archive::create::{groups_of, FileGroups, GROUP_BYTES, WHOLE_FILE};
-use proxborg::archive::store::fits_one_buffer;
+use proxborg::archive::store::{fits_one_buffer, sealed_with_ids};
 use proxborg::format::chunker::{chunk_sizes, Allocation, ChunkerParams};
 use proxborg::format::compress::Compression;
 use proxborg::format::crypto::{Key, KeyMaterial, KeyMode};
@@ -134,9 +134,10 @@ impl Run {
             .fetch_add(chunks.len() as u64, Ordering::Relaxed);
     }
 
-    /// One group: ids side by side, dedup, then the new chunks sealed side by side; or,
-    /// as `create` does on new data, a group whose envelopes fit one buffer encoded first,
-    /// its ids hashed beside the MACs.
+    /// One group: ids side by side, dedup, then the new chunks sealed side by side (or
+    /// each alone where their envelopes do not fit one buffer); or, as `create` does on new
+    /// data, the chunks that fit one buffer (see [`sealed_with_ids`]) encoded first, the
+    /// group's ids hashed beside their MACs.
     fn process_batch(&self, batch: &[(Allocation, usize, &[u8])], envelopes: &mut Vec<u8>) {
         let of = |zero: bool| -> Vec<&[u8]> {
             batch
@@ -147,15 +148,30 @@ impl Run {
         };
         let (zeros, data) = (of(true), of(false));
         let next = |blocks| Ok::<_, Infallible>(self.next_iv.fetch_add(blocks, Ordering::Relaxed));
-        let early = self.key.macs_in_lanes() && !data.is_empty() && fits_one_buffer(&data);
-        let mut ids = if early {
-            let outs = Outs::One(envelopes);
-            let Ok((ids, at)) =
-                seal_and_id_many_with(&self.key, &self.compression, &data, outs, next);
-            crc(envelopes, &at);
-            ids
-        } else {
+        let sealed = match self.key.macs_in_lanes() && !data.is_empty() {
+            true => sealed_with_ids(&data.iter().map(|d| d.len()).collect::<Vec<_>>()),
+            false => Vec::new(),
+        };
+        let mut ids = if sealed.is_empty() {
             self.key.id_hashes(&data)
+        } else {
+            let others: Vec<usize> = (0..data.len()).filter(|i| !sealed.contains(i)).collect();
+            let pick = |at: &[usize]| -> Vec<&[u8]> { at.iter().map(|&i| data[i]).collect() };
+            let outs = Outs::One(envelopes);
+            let Ok((hashed, at)) = seal_and_id_many_with(
+                &self.key,
+                &self.compression,
+                &pick(&sealed),
+                &pick(&others),
+                outs,
+                next,
+            );
+            crc(envelopes, &at);
+            let mut ids = vec![[0u8; 32]; data.len()];
+            for (&i, id) in sealed.iter().chain(&others).zip(hashed) {
+                ids[i] = id;
+            }
+            ids
         };
         for c in &zeros {
             let mut z = self.zero_ids.lock().expect("zero ids");
@@ -168,14 +184,22 @@ impl Run {
                 .zip(&ids)
                 .enumerate()
                 .filter(|(_, (_, id))| seen.insert(**id))
-                // sealed already, but for zeros (after the data chunks)
-                .filter(|&(i, _)| !early || i >= data.len())
+                // sealed already (zeros come after the data chunks, never sealed)
+                .filter(|(i, _)| !sealed.contains(i))
                 .map(|(_, (c, _))| *c)
                 .collect()
         };
-        let outs = Outs::One(envelopes);
-        let Ok(at) = seal_many_with(&self.key, &self.compression, &fresh, outs, next);
-        crc(envelopes, &at);
+        if fits_one_buffer(&fresh) {
+            let outs = Outs::One(envelopes);
+            let Ok(at) = seal_many_with(&self.key, &self.compression, &fresh, outs, next);
+            crc(envelopes, &at);
+        } else {
+            for c in fresh {
+                let outs = Outs::One(envelopes);
+                let Ok(at) = seal_many_with(&self.key, &self.compression, &[c], outs, next);
+                crc(envelopes, &at);
+            }
+        }
     }
 }
 

@@ -83,14 +83,17 @@ pub fn seal_many_with<E>(
     Ok(ranges)
 }
 
-/// [`seal_many_into`] that also returns the id of each plaintext, hashed beside the MACs
-/// (see [`Key::seal_and_id_many`]): for chunks expected to be new, whose ids would
-/// otherwise be hashed on their own before the dedup lookup.
+/// [`seal_many_into`] that also returns the id of each plaintext, and then of each of
+/// `id_only`, hashed beside the MACs (see [`Key::seal_and_id_many`]): for chunks expected
+/// to be new, whose ids would otherwise be hashed on their own before the dedup lookup.
+/// `id_only` are chunks whose envelopes do not fit beside these; their ids keep otherwise
+/// idle lanes busy.
 pub fn seal_and_id_many_into(
     key: &Key,
     nonces: &NonceAllocator,
     compression: &Compression,
     plaintexts: &[&[u8]],
+    id_only: &[&[u8]],
     reserve: bool,
     outs: Outs<'_>,
 ) -> std::result::Result<(Vec<ObjectId>, Vec<Range<usize>>), NonceError> {
@@ -98,6 +101,7 @@ pub fn seal_and_id_many_into(
         key,
         compression,
         plaintexts,
+        id_only,
         outs,
         reserving(nonces, reserve),
     )
@@ -108,11 +112,13 @@ pub fn seal_and_id_many_with<E>(
     key: &Key,
     compression: &Compression,
     plaintexts: &[&[u8]],
+    id_only: &[&[u8]],
     mut outs: Outs<'_>,
     iv_for: impl FnMut(u64) -> std::result::Result<u64, E>,
 ) -> std::result::Result<(Vec<ObjectId>, Vec<Range<usize>>), E> {
     let (ivs, ranges) = compress_all(key, compression, plaintexts, &mut outs, iv_for)?;
-    let ids = key.seal_and_id_many(&mut envelopes(outs, &ranges), &ivs, plaintexts);
+    let all: Vec<&[u8]> = plaintexts.iter().chain(id_only).copied().collect();
+    let ids = key.seal_and_id_many(&mut envelopes(outs, &ranges), &ivs, &all);
     Ok((ids, ranges))
 }
 
@@ -620,6 +626,7 @@ mod tests {
                 &key,
                 &compression,
                 &plaintexts,
+                &[],
                 Outs::Each(&mut each),
                 counter(5),
             );
@@ -629,10 +636,25 @@ mod tests {
                 &key,
                 &compression,
                 &plaintexts,
+                &[],
                 Outs::One(&mut one),
                 counter(5),
             );
             assert_eq!(ids, ids_one);
+            // the last chunk's id hashed beside, its envelope left out: the same ids, and
+            // the same envelopes for the others
+            let mut two = Vec::new();
+            let Ok((ids_two, at_two)) = seal_and_id_many_with(
+                &key,
+                &compression,
+                &plaintexts[..2],
+                &plaintexts[2..],
+                Outs::One(&mut two),
+                counter(5),
+            );
+            assert_eq!(ids, ids_two);
+            assert_eq!(at_two, at_one[..2]);
+            assert_eq!(two[..at_two[1].end], one[..at_one[1].end]);
             assert_eq!(at_one[0].start, 0);
             for i in 0..3 {
                 assert_eq!(at[i].start, 0);
