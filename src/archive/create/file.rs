@@ -17,11 +17,12 @@ use crate::format::objects::{ChunkRef, Item};
 
 /// Whether a file changed while it was read, by the timestamp `how` names (borg's
 /// `--files-changed`).
-fn stat_changed(a: &std::fs::Metadata, b: &std::fs::Metadata, how: FilesChanged) -> bool {
+fn stat_changed(open: &OpenFile, now: &std::fs::Metadata, how: FilesChanged) -> bool {
+    let ns = |sec: i64, nsec: i64| sec.saturating_mul(1_000_000_000).saturating_add(nsec);
     match how {
         FilesChanged::Disabled => false,
-        FilesChanged::Ctime => (a.ctime(), a.ctime_nsec()) != (b.ctime(), b.ctime_nsec()),
-        FilesChanged::Mtime => (a.mtime(), a.mtime_nsec()) != (b.mtime(), b.mtime_nsec()),
+        FilesChanged::Ctime => open.ctime_ns != ns(now.ctime(), now.ctime_nsec()),
+        FilesChanged::Mtime => open.mtime_ns != ns(now.mtime(), now.mtime_nsec()),
     }
 }
 
@@ -29,12 +30,14 @@ fn stat_changed(a: &std::fs::Metadata, b: &std::fs::Metadata, how: FilesChanged)
 /// or its chunks gone).
 pub(super) struct OpenFile {
     pub(super) file: std::fs::File,
-    pub(super) st: std::fs::Metadata,
     pub(super) item: Item,
     key: FileKey,
     ino: u64,
     /// The size fstat gave when the file was opened, as the files cache records it.
-    size: u64,
+    pub(super) size: u64,
+    /// Its times then, to tell whether it changed while it was read.
+    ctime_ns: i64,
+    mtime_ns: i64,
     cmtime: i64,
     status: char,
     pub(super) shown: String,
@@ -88,21 +91,18 @@ pub(super) fn open_file(sh: &Shared, job: &FileJob) -> Opened {
         }
         Err(e) => return Opened::Done(Box::new(skipped('E', format!("{shown}: open: {e}")))),
     };
-    let st = match file.metadata() {
-        Ok(m) => m,
-        Err(e) => return Opened::Done(Box::new(skipped('E', format!("{shown}: fstat: {e}")))),
-    };
-    if st.ino() != job.ino || st.dev() != job.dev {
-        return Opened::Done(Box::new(skipped(
-            'E',
-            format!("{shown}: file inode changed (race condition), skipping file"),
-        )));
-    }
+    // one fstat, through the metadata, tells whether this is the file the walk found
     let meta = match fsmeta::read_meta_fd(std::os::fd::AsFd::as_fd(&file), &job.fs_path, &opts.meta)
     {
         Ok(m) => m,
         Err(e) => return Opened::Done(Box::new(skipped('E', format!("{shown}: {e}")))),
     };
+    if meta.ino != job.ino || meta.dev != job.dev {
+        return Opened::Done(Box::new(skipped(
+            'E',
+            format!("{shown}: file inode changed (race condition), skipping file"),
+        )));
+    }
     let mut item = item_from_meta(job.arch_path.clone(), &meta, opts);
     if job.special {
         item.mode = libc::S_IFREG | (item.mode & 0o7777);
@@ -136,11 +136,12 @@ pub(super) fn open_file(sh: &Shared, job: &FileJob) -> Opened {
     }
     Opened::Read(Box::new(OpenFile {
         file,
-        st,
         item,
         key,
         ino: meta.ino,
         size: meta.size,
+        ctime_ns: meta.ctime_ns,
+        mtime_ns: meta.mtime_ns,
         cmtime,
         status,
         shown,
@@ -212,7 +213,7 @@ impl OpenFile {
             }
         };
         let changed = match self.file.metadata() {
-            Ok(st2) => !self.special && stat_changed(&self.st, &st2, sh.opts.files_changed),
+            Ok(st2) => !self.special && stat_changed(&self, &st2, sh.opts.files_changed),
             Err(_) => false,
         };
         if changed {

@@ -139,7 +139,7 @@ impl Group<'_> {
                 }
                 Opened::Read(open) => open,
             };
-            let size = open.st.len();
+            let size = open.size;
             if open.special || size > WHOLE_FILE {
                 self.outcomes[at] = Some(open.read_streaming(self.sh)?);
                 continue;
