@@ -372,10 +372,15 @@ if [ -s "$work/ceiling" ]; then
     fb=$(awk -v c="$first_comp" '$1 == "first" && $2 == c && $3 == "borg" {print $5}' "$results" | median)
     ou=$(awk -v c="$first_comp" '$1 == "first" && $2 == c && $3 == "ours" {print $6}' "$results" | median)
     os=$(awk -v c="$first_comp" '$1 == "first" && $2 == c && $3 == "ours" {print $7}' "$results" | median)
+    # Each round measures the ceiling right before its first backup: the share per round
+    # is not moved by the machine's speed drifting between rounds, as medians taken apart are.
+    rounds=$(paste -d ' ' <(awk '{print $1}' "$work/ceiling") \
+        <(awk -v c="$first_comp" '$1 == "first" && $2 == c && $3 == "ours" {print $5}' "$results") |
+        awk 'NF == 2 && $2 > 0 {printf "%s%.0f%%", (NR > 1 ? ", " : ""), 100 * $1 / $2}')
     awk -v cw="$cw" -v cc="$cc" -v n="$tree_bytes" -v fo="$fo" -v fb="$fb" -v c="$first_comp" -v p="$(nproc)" \
-        -v ou="${ou:-0}" -v os="${os:-0}" 'BEGIN {
+        -v ou="${ou:-0}" -v os="${os:-0}" -v rounds="$rounds" 'BEGIN {
         printf "pipeline ceiling (%s, tree in memory, no I/O): %.0f MB/s on %d cpus, %.0f MB/s per CPU second\n", c, n / cw / 1e6, p, n / cc / 1e6
-        if (fo > 0) printf "  first backup (%s): %.0f%% of the ceiling\n", c, 100 * cw / fo
+        if (fo > 0) printf "  first backup (%s): %.0f%% of the ceiling (round by round: %s)\n", c, 100 * cw / fo, rounds
         if (fb > 0) printf "  3.5x borg would need %.0f MB/s: %.0f%% of the ceiling\n", 3.5 * n / fb / 1e6, 100 * 3.5 * cw / fb
         # The ceiling leaves out the kernel: reading the tree, writing the segments, faults.
         if (fo > 0 && fb > 0) {
