@@ -1,7 +1,9 @@
 //! The per-chunk stage of the write pipeline (`cargo bench --bench pipeline`): id hash,
 //! compression and encryption with MAC of 2 MiB chunks, on one thread and on all threads,
 //! for random and text-like data; and the BLAKE2b work of 64 KiB chunks one at a time
-//! against side by side in SIMD lanes, as `create` does for the chunks of one read block.
+//! against side by side in SIMD lanes, as `create` does for the chunks of one read block;
+//! and pairs of 2 MiB chunks encoded with their ids beside their MACs, as `create` encodes
+//! new chunks (random data is stored as it is: encrypted straight from the chunk).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -9,6 +11,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use proxborg::format::compress::Compression;
 use proxborg::format::crypto::{Key, KeyMode};
+use proxborg::session::{seal_and_id_many_with, Outs};
 use rayon::prelude::*;
 
 const LEN: usize = 64 << 20;
@@ -152,6 +155,39 @@ fn bench(c: &mut Criterion) {
             black_box(&envelopes);
         })
     });
+    g.finish();
+
+    let mut g = c.benchmark_group("seal-and-id-2MiB-pairs-64MiB");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Bytes(LEN as u64));
+    let mut out = Vec::new();
+    for (dname, data) in [("random", random_data(LEN)), ("text", text_data(LEN))] {
+        let chunks: Vec<&[u8]> = data.chunks(CHUNK).collect();
+        for comp in [Compression::Lz4, Compression::None] {
+            g.bench_function(format!("{comp}/{dname}"), |b| {
+                b.iter(|| {
+                    let mut next = 0u64;
+                    for pair in chunks.chunks(2) {
+                        let iv_for = |blocks| {
+                            next += blocks;
+                            Ok::<_, std::convert::Infallible>(next - blocks)
+                        };
+                        let Ok((ids, _)) = seal_and_id_many_with(
+                            &key,
+                            &comp,
+                            pair,
+                            &[],
+                            Outs::One(&mut out),
+                            iv_for,
+                        );
+                        black_box(ids);
+                    }
+                })
+            });
+        }
+    }
     g.finish();
 }
 

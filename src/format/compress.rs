@@ -201,6 +201,18 @@ impl Compression {
         }
     }
 
+    /// [`compress_reusing`](Self::compress_reusing), except that a chunk stored as it is
+    /// (`none`, or LZ4 that cannot shrink it) is not copied: only the header is written and
+    /// `true` says that `data` itself belongs in `out[at + HEADER_LEN..end]`. A caller that
+    /// encrypts can write it there as it encrypts, instead of copying it first.
+    pub fn compress_deferring(&self, data: &[u8], out: &mut Vec<u8>, at: usize) -> (usize, bool) {
+        match self {
+            Compression::Lz4 => codec::lz4_at_deferred(data, out, at),
+            Compression::None => (codec::none_at_deferred(data, out, at), true),
+            _ => (self.compress_reusing(data, out, at), false),
+        }
+    }
+
     /// `compress_into` with the random source for size obfuscation injected.
     fn compress_with(&self, data: &[u8], out: &mut Vec<u8>, random: &mut dyn FnMut() -> f64) {
         match self {

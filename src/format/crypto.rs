@@ -469,7 +469,7 @@ impl Key {
             }
             return;
         }
-        self.seal_in_lanes(bufs, ivs, &[]);
+        self.seal_in_lanes(bufs, ivs, &[], &[]);
     }
 
     /// [`Key::seal_many_in_place`] of `bufs`, returning the [`Key::id_hash`]es of
@@ -479,22 +479,39 @@ impl Key {
     /// the speed of hashing id and MAC one after the other), two chunks fill four (2.1×). A
     /// caller that needs the id before deciding to encode (dedup) can use this only when it
     /// expects new chunks.
+    ///
+    /// `deferred[j] == Some(at)` says that envelope `j`'s payload from `at` on is
+    /// `plaintexts[j]` itself, not yet written (a chunk stored uncompressed, see
+    /// [`Compression::compress_deferring`](crate::format::compress::Compression::compress_deferring)):
+    /// it is encrypted straight from the plaintext into the envelope, one copy fewer. An
+    /// empty `deferred` defers nothing.
     pub fn seal_and_id_many(
         &self,
         bufs: &mut [&mut [u8]],
         ivs: &[u64],
         plaintexts: &[&[u8]],
+        deferred: &[Option<usize>],
     ) -> Vec<[u8; 32]> {
         assert_eq!(bufs.len(), ivs.len(), "one counter per envelope");
         assert!(
             bufs.len() <= plaintexts.len(),
             "a plaintext for every envelope"
         );
+        assert!(
+            deferred.is_empty() || deferred.len() == bufs.len(),
+            "deferred payloads name every envelope"
+        );
         if !self.macs_in_lanes() {
+            let header = self.envelope_header_len();
+            for ((buf, at), plain) in bufs.iter_mut().zip(deferred).zip(plaintexts) {
+                if let Some(at) = at {
+                    buf[header + at..].copy_from_slice(plain);
+                }
+            }
             self.seal_many_in_place(bufs, ivs);
             return self.id_hashes(plaintexts);
         }
-        self.seal_in_lanes(bufs, ivs, plaintexts)
+        self.seal_in_lanes(bufs, ivs, plaintexts, deferred)
     }
 
     /// Whether envelope MACs are BLAKE2b and this CPU hashes several at once.
@@ -507,11 +524,13 @@ impl Key {
     /// and a lane whose job ends takes the next, so with more jobs than lanes every lane
     /// stays busy until the last jobs (envelopes and chunks differ in length several
     /// times over). A MAC job encrypts each block just before it hashes it, in cache.
+    /// `deferred` as for [`Key::seal_and_id_many`].
     fn seal_in_lanes(
         &self,
         bufs: &mut [&mut [u8]],
         ivs: &[u64],
         plaintexts: &[&[u8]],
+        deferred: &[Option<usize>],
     ) -> Vec<[u8; 32]> {
         let prefixes: Vec<&[u8]> = std::iter::repeat_n(&self.material.enc_hmac_key[..], bufs.len())
             .chain(std::iter::repeat_n(
@@ -543,7 +562,23 @@ impl Key {
             }
             let step = |j: usize| pos[j]..lens[j].min(pos[j] + FUSE_BLOCK);
             for &j in active.iter().filter(|&&j| j < macs) {
-                ciphers[j].apply_keystream(&mut bufs[j][AES_OVERHEAD..][step(j)]);
+                let (r, payload) = (step(j), &mut bufs[j][AES_OVERHEAD..]);
+                match deferred.get(j).copied().flatten() {
+                    None => ciphers[j].apply_keystream(&mut payload[r]),
+                    Some(at) => {
+                        // what precedes the plaintext in place, the rest straight from it
+                        let split = at.clamp(r.start, r.end);
+                        ciphers[j].apply_keystream(&mut payload[r.start..split]);
+                        if split < r.end {
+                            ciphers[j]
+                                .apply_keystream_b2b(
+                                    &plaintexts[j][split - at..r.end - at],
+                                    &mut payload[split..r.end],
+                                )
+                                .expect("equally long blocks");
+                        }
+                    }
+                }
             }
             let mut blocks: Vec<&[u8]> = vec![&[]; lens.len()];
             for &j in &active {
@@ -995,13 +1030,53 @@ mod tests {
                         .collect();
                     let mut views: Vec<&mut [u8]> =
                         bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
-                    let ids = k.seal_and_id_many(&mut views, &ivs[..m], &plain);
+                    let ids = k.seal_and_id_many(&mut views, &ivs[..m], &plain, &[]);
                     assert_eq!(ids, k.id_hashes(&plain), "{mode} {n} {m}");
                     for ((buf, c), &iv) in bufs.iter().zip(&payloads).zip(&ivs) {
                         assert_eq!(buf, &k.seal(c, iv), "{mode} {n} {m} {}", c.len());
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn deferred_payloads_seal_as_if_copied_first() {
+        // plaintexts across block boundaries, one envelope not deferred, one empty
+        let lens = [3 * FUSE_BLOCK + 5, 10, FUSE_BLOCK - 1, 0, 2 * FUSE_BLOCK];
+        let plain: Vec<Vec<u8>> = lens
+            .iter()
+            .map(|&n| (0..n).map(|i| (i * 7 + n) as u8).collect())
+            .collect();
+        let plain: Vec<&[u8]> = plain.iter().map(|p| p.as_slice()).collect();
+        let deferred: Vec<Option<usize>> = (0..lens.len()).map(|j| (j != 1).then_some(2)).collect();
+        let ivs: Vec<u64> = (0..lens.len() as u64).map(|i| 500 + i * 1000).collect();
+        for mode in KeyMode::ALL {
+            let k = vector_key(mode);
+            let header = k.envelope_header_len();
+            // the payload: a two-byte prefix, then the plaintext
+            let copied: Vec<Vec<u8>> = plain
+                .iter()
+                .map(|p| [vec![0; header], vec![0xab, 0xcd], p.to_vec()].concat())
+                .collect();
+            let mut want = copied.clone();
+            let mut views: Vec<&mut [u8]> = want.iter_mut().map(|b| b.as_mut_slice()).collect();
+            let ids = k.seal_and_id_many(&mut views, &ivs, &plain, &[]);
+            // deferred ones hold stale bytes where the plaintext goes
+            let mut got: Vec<Vec<u8>> = copied
+                .iter()
+                .zip(&deferred)
+                .map(|(b, d)| {
+                    let mut b = b.clone();
+                    if d.is_some() {
+                        b[header + 2..].fill(0x5a);
+                    }
+                    b
+                })
+                .collect();
+            let mut views: Vec<&mut [u8]> = got.iter_mut().map(|b| b.as_mut_slice()).collect();
+            assert_eq!(k.seal_and_id_many(&mut views, &ivs, &plain, &deferred), ids);
+            assert_eq!(got, want, "{mode}");
         }
     }
 

@@ -78,9 +78,9 @@ pub fn seal_many_with<E>(
     mut outs: Outs<'_>,
     iv_for: impl FnMut(u64) -> std::result::Result<u64, E>,
 ) -> std::result::Result<Vec<Range<usize>>, E> {
-    let (ivs, ranges) = compress_all(key, compression, plaintexts, &mut outs, iv_for)?;
-    key.seal_many_in_place(&mut envelopes(outs, &ranges), &ivs);
-    Ok(ranges)
+    let c = compress_all(key, compression, plaintexts, &mut outs, false, iv_for)?;
+    key.seal_many_in_place(&mut envelopes(outs, &c.ranges), &c.ivs);
+    Ok(c.ranges)
 }
 
 /// [`seal_many_into`] that also returns the id of each plaintext, and then of each of
@@ -116,21 +116,34 @@ pub fn seal_and_id_many_with<E>(
     mut outs: Outs<'_>,
     iv_for: impl FnMut(u64) -> std::result::Result<u64, E>,
 ) -> std::result::Result<(Vec<ObjectId>, Vec<Range<usize>>), E> {
-    let (ivs, ranges) = compress_all(key, compression, plaintexts, &mut outs, iv_for)?;
+    let c = compress_all(key, compression, plaintexts, &mut outs, true, iv_for)?;
     let all: Vec<&[u8]> = plaintexts.iter().chain(id_only).copied().collect();
-    let ids = key.seal_and_id_many(&mut envelopes(outs, &ranges), &ivs, &all);
-    Ok((ids, ranges))
+    let ids = key.seal_and_id_many(&mut envelopes(outs, &c.ranges), &c.ivs, &all, &c.deferred);
+    Ok((ids, c.ranges))
 }
 
-/// Compresses each plaintext into `outs` behind room for the envelope header; returns the
-/// counter each envelope is to be sealed with, and where it lies.
+/// What [`compress_all`] left in the envelope buffers.
+struct Compressed {
+    /// The counter each envelope is to be sealed with.
+    ivs: Vec<u64>,
+    /// Where each envelope lies in its buffer.
+    ranges: Vec<Range<usize>>,
+    /// Where in its payload an envelope's plaintext belongs, not yet written (see
+    /// [`Key::seal_and_id_many`]).
+    deferred: Vec<Option<usize>>,
+}
+
+/// Compresses each plaintext into `outs` behind room for the envelope header. With
+/// `defer`, chunks stored as they are get only their compression header (see
+/// [`Compressed::deferred`]).
 fn compress_all<E>(
     key: &Key,
     compression: &Compression,
     plaintexts: &[&[u8]],
     outs: &mut Outs<'_>,
+    defer: bool,
     mut iv_for: impl FnMut(u64) -> std::result::Result<u64, E>,
-) -> std::result::Result<(Vec<u64>, Vec<Range<usize>>), E> {
+) -> std::result::Result<Compressed, E> {
     if let Outs::Each(bufs) = outs {
         assert_eq!(
             plaintexts.len(),
@@ -141,6 +154,7 @@ fn compress_all<E>(
     let header = key.envelope_header_len();
     let mut ivs = Vec::with_capacity(plaintexts.len());
     let mut ranges: Vec<Range<usize>> = Vec::with_capacity(plaintexts.len());
+    let mut deferred = Vec::with_capacity(plaintexts.len());
     for (i, plaintext) in plaintexts.iter().enumerate() {
         let (out, start) = match outs {
             Outs::Each(bufs) => (&mut bufs[i], 0),
@@ -150,11 +164,19 @@ fn compress_all<E>(
         if out.len() < at {
             out.resize(at, 0);
         }
-        let end = compression.compress_reusing(plaintext, out, at);
+        let (end, stored) = match defer {
+            true => compression.compress_deferring(plaintext, out, at),
+            false => (compression.compress_reusing(plaintext, out, at), false),
+        };
         ivs.push(iv_for(key.cipher_blocks(end - at))?);
         ranges.push(start..end);
+        deferred.push(stored.then_some(crate::format::compress::HEADER_LEN));
     }
-    Ok((ivs, ranges))
+    Ok(Compressed {
+        ivs,
+        ranges,
+        deferred,
+    })
 }
 
 /// The envelopes in `outs`, at `ranges`.

@@ -151,6 +151,17 @@ pub(super) fn lz4_into(data: &[u8], out: &mut Vec<u8>) {
 /// data LZ4 gives up before it copies the input out as literals, and the input is copied
 /// once, as `none`, instead of twice.
 pub(super) fn lz4_at(data: &[u8], out: &mut Vec<u8>, at: usize) -> usize {
+    let (end, stored) = lz4_at_deferred(data, out, at);
+    if stored {
+        out[at + HEADER_LEN..end].copy_from_slice(data);
+    }
+    end
+}
+
+/// [`lz4_at`], except that data LZ4 cannot shrink is not copied: only the `none` header is
+/// written, and `true` says that `data` itself belongs after it (see
+/// [`Compression::compress_deferring`](super::Compression::compress_deferring)).
+pub(super) fn lz4_at_deferred(data: &[u8], out: &mut Vec<u8>, at: usize) -> (usize, bool) {
     let body = at + HEADER_LEN;
     let room = body + data.len();
     if out.len() < room {
@@ -164,16 +175,28 @@ pub(super) fn lz4_at(data: &[u8], out: &mut Vec<u8>, at: usize) -> usize {
     match lz4::block::compress_to_buffer(data, None, false, smaller) {
         Ok(n) if n < data.len() => {
             out[at..body].copy_from_slice(&HDR_LZ4);
-            body + n
+            (body + n, false)
         }
         // not smaller (LZ4 reports that as a failure to fit): stored as is, as borg's
         // deciding compressor does
         _ => {
             out[at..body].copy_from_slice(&HDR_NONE);
-            out[body..room].copy_from_slice(data);
-            room
+            (room, true)
         }
     }
+}
+
+/// The `none` header at `at`, with room for `data` after it, which is not copied (see
+/// [`lz4_at_deferred`]); returns where the payload ends.
+pub(super) fn none_at_deferred(data: &[u8], out: &mut Vec<u8>, at: usize) -> usize {
+    let body = at + HEADER_LEN;
+    let room = body + data.len();
+    if out.len() < room {
+        out.reserve_exact(room - out.len());
+        out.resize(room, 0);
+    }
+    out[at..body].copy_from_slice(&HDR_NONE);
+    room
 }
 
 /// The decompressed size of an LZ4 block, from its sequence headers alone. borg's

@@ -142,6 +142,49 @@ fn compress_reusing_writes_what_compress_into_appends() {
 }
 
 #[test]
+fn deferred_payloads_are_the_data_after_the_header() {
+    let inputs = [Vec::new(), vec![7], text(70_000), noise(70_000)];
+    for c in all_specs() {
+        let mut out = vec![0xa5u8; 200_000];
+        for data in inputs.iter().chain(inputs.iter().rev()) {
+            let (end, stored) = c.compress_deferring(data, &mut out, 41);
+            assert_eq!(out[..41], [0xa5; 41], "{c}: the room in front is kept");
+            if stored {
+                // what the caller writes: the data after the `none` header
+                assert_eq!(end, 41 + HEADER_LEN + data.len(), "{c}");
+                out[41 + HEADER_LEN..end].copy_from_slice(data);
+            }
+            assert_eq!(decompress(&out[41..end]).unwrap(), *data, "{c}");
+            if !c.to_string().starts_with("obfuscate") {
+                assert_eq!(
+                    out[41..end],
+                    c.compress(data),
+                    "{c} on {} bytes",
+                    data.len()
+                );
+            }
+        }
+    }
+    // LZ4 defers exactly what it cannot shrink; `none` always
+    let mut out = Vec::new();
+    assert!(
+        Compression::Lz4
+            .compress_deferring(&noise(70_000), &mut out, 0)
+            .1
+    );
+    assert!(
+        !Compression::Lz4
+            .compress_deferring(&text(70_000), &mut out, 0)
+            .1
+    );
+    assert!(
+        Compression::None
+            .compress_deferring(&text(10), &mut out, 0)
+            .1
+    );
+}
+
+#[test]
 fn zstd_frames_record_content_size() {
     for level in [1, 3, 19, 22] {
         for len in [100usize, 70_000, 1 << 20] {
