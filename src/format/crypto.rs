@@ -469,7 +469,50 @@ impl Key {
             }
             return;
         }
-        self.seal_in_lanes(bufs, ivs, &[], &[]);
+        self.seal_in_lanes(bufs, ivs, &[], &[], &[]);
+    }
+
+    /// [`Key::seal_many_in_place`] where `deferred[j] == Some(at)` says that envelope `j`'s
+    /// payload from `at` on is `sources[j]`, not yet written (see
+    /// [`Key::seal_and_id_many`]): encrypted straight from it.
+    pub fn seal_many_deferred(
+        &self,
+        bufs: &mut [&mut [u8]],
+        ivs: &[u64],
+        sources: &[&[u8]],
+        deferred: &[Option<usize>],
+    ) {
+        assert_eq!(bufs.len(), ivs.len(), "one counter per envelope");
+        if deferred.iter().all(Option::is_none) {
+            return self.seal_many_in_place(bufs, ivs);
+        }
+        assert_eq!(
+            deferred.len(),
+            bufs.len(),
+            "deferred payloads name every envelope"
+        );
+        assert_eq!(sources.len(), bufs.len(), "a source for every envelope");
+        if !self.macs_in_lanes() {
+            self.write_deferred(bufs, sources, deferred);
+            return self.seal_many_in_place(bufs, ivs);
+        }
+        self.seal_in_lanes(bufs, ivs, &[], sources, deferred);
+    }
+
+    /// Copies each deferred payload into its envelope, for the sealing paths that encrypt
+    /// in place.
+    fn write_deferred(
+        &self,
+        bufs: &mut [&mut [u8]],
+        sources: &[&[u8]],
+        deferred: &[Option<usize>],
+    ) {
+        let header = self.envelope_header_len();
+        for ((buf, at), source) in bufs.iter_mut().zip(deferred).zip(sources) {
+            if let Some(at) = at {
+                buf[header + at..].copy_from_slice(source);
+            }
+        }
     }
 
     /// [`Key::seal_many_in_place`] of `bufs`, returning the [`Key::id_hash`]es of
@@ -502,16 +545,11 @@ impl Key {
             "deferred payloads name every envelope"
         );
         if !self.macs_in_lanes() {
-            let header = self.envelope_header_len();
-            for ((buf, at), plain) in bufs.iter_mut().zip(deferred).zip(plaintexts) {
-                if let Some(at) = at {
-                    buf[header + at..].copy_from_slice(plain);
-                }
-            }
+            self.write_deferred(bufs, plaintexts, deferred);
             self.seal_many_in_place(bufs, ivs);
             return self.id_hashes(plaintexts);
         }
-        self.seal_in_lanes(bufs, ivs, plaintexts, deferred)
+        self.seal_in_lanes(bufs, ivs, plaintexts, plaintexts, deferred)
     }
 
     /// Whether envelope MACs are BLAKE2b and this CPU hashes several at once.
@@ -524,12 +562,13 @@ impl Key {
     /// and a lane whose job ends takes the next, so with more jobs than lanes every lane
     /// stays busy until the last jobs (envelopes and chunks differ in length several
     /// times over). A MAC job encrypts each block just before it hashes it, in cache.
-    /// `deferred` as for [`Key::seal_and_id_many`].
+    /// `sources` and `deferred` as for [`Key::seal_many_deferred`].
     fn seal_in_lanes(
         &self,
         bufs: &mut [&mut [u8]],
         ivs: &[u64],
         plaintexts: &[&[u8]],
+        sources: &[&[u8]],
         deferred: &[Option<usize>],
     ) -> Vec<[u8; 32]> {
         let prefixes: Vec<&[u8]> = std::iter::repeat_n(&self.material.enc_hmac_key[..], bufs.len())
@@ -572,7 +611,7 @@ impl Key {
                         if split < r.end {
                             ciphers[j]
                                 .apply_keystream_b2b(
-                                    &plaintexts[j][split - at..r.end - at],
+                                    &sources[j][split - at..r.end - at],
                                     &mut payload[split..r.end],
                                 )
                                 .expect("equally long blocks");
@@ -1074,9 +1113,17 @@ mod tests {
                     b
                 })
                 .collect();
+            let stale = got.clone();
             let mut views: Vec<&mut [u8]> = got.iter_mut().map(|b| b.as_mut_slice()).collect();
             assert_eq!(k.seal_and_id_many(&mut views, &ivs, &plain, &deferred), ids);
             assert_eq!(got, want, "{mode}");
+            // MACs alone, of all the envelopes and of one (one lane)
+            for n in [lens.len(), 1] {
+                let mut got = stale[..n].to_vec();
+                let mut views: Vec<&mut [u8]> = got.iter_mut().map(|b| b.as_mut_slice()).collect();
+                k.seal_many_deferred(&mut views, &ivs[..n], &plain[..n], &deferred[..n]);
+                assert_eq!(got, want[..n], "{mode} {n}");
+            }
         }
     }
 

@@ -78,8 +78,13 @@ pub fn seal_many_with<E>(
     mut outs: Outs<'_>,
     iv_for: impl FnMut(u64) -> std::result::Result<u64, E>,
 ) -> std::result::Result<Vec<Range<usize>>, E> {
-    let c = compress_all(key, compression, plaintexts, &mut outs, false, iv_for)?;
-    key.seal_many_in_place(&mut envelopes(outs, &c.ranges), &c.ivs);
+    let c = compress_all(key, compression, plaintexts, &mut outs, iv_for)?;
+    key.seal_many_deferred(
+        &mut envelopes(outs, &c.ranges),
+        &c.ivs,
+        plaintexts,
+        &c.deferred,
+    );
     Ok(c.ranges)
 }
 
@@ -116,7 +121,7 @@ pub fn seal_and_id_many_with<E>(
     mut outs: Outs<'_>,
     iv_for: impl FnMut(u64) -> std::result::Result<u64, E>,
 ) -> std::result::Result<(Vec<ObjectId>, Vec<Range<usize>>), E> {
-    let c = compress_all(key, compression, plaintexts, &mut outs, true, iv_for)?;
+    let c = compress_all(key, compression, plaintexts, &mut outs, iv_for)?;
     let all: Vec<&[u8]> = plaintexts.iter().chain(id_only).copied().collect();
     let ids = key.seal_and_id_many(&mut envelopes(outs, &c.ranges), &c.ivs, &all, &c.deferred);
     Ok((ids, c.ranges))
@@ -133,15 +138,13 @@ struct Compressed {
     deferred: Vec<Option<usize>>,
 }
 
-/// Compresses each plaintext into `outs` behind room for the envelope header. With
-/// `defer`, chunks stored as they are get only their compression header (see
-/// [`Compressed::deferred`]).
+/// Compresses each plaintext into `outs` behind room for the envelope header; chunks
+/// stored as they are get only their compression header (see [`Compressed::deferred`]).
 fn compress_all<E>(
     key: &Key,
     compression: &Compression,
     plaintexts: &[&[u8]],
     outs: &mut Outs<'_>,
-    defer: bool,
     mut iv_for: impl FnMut(u64) -> std::result::Result<u64, E>,
 ) -> std::result::Result<Compressed, E> {
     if let Outs::Each(bufs) = outs {
@@ -164,10 +167,7 @@ fn compress_all<E>(
         if out.len() < at {
             out.resize(at, 0);
         }
-        let (end, stored) = match defer {
-            true => compression.compress_deferring(plaintext, out, at),
-            false => (compression.compress_reusing(plaintext, out, at), false),
-        };
+        let (end, stored) = compression.compress_deferring(plaintext, out, at);
         ivs.push(iv_for(key.cipher_blocks(end - at))?);
         ranges.push(start..end);
         deferred.push(stored.then_some(crate::format::compress::HEADER_LEN));
