@@ -151,7 +151,8 @@ pub fn acl_text_to_xattr(
     acl::borg_text_to_xattr(text, numeric_ids, ids)
 }
 
-fn ns(sec: i64, nsec: i64) -> i64 {
+/// Seconds and nanoseconds as borg's nanosecond timestamps.
+pub fn ns(sec: i64, nsec: i64) -> i64 {
     sec.saturating_mul(1_000_000_000).saturating_add(nsec)
 }
 

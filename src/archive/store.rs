@@ -504,28 +504,22 @@ impl ChunkStore {
         chunks: &[&[u8]],
         sealed: &[usize],
     ) -> Result<(Vec<ObjectId>, Vec<Option<Envelope>>), StoreError> {
-        let others: Vec<usize> = (0..chunks.len()).filter(|i| !sealed.contains(i)).collect();
-        let of = |at: &[usize]| -> Vec<&[u8]> { at.iter().map(|&i| chunks[i]).collect() };
-        let (datas, id_only) = (of(sealed), of(&others));
-        let mut hashed = Vec::new();
+        let datas: Vec<&[u8]> = sealed.iter().map(|&i| chunks[i]).collect();
+        let mut ids = Vec::new();
         let envelopes = self.sealed(&datas, |outs| {
             let (i, ranges) = seal_and_id_many_into(
                 &self.key,
                 &self.nonces,
                 &self.compression,
-                &datas,
-                &id_only,
+                chunks,
+                sealed,
                 !self.dry_run,
                 outs,
             )
             .map_err(|e| StoreError::Seal(self.key.id_hash(datas[0]), e.to_string()))?;
-            hashed = i;
+            ids = i;
             Ok(ranges)
         })?;
-        let mut ids = vec![ObjectId::default(); chunks.len()];
-        for (&i, id) in sealed.iter().chain(&others).zip(hashed) {
-            ids[i] = id;
-        }
         let mut out: Vec<Option<Envelope>> =
             std::iter::repeat_with(|| None).take(chunks.len()).collect();
         for (&i, e) in sealed.iter().zip(envelopes) {

@@ -155,22 +155,10 @@ impl Run {
         let mut ids = if sealed.is_empty() {
             self.key.id_hashes(&data)
         } else {
-            let others: Vec<usize> = (0..data.len()).filter(|i| !sealed.contains(i)).collect();
-            let pick = |at: &[usize]| -> Vec<&[u8]> { at.iter().map(|&i| data[i]).collect() };
             let outs = Outs::One(envelopes);
-            let Ok((hashed, at)) = seal_and_id_many_with(
-                &self.key,
-                &self.compression,
-                &pick(&sealed),
-                &pick(&others),
-                outs,
-                next,
-            );
+            let Ok((ids, at)) =
+                seal_and_id_many_with(&self.key, &self.compression, &data, &sealed, outs, next);
             crc(envelopes, &at);
-            let mut ids = vec![[0u8; 32]; data.len()];
-            for (&i, id) in sealed.iter().chain(&others).zip(hashed) {
-                ids[i] = id;
-            }
             ids
         };
         for c in &zeros {

@@ -88,25 +88,25 @@ pub fn seal_many_with<E>(
     Ok(c.ranges)
 }
 
-/// [`seal_many_into`] that also returns the id of each plaintext, and then of each of
-/// `id_only`, hashed beside the MACs (see [`Key::seal_and_id_many`]): for chunks expected
-/// to be new, whose ids would otherwise be hashed on their own before the dedup lookup.
-/// `id_only` are chunks whose envelopes do not fit beside these; their ids keep otherwise
-/// idle lanes busy.
+/// [`seal_many_into`] of the `chunks` at `sealed` that also returns the id of every chunk,
+/// in the order of `chunks`, hashed beside the MACs (see [`Key::seal_and_id_many`]): for
+/// chunks expected to be new, whose ids would otherwise be hashed on their own before the
+/// dedup lookup. The chunks not in `sealed` are those whose envelopes do not fit beside
+/// these; their ids keep otherwise idle lanes busy. The ranges follow `sealed`.
 pub fn seal_and_id_many_into(
     key: &Key,
     nonces: &NonceAllocator,
     compression: &Compression,
-    plaintexts: &[&[u8]],
-    id_only: &[&[u8]],
+    chunks: &[&[u8]],
+    sealed: &[usize],
     reserve: bool,
     outs: Outs<'_>,
 ) -> std::result::Result<(Vec<ObjectId>, Vec<Range<usize>>), NonceError> {
     seal_and_id_many_with(
         key,
         compression,
-        plaintexts,
-        id_only,
+        chunks,
+        sealed,
         outs,
         reserving(nonces, reserve),
     )
@@ -116,14 +116,32 @@ pub fn seal_and_id_many_into(
 pub fn seal_and_id_many_with<E>(
     key: &Key,
     compression: &Compression,
-    plaintexts: &[&[u8]],
-    id_only: &[&[u8]],
+    chunks: &[&[u8]],
+    sealed: &[usize],
     mut outs: Outs<'_>,
     iv_for: impl FnMut(u64) -> std::result::Result<u64, E>,
 ) -> std::result::Result<(Vec<ObjectId>, Vec<Range<usize>>), E> {
-    let c = compress_all(key, compression, plaintexts, &mut outs, iv_for)?;
-    let all: Vec<&[u8]> = plaintexts.iter().chain(id_only).copied().collect();
-    let ids = key.seal_and_id_many(&mut envelopes(outs, &c.ranges), &c.ivs, &all, &c.deferred);
+    // the sealed chunks first, as the key takes them, then the others
+    let others = (0..chunks.len()).filter(|i| !sealed.contains(i));
+    let order: Vec<usize> = sealed.iter().copied().chain(others).collect();
+    let ordered: Vec<&[u8]> = order.iter().map(|&i| chunks[i]).collect();
+    let c = compress_all(
+        key,
+        compression,
+        &ordered[..sealed.len()],
+        &mut outs,
+        iv_for,
+    )?;
+    let hashed = key.seal_and_id_many(
+        &mut envelopes(outs, &c.ranges),
+        &c.ivs,
+        &ordered,
+        &c.deferred,
+    );
+    let mut ids = vec![ObjectId::default(); chunks.len()];
+    for (&i, id) in order.iter().zip(hashed) {
+        ids[i] = id;
+    }
     Ok((ids, c.ranges))
 }
 
@@ -648,7 +666,7 @@ mod tests {
                 &key,
                 &compression,
                 &plaintexts,
-                &[],
+                &[0, 1, 2],
                 Outs::Each(&mut each),
                 counter(5),
             );
@@ -658,7 +676,7 @@ mod tests {
                 &key,
                 &compression,
                 &plaintexts,
-                &[],
+                &[0, 1, 2],
                 Outs::One(&mut one),
                 counter(5),
             );
@@ -669,8 +687,8 @@ mod tests {
             let Ok((ids_two, at_two)) = seal_and_id_many_with(
                 &key,
                 &compression,
-                &plaintexts[..2],
-                &plaintexts[2..],
+                &plaintexts,
+                &[0, 1],
                 Outs::One(&mut two),
                 counter(5),
             );

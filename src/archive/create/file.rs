@@ -18,11 +18,10 @@ use crate::format::objects::{ChunkRef, Item};
 /// Whether a file changed while it was read, by the timestamp `how` names (borg's
 /// `--files-changed`).
 fn stat_changed(open: &OpenFile, now: &std::fs::Metadata, how: FilesChanged) -> bool {
-    let ns = |sec: i64, nsec: i64| sec.saturating_mul(1_000_000_000).saturating_add(nsec);
     match how {
         FilesChanged::Disabled => false,
-        FilesChanged::Ctime => open.ctime_ns != ns(now.ctime(), now.ctime_nsec()),
-        FilesChanged::Mtime => open.mtime_ns != ns(now.mtime(), now.mtime_nsec()),
+        FilesChanged::Ctime => open.ctime_ns != fsmeta::ns(now.ctime(), now.ctime_nsec()),
+        FilesChanged::Mtime => open.mtime_ns != fsmeta::ns(now.mtime(), now.mtime_nsec()),
     }
 }
 

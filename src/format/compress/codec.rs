@@ -164,13 +164,7 @@ pub(super) fn lz4_at(data: &[u8], out: &mut Vec<u8>, at: usize) -> usize {
 pub(super) fn lz4_at_deferred(data: &[u8], out: &mut Vec<u8>, at: usize) -> (usize, bool) {
     let body = at + HEADER_LEN;
     let room = body + data.len();
-    if out.len() < room {
-        // exactly: doubling a recycled envelope would take it past what the store keeps
-        // (an 8 MiB chunk's room after a 5 MiB one's), and it would be dropped and
-        // faulted in afresh for the next large chunk
-        out.reserve_exact(room - out.len());
-        out.resize(room, 0);
-    }
+    make_room(out, room);
     let smaller = &mut out[body..body + data.len().saturating_sub(1)];
     match lz4::block::compress_to_buffer(data, None, false, smaller) {
         Ok(n) if n < data.len() => {
@@ -191,12 +185,19 @@ pub(super) fn lz4_at_deferred(data: &[u8], out: &mut Vec<u8>, at: usize) -> (usi
 pub(super) fn none_at_deferred(data: &[u8], out: &mut Vec<u8>, at: usize) -> usize {
     let body = at + HEADER_LEN;
     let room = body + data.len();
+    make_room(out, room);
+    out[at..body].copy_from_slice(&HDR_NONE);
+    room
+}
+
+/// Lengthens `out` to `room` bytes if it is shorter, exactly: doubling a recycled envelope
+/// would take it past what the store keeps (an 8 MiB chunk's room after a 5 MiB one's),
+/// and it would be dropped and faulted in afresh for the next large chunk.
+fn make_room(out: &mut Vec<u8>, room: usize) {
     if out.len() < room {
         out.reserve_exact(room - out.len());
         out.resize(room, 0);
     }
-    out[at..body].copy_from_slice(&HDR_NONE);
-    room
 }
 
 /// The decompressed size of an LZ4 block, from its sequence headers alone. borg's

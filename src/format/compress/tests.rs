@@ -126,18 +126,23 @@ fn compress_reusing_writes_what_compress_into_appends() {
         let mut out = vec![0xa5u8; 200_000];
         for data in inputs.iter().chain(inputs.iter().rev()) {
             let end = c.compress_reusing(data, &mut out, 41);
-            assert!(out.len() >= end);
-            assert_eq!(out[..41], [0xa5; 41], "{c}: the room in front is kept");
-            assert_eq!(decompress(&out[41..end]).unwrap(), *data, "{c}");
-            if !c.to_string().starts_with("obfuscate") {
-                assert_eq!(
-                    out[41..end],
-                    c.compress(data),
-                    "{c} on {} bytes",
-                    data.len()
-                );
-            }
+            assert_payload_at_41(&c, &out, end, data);
         }
+    }
+}
+
+/// `out[41..end]` is what `c` compresses `data` to, and the 41 bytes in front are kept.
+fn assert_payload_at_41(c: &Compression, out: &[u8], end: usize, data: &[u8]) {
+    assert!(out.len() >= end);
+    assert_eq!(out[..41], [0xa5; 41], "{c}: the room in front is kept");
+    assert_eq!(decompress(&out[41..end]).unwrap(), *data, "{c}");
+    if !c.to_string().starts_with("obfuscate") {
+        assert_eq!(
+            out[41..end],
+            c.compress(data),
+            "{c} on {} bytes",
+            data.len()
+        );
     }
 }
 
@@ -148,21 +153,12 @@ fn deferred_payloads_are_the_data_after_the_header() {
         let mut out = vec![0xa5u8; 200_000];
         for data in inputs.iter().chain(inputs.iter().rev()) {
             let (end, stored) = c.compress_deferring(data, &mut out, 41);
-            assert_eq!(out[..41], [0xa5; 41], "{c}: the room in front is kept");
             if stored {
                 // what the caller writes: the data after the `none` header
                 assert_eq!(end, 41 + HEADER_LEN + data.len(), "{c}");
                 out[41 + HEADER_LEN..end].copy_from_slice(data);
             }
-            assert_eq!(decompress(&out[41..end]).unwrap(), *data, "{c}");
-            if !c.to_string().starts_with("obfuscate") {
-                assert_eq!(
-                    out[41..end],
-                    c.compress(data),
-                    "{c} on {} bytes",
-                    data.len()
-                );
-            }
+            assert_payload_at_41(&c, &out, end, data);
         }
     }
     // LZ4 defers exactly what it cannot shrink; `none` always
